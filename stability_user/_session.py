@@ -1,0 +1,310 @@
+"""StabilitySession: the public entry point, on top of sans-I/O, retries and transport.
+
+A call goes session -> retry loop -> user middlewares (first = outermost) ->
+aiohttp transport, and comes back as a model or a typed error.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+
+from ._errors import StabilityError
+from ._http import Handler, Middleware, Request, Response, mask_secret
+from ._models import Account, Balance
+from ._retry import RetryPolicy, Sleep, send_with_retries
+from ._sansio import (
+    ClientConfig,
+    decode_account,
+    decode_balance,
+    make_config,
+    parse_retry_after,
+)
+from ._transport import AiohttpTransport
+
+__all__ = ["StabilitySession"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Final[Any] = _Unset()
+
+
+def _chain(middlewares: Sequence[Middleware], transport: Handler) -> Handler:
+    handler = transport
+    for middleware in reversed(middlewares):
+        handler = _bind_middleware(middleware, handler)
+    return handler
+
+
+def _bind_middleware(middleware: Middleware, handler: Handler) -> Handler:
+    async def call(request: Request) -> Response:
+        return await middleware(request, handler)
+
+    return call
+
+
+def _retry_after(response: Response) -> float | None:
+    return parse_retry_after(response.headers.get("Retry-After"), time.time())
+
+
+class StabilitySession:
+    """A client of the Stability user API, safe to share between any number of tasks.
+
+    Use it as an async context manager, or call :meth:`close` when done::
+
+        async with StabilitySession() as session:   # the key from STABILITY_API_KEY
+            account = await session.account()
+            balance = await session.balance(organization="org-123")
+
+    Args:
+        api_key: the API key; ``$STABILITY_API_KEY`` when omitted. Sent as the
+            ``Authorization`` header exactly as given (a ``Bearer ...`` key too).
+        base_url: the service; ``$STABILITY_API_HOST``, else ``https://api.stability.ai``.
+            ``http://`` is accepted only for loopback hosts.
+        api_version: ``"v1alpha"`` or ``"v1"``; ``$STABILITY_API_VERSION``, else ``"v1alpha"``.
+        organization: the default ``Organization`` of :meth:`balance`.
+        client_id: sent as ``Stability-Client-ID`` when set.
+        client_version: sent as ``Stability-Client-Version`` when set.
+        timeout: seconds per attempt, from sending to the last body byte.
+        retry: the :class:`RetryPolicy`; ``RetryPolicy(max_attempts=1)`` disables retries.
+        middlewares: called on every attempt, the first outermost, inside the retry loop.
+        http_session: an ``aiohttp.ClientSession`` of the caller's to send with; it
+            is never closed here. By default the session creates its own on first use.
+        max_connections: the connection pool's size, and how many requests are in
+            flight at once; further calls queue without their timeout running.
+        max_body_size: the largest body read, in bytes; a larger one is refused.
+        sleep: the wait between attempts, :func:`asyncio.sleep` by default (for tests).
+        clock: monotonic seconds for deadlines, :func:`time.monotonic` by default.
+
+    Raises:
+        StabilityError: no API key anywhere, or an unsafe ``base_url``.
+        ValueError: an unknown ``api_version``, a bad number, or a header value with
+            CR, LF or NUL.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_version: str | None = None,
+        organization: str | None = None,
+        client_id: str | None = None,
+        client_version: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        middlewares: Sequence[Middleware] = (),
+        http_session: aiohttp.ClientSession | None = None,
+        max_connections: int = 100,
+        max_body_size: int = 1_048_576,
+        sleep: Sleep | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """Check the configuration; nothing is opened until the first call."""
+        self._owner = False
+        self._closed = False
+        config = make_config(
+            api_key,
+            base_url=base_url,
+            api_version=api_version,
+            organization=organization,
+            client_id=client_id,
+            client_version=client_version,
+            timeout=timeout,
+        )
+        transport = AiohttpTransport(
+            http_session=http_session,
+            max_connections=max_connections,
+            max_body_size=max_body_size,
+        )
+        self._setup(
+            config=config,
+            retry=retry if retry is not None else RetryPolicy(),
+            middlewares=tuple(middlewares),
+            transport=transport,
+            sleep=sleep,
+            clock=clock or time.monotonic,
+        )
+        self._owner = True
+
+    def _setup(
+        self,
+        *,
+        config: ClientConfig,
+        retry: RetryPolicy,
+        middlewares: tuple[Middleware, ...],
+        transport: AiohttpTransport,
+        sleep: Sleep | None,
+        clock: Callable[[], float],
+    ) -> None:
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self._config = config
+        self._retry = retry
+        self._middlewares = middlewares
+        self._transport = transport
+        self._handler = _chain(middlewares, transport)
+        self._clock = clock
+        self._sleep = sleep
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL, without a trailing slash."""
+        return self._config.base_url
+
+    @property
+    def api_version(self) -> str:
+        """``"v1alpha"`` or ``"v1"``."""
+        return self._config.api_version
+
+    @property
+    def organization(self) -> str | None:
+        """The default ``Organization`` of :meth:`balance`, if any."""
+        return self._config.organization
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of this session's calls."""
+        return self._retry
+
+    @property
+    def timeout(self) -> float:
+        """Seconds per attempt."""
+        return self._config.timeout
+
+    @property
+    def closed(self) -> bool:
+        """Whether this session, or the session it is a view of, has been closed."""
+        return self._closed or self._transport.closed
+
+    def __repr__(self) -> str:
+        """Say where the session points; the key is masked (``sk-…abcd``)."""
+        config = self._config
+        state = " closed" if self.closed else ""
+        return (
+            f"<StabilitySession{state} {config.base_url} {config.api_version} "
+            f"key={mask_secret(config.api_key)} organization={config.organization!r}>"
+        )
+
+    def with_options(
+        self,
+        *,
+        api_key: str = _UNSET,
+        organization: str | None = _UNSET,
+        timeout: float = _UNSET,
+        retry: RetryPolicy = _UNSET,
+    ) -> StabilitySession:
+        """A view of this session with other options, sharing its connection pool.
+
+        The view lives as long as this session: closing this session makes the
+        view unusable; closing the view closes nothing shared.
+        """
+        config = self._config
+        new_config = make_config(
+            config.api_key if api_key is _UNSET else api_key,
+            base_url=config.base_url,
+            api_version=config.api_version,
+            organization=config.organization if organization is _UNSET else organization,
+            client_id=config.client_id,
+            client_version=config.client_version,
+            timeout=config.timeout if timeout is _UNSET else timeout,
+            environ={},
+        )
+        view = StabilitySession.__new__(StabilitySession)
+        view._owner = False
+        view._closed = False
+        view._setup(
+            config=new_config,
+            retry=self._retry if retry is _UNSET else retry,
+            middlewares=self._middlewares,
+            transport=self._transport,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        return view
+
+    async def _send(self, request: Request) -> Response:
+        if self._closed:
+            raise StabilityError("this StabilitySession is closed")
+        if self._sleep is None:
+            return await send_with_retries(
+                request, self._handler, self._retry, retry_after=_retry_after, clock=self._clock
+            )
+        return await send_with_retries(
+            request,
+            self._handler,
+            self._retry,
+            retry_after=_retry_after,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    async def account(self) -> Account:
+        """The account the API key belongs to (``GET /{version}/user/account``).
+
+        Raises:
+            APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
+            APIConnectionError: no usable answer after all attempts.
+            ResponseValidationError: the answer is not a valid account.
+        """
+        response = await self._send(self._config.account_request)
+        return decode_account(response, self._config)
+
+    async def balance(self, organization: str | None = None) -> Balance:
+        """The credit balance (``GET /{version}/user/balance``).
+
+        Args:
+            organization: read this organization's balance instead of the session's
+                default ``organization`` (or, without either, the user's default one).
+
+        Raises:
+            APIError: the service refused (e.g. :class:`PermissionDeniedError` for an
+                organization the key's account is not a member of).
+            APIConnectionError: no usable answer after all attempts.
+            ResponseValidationError: the answer is not a valid balance.
+            ValueError: ``organization`` contains CR, LF or NUL.
+        """
+        request = self._config.request_balance(organization)
+        response = await self._send(request)
+        return decode_balance(response, self._config)
+
+    async def close(self) -> None:
+        """Close the session and its connection pool; idempotent.
+
+        On a view from :meth:`with_options`, only the view is closed.
+        """
+        self._closed = True
+        if self._owner:
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> StabilitySession:
+        """Return the session itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the session."""
+        await self.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        """Warn about a session dropped unclosed; nothing is scheduled from here."""
+        if getattr(self, "_owner", False) and not self._transport.closed:
+            _warn(
+                f"unclosed {self!r}: use 'async with StabilitySession()' or await close()",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )

@@ -1,0 +1,26 @@
+"""Test helpers: :class:`StabilityEmulator`, a local Stability user API over loopback HTTP.
+
+It imports nothing of the client: tests through it use real sockets, headers and bodies.
+The pytest fixtures ``stability_emulator`` and ``stability_session`` come from the
+plugin :mod:`stability_user.testing.pytest_plugin`, registered automatically.
+"""
+
+from ._emulator import (
+    RANDOM_FAULT_KINDS,
+    EmulatedAccount,
+    EmulatedOrganization,
+    Fault,
+    RateLimit,
+    RecordedRequest,
+    StabilityEmulator,
+)
+
+__all__ = [
+    "RANDOM_FAULT_KINDS",
+    "EmulatedAccount",
+    "EmulatedOrganization",
+    "Fault",
+    "RateLimit",
+    "RecordedRequest",
+    "StabilityEmulator",
+]

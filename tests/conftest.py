@@ -1,0 +1,50 @@
+"""Shared fixtures: fake clock and sleep, and the emulator from the package's plugin."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from stability_user import RetryPolicy, StabilitySession
+from stability_user.testing import StabilityEmulator
+
+from . import aioresponses_compat
+from .fakes import FakeClock
+
+aioresponses_compat.install()
+
+KEY = "sk-test0123456789abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@pytest.fixture(name="clock")
+def _clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(name="emulator")
+async def _emulator(clock: FakeClock) -> AsyncIterator[StabilityEmulator]:
+    """An emulator with a fake clock: its rate limit never makes a test wait."""
+    async with StabilityEmulator(clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture(name="key")
+def _key(emulator: StabilityEmulator) -> str:
+    return emulator.add_account(email="a@example.com", credits=12.5)
+
+
+@pytest.fixture(name="session")
+async def _session(
+    emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> AsyncIterator[StabilitySession]:
+    """A session on the emulator whose waits advance the fake clock instead of sleeping."""
+    async with StabilitySession(
+        key,
+        base_url=emulator.base_url,
+        retry=RetryPolicy(max_attempts=3),
+        sleep=clock.sleep,
+        clock=clock,
+        timeout=5.0,
+    ) as session:
+        yield session

@@ -1,0 +1,208 @@
+"""What only a real socket shows: drops, resets, stalls, redirects, size caps, pool reuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import attrs
+import pytest
+from aiohttp import web
+
+from stability_user import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    Balance,
+    ResponseValidationError,
+    RetryPolicy,
+    StabilitySession,
+)
+from stability_user.testing import Fault, StabilityEmulator
+
+from .conftest import KEY
+from .fakes import FakeClock
+
+
+@attrs.define
+class AppServer:
+    """An aiohttp.web app on a free port of 127.0.0.1."""
+
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture(name="serve")
+async def _serve() -> AsyncIterator[Callable[[Route], Awaitable[AppServer]]]:
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: Route) -> AppServer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return AppServer(runner, runner.addresses[0][1])
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+def session_for(base_url: str, clock: FakeClock, **kwargs: object) -> StabilitySession:
+    return StabilitySession(KEY, base_url=base_url, sleep=clock.sleep, clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_reset_mid_body_is_retried(
+    session: StabilitySession, emulator: StabilityEmulator
+) -> None:
+    emulator.script(Fault.reset())
+    assert await session.balance() == Balance(12.5)
+    assert [r.status for r in emulator.requests] == [None, 200]
+
+
+async def test_reset_on_every_attempt_raises_connection_error(
+    session: StabilitySession, emulator: StabilityEmulator
+) -> None:
+    emulator.script(Fault.reset(), Fault.reset(), Fault.reset())
+    with pytest.raises(APIConnectionError) as info:
+        await session.balance()
+    assert type(info.value) is APIConnectionError
+    assert info.value.attempts == 3
+    assert KEY not in str(info.value)
+
+
+async def test_dropped_connection_is_retried(
+    session: StabilitySession, emulator: StabilityEmulator
+) -> None:
+    emulator.script(Fault.drop(), Fault.drop(), Fault.drop())
+    assert (await session.balance()).credits == 12.5
+
+
+async def test_stall_past_the_timeout(
+    emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> None:
+    emulator.script(Fault.stall(30), Fault.stall(30))
+    async with session_for(
+        emulator.base_url, clock, timeout=0.05, retry=RetryPolicy(max_attempts=2)
+    ) as s:
+        with pytest.raises(APITimeoutError, match=r"longer than 0\.05 s") as info:
+            await s.balance()
+    assert info.value.attempts == 2
+
+
+async def test_stall_then_success(emulator: StabilityEmulator, key: str, clock: FakeClock) -> None:
+    emulator.script(Fault.stall(30))
+    async with StabilitySession(
+        key, base_url=emulator.base_url, timeout=0.05, sleep=clock.sleep, clock=clock
+    ) as s:
+        assert (await s.balance()).credits == 12.5
+
+
+async def test_redirect_is_not_followed(serve, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        if request.path.endswith("/balance"):
+            raise web.HTTPFound("/elsewhere")
+        return web.json_response({"credits": 99})
+
+    server = await serve(handler)
+    async with session_for(server.url, clock) as session:
+        with pytest.raises(APIError, match="redirect to /elsewhere not followed") as info:
+            await session.balance()
+    assert info.value.status == 302
+    assert hits == ["/v1alpha/user/balance"]
+
+
+async def test_chunked_body_over_the_cap(serve, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    sent: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for _ in range(64):  # 4 MiB if read whole
+                await response.write(b"x" * 65536)
+                sent.append(1)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    server = await serve(handler)
+    async with session_for(server.url, clock, max_body_size=100_000) as session:
+        with pytest.raises(ResponseValidationError, match="exceeds 100000 bytes"):
+            await session.balance()
+
+
+async def test_chunked_body_under_the_cap(serve, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"credits":')
+        await response.write(b" 8.5}")
+        return response
+
+    server = await serve(handler)
+    async with session_for(server.url, clock) as session:
+        assert await session.balance() == Balance(8.5)
+
+
+async def test_oversized_announced_body(
+    session: StabilitySession, emulator: StabilityEmulator
+) -> None:
+    emulator.script(Fault.oversized(2_000_000))
+    with pytest.raises(ResponseValidationError, match="announces"):
+        await session.balance()
+    assert (await session.balance()).credits == 12.5  # the pool recovers
+
+
+async def test_one_connection_pool_survives_retries(
+    emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> None:
+    emulator.script(503, 500, Fault.html(502), 200, 429, 200)
+    async with session_for(
+        emulator.base_url, clock, max_connections=1, timeout=2.0, retry=RetryPolicy(max_attempts=4)
+    ) as s:
+        s2 = s.with_options(api_key=key)
+        results = await asyncio.wait_for(asyncio.gather(s2.balance(), s2.balance()), timeout=10)
+    assert list(results) == [Balance(12.5), Balance(12.5)]
+
+
+async def test_deadline_bounds_a_stalled_call(
+    emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> None:
+    emulator.script(Fault.stall(30))
+    # Real monotonic clock here: the deadline has to cut a real attempt.
+    async with StabilitySession(
+        key,
+        base_url=emulator.base_url,
+        timeout=30,
+        retry=RetryPolicy(deadline=0.1),
+        sleep=clock.sleep,
+    ) as s:
+        with pytest.raises(APITimeoutError, match=r"deadline of 0\.1 s"):
+            await s.balance()
+
+
+async def test_cancelling_a_call_leaves_nothing_open(emulator: StabilityEmulator, key: str) -> None:
+    emulator.script(Fault.stall(30))
+    async with StabilitySession(key, base_url=emulator.base_url) as s:
+        task = asyncio.ensure_future(s.balance())
+        await emulator.wait_for_requests(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await s.balance()).credits == 12.5

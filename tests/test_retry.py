@@ -1,0 +1,224 @@
+"""The retry policy (pure) and the retry loop (fake handler, fake clock: never waits)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stability_user import APIConnectionError, APITimeoutError, Request, Response, RetryPolicy
+from stability_user._retry import RATE_LIMIT_LOCKOUT, send_with_retries
+
+from .fakes import FakeClock
+
+REQUEST = Request("GET", "https://api.example/v1/user/balance", {"Authorization": "k"}, 10.0)
+
+
+class TestPolicy:
+    def test_defaults(self) -> None:
+        policy = RetryPolicy()
+        assert (policy.max_attempts, policy.backoff_base, policy.backoff_max) == (3, 0.5, 8.0)
+        assert policy.max_retry_after == 60.0
+        assert policy.retry_statuses == frozenset({408, 429, 500, 502, 503, 504})
+        assert policy.deadline is None
+
+    def test_backoff_formula(self) -> None:
+        policy = RetryPolicy(backoff_base=0.5, backoff_max=8.0)
+        assert [policy.backoff(n, 0.0) for n in (1, 2, 3, 4, 5, 6)] == [0.5, 1, 2, 4, 8, 8]
+        assert policy.backoff(1, 0.5) == 0.75
+        assert policy.backoff(10_000, 0.9) == 8.0
+
+    @given(st.integers(1, 10_000), st.floats(0, 1, exclude_max=True))
+    def test_backoff_is_bounded(self, attempt: int, jitter: float) -> None:
+        policy = RetryPolicy()
+        assert 0.5 <= policy.backoff(attempt, jitter) <= 8.0
+
+    def test_stops_after_max_attempts(self) -> None:
+        policy = RetryPolicy(max_attempts=3)
+        assert policy.next_delay(1, status=503) == 0.5
+        assert policy.next_delay(2, status=503) == 1.0
+        assert policy.next_delay(3, status=503) is None
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 501])
+    def test_other_statuses_are_not_retried(self, status: int) -> None:
+        assert RetryPolicy().next_delay(1, status=status) is None
+
+    def test_connection_failures_are_retried(self) -> None:
+        assert RetryPolicy().next_delay(1, status=None) == 0.5
+
+    def test_retry_after_replaces_backoff_on_429_and_503_only(self) -> None:
+        policy = RetryPolicy()
+        assert policy.next_delay(1, status=429, retry_after=3.0) == 3.0
+        assert policy.next_delay(1, status=503, retry_after=3.0) == 3.0
+        assert policy.next_delay(1, status=500, retry_after=3.0) == 0.5
+
+    def test_429_without_retry_after_waits_out_the_lockout(self) -> None:
+        assert RetryPolicy().next_delay(1, status=429) == RATE_LIMIT_LOCKOUT == 60.0
+        assert RetryPolicy(max_retry_after=30).next_delay(1, status=429) is None
+
+    def test_retry_after_beyond_the_maximum_stops(self) -> None:
+        assert RetryPolicy(max_retry_after=10).next_delay(1, status=503, retry_after=11) is None
+
+    def test_wait_past_the_deadline_stops(self) -> None:
+        policy = RetryPolicy(deadline=5.0)
+        assert policy.next_delay(1, status=503, elapsed=4.0) == 0.5
+        assert policy.next_delay(1, status=503, elapsed=4.6) is None
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"max_attempts": 0},
+            {"max_attempts": 1.5},
+            {"max_attempts": True},
+            {"backoff_base": -1},
+            {"backoff_max": float("inf")},
+            {"max_retry_after": float("nan")},
+            {"deadline": 0},
+            {"deadline": -3},
+        ],
+    )
+    def test_invalid_values(self, kwargs: dict[str, float]) -> None:
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+    def test_is_frozen_and_hashable(self) -> None:  # any iterable of statuses is frozen
+        policy = RetryPolicy(retry_statuses={503})
+        assert policy.retry_statuses == frozenset({503})
+        assert hash(policy) == hash(RetryPolicy(retry_statuses=frozenset({503})))
+
+
+class ScriptedHandler:
+    """Answers from a script of statuses and exceptions; records every request it saw."""
+
+    def __init__(
+        self, *outcomes: int | Exception, clock: FakeClock | None = None, cost: float = 0.0
+    ):
+        self.outcomes = list(outcomes)
+        self.requests: list[Request] = []
+        self.clock = clock
+        self.cost = cost
+
+    async def __call__(self, request: Request) -> Response:
+        self.requests.append(request)
+        if self.clock is not None:
+            self.clock.advance(self.cost)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        headers = {"Retry-After": "2"} if outcome == 429 else {}
+        return Response(outcome, headers, b"{}")
+
+
+async def send(handler: ScriptedHandler, policy: RetryPolicy, clock: FakeClock) -> Response:
+    return await send_with_retries(
+        REQUEST,
+        handler,
+        policy,
+        retry_after=lambda r: (
+            float(r.headers["Retry-After"]) if "Retry-After" in r.headers else None
+        ),
+        sleep=clock.sleep,
+        clock=clock,
+        jitter=lambda: 0.0,
+    )
+
+
+class TestLoop:
+    async def test_success_after_retries_counts_attempts_from_one(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, APIConnectionError("reset"), 200)
+        response = await send(handler, RetryPolicy(), clock)
+        assert (response.status, response.attempt) == (200, 3)
+        assert clock.sleeps == [0.5, 1.0]
+        assert len(handler.requests) == 3
+
+    async def test_first_attempt_success_does_not_wait(self, clock: FakeClock) -> None:
+        response = await send(ScriptedHandler(200), RetryPolicy(), clock)
+        assert (response.status, response.attempt) == (200, 1)
+        assert clock.sleeps == []
+
+    async def test_last_response_returned_when_attempts_run_out(self, clock: FakeClock) -> None:
+        response = await send(ScriptedHandler(503, 502, 500), RetryPolicy(), clock)
+        assert (response.status, response.attempt) == (500, 3)
+
+    async def test_last_error_raised_with_attempts(self, clock: FakeClock) -> None:
+        first, last = APIConnectionError("first"), APIConnectionError("last")
+        with pytest.raises(APIConnectionError) as info:
+            await send(ScriptedHandler(first, 503, last), RetryPolicy(), clock)
+        assert info.value is last
+        assert info.value.attempts == 3
+        assert str(info.value) == "last (after 3 attempts)"
+
+    async def test_non_retryable_status_returns_at_once(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(401, 200)
+        response = await send(handler, RetryPolicy(), clock)
+        assert response.status == 401
+        assert len(handler.requests) == 1
+
+    async def test_other_exceptions_propagate_unretried(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(ValueError("boom"), 200)
+        with pytest.raises(ValueError, match="boom"):
+            await send(handler, RetryPolicy(), clock)
+        assert len(handler.requests) == 1
+
+    async def test_retry_after_is_used(self, clock: FakeClock) -> None:
+        await send(ScriptedHandler(429, 200), RetryPolicy(), clock)
+        assert clock.sleeps == [2.0]
+
+    async def test_deadline_cuts_the_attempt_timeout(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, 200, clock=clock, cost=3.0)
+        await send(handler, RetryPolicy(deadline=5.0), clock)
+        # first attempt: 5 s left, less than the 10 s timeout; second: 5 - 3 - 0.5 = 1.5 s left
+        assert [r.timeout for r in handler.requests] == [5.0, 1.5]
+
+    async def test_no_wait_that_would_end_past_the_deadline(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, 200, clock=clock, cost=4.8)
+        response = await send(handler, RetryPolicy(deadline=5.0), clock)
+        assert response.status == 503
+        assert clock.sleeps == []
+
+    async def test_timeout_cut_by_deadline_says_so(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(APITimeoutError("slow"), clock=clock, cost=2.0)
+        with pytest.raises(APITimeoutError, match="deadline of 2 s"):
+            await send(handler, RetryPolicy(deadline=2.0), clock)
+
+    async def test_cancel_during_wait_cancels_at_once(self) -> None:
+        started = asyncio.Event()
+
+        async def sleep_forever(seconds: float) -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        handler = ScriptedHandler(503, 200)
+        task = asyncio.ensure_future(
+            send_with_retries(
+                REQUEST, handler, RetryPolicy(), retry_after=lambda r: None, sleep=sleep_forever
+            )
+        )
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(handler.requests) == 1
+
+    async def test_logs(self, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG, logger="stability_user")
+        await send(ScriptedHandler(503, 200), RetryPolicy(), clock)
+        records = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert records == [
+            ("DEBUG", "GET /v1/user/balance -> 503 in 0.0 ms (attempt 1)"),
+            (
+                "WARNING",
+                "retrying GET /v1/user/balance after status 503 (attempt 1 of 3) in 0.500 s",
+            ),
+            ("DEBUG", "GET /v1/user/balance -> 200 in 0.0 ms (attempt 2)"),
+        ]
+
+    async def test_shared_policy_keeps_no_state_between_calls(self, clock: FakeClock) -> None:
+        policy = RetryPolicy()
+        await asyncio.gather(
+            *(send(ScriptedHandler(503, 503, 200), policy, clock) for _ in range(5))
+        )
+        assert clock.sleeps == [0.5] * 5 + [1.0] * 5

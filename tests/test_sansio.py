@@ -1,0 +1,330 @@
+"""The pure layer: configuration, requests and decoding, without I/O."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import platform
+from email.utils import formatdate
+
+import aiohttp
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stability_user import (
+    Account,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    Balance,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    Request,
+    Response,
+    ResponseValidationError,
+    ServerError,
+    StabilityError,
+    __version__,
+)
+from stability_user._sansio import (
+    decode_account,
+    decode_balance,
+    error_for_response,
+    make_config,
+    parse_retry_after,
+    redact,
+)
+
+from .conftest import KEY
+
+
+def config(**kwargs: object):  # type: ignore[no-untyped-def]
+    return make_config(KEY, environ={}, **kwargs)  # type: ignore[arg-type]
+
+
+def response(status: int, body: object = None, headers: dict[str, str] | None = None) -> Response:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Response(status, headers or {}, raw)
+
+
+class TestConfig:
+    def test_key_from_environment(self) -> None:
+        cfg = make_config(environ={"STABILITY_API_KEY": KEY})
+        assert cfg.api_key == KEY
+
+    def test_no_key_names_the_variable(self) -> None:
+        with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+            make_config(environ={})
+        with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+            make_config(environ={"STABILITY_API_KEY": ""})
+
+    def test_defaults(self) -> None:
+        cfg = config()
+        assert cfg.base_url == "https://api.stability.ai"
+        assert cfg.api_version == "v1alpha"
+        assert cfg.account_request.url == "https://api.stability.ai/v1alpha/user/account"
+        assert cfg.balance_request.url == "https://api.stability.ai/v1alpha/user/balance"
+
+    def test_host_and_version_from_environment(self) -> None:
+        cfg = make_config(
+            KEY,
+            environ={"STABILITY_API_HOST": "https://proxy.example/", "STABILITY_API_VERSION": "v1"},
+        )
+        assert cfg.account_request.url == "https://proxy.example/v1/user/account"
+
+    def test_arguments_beat_the_environment(self) -> None:
+        cfg = make_config(
+            KEY,
+            base_url="https://a.example",
+            api_version="v1alpha",
+            environ={"STABILITY_API_HOST": "https://b.example", "STABILITY_API_VERSION": "v1"},
+        )
+        assert cfg.account_request.url == "https://a.example/v1alpha/user/account"
+
+    @pytest.mark.parametrize("version", ["v2", "V1", "", "v1beta"])
+    def test_unknown_api_version(self, version: str) -> None:
+        with pytest.raises(ValueError, match="api_version"):
+            make_config(KEY, api_version=version or "x", environ={})
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://127.0.0.1:8000",
+            "http://127.1.2.3",
+            "http://[::1]:80",
+            "http://localhost:9",
+            "http://LOCALHOST",
+            "https://api.example.com",
+        ],
+    )
+    def test_allowed_base_urls(self, url: str) -> None:
+        assert config(base_url=url).base_url == url
+
+    @pytest.mark.parametrize(
+        "url", ["http://api.stability.ai", "http://10.0.0.1", "http://localhost.evil.example"]
+    )
+    def test_clear_text_to_remote_hosts_is_refused(self, url: str) -> None:
+        with pytest.raises(StabilityError, match="clear-text"):
+            config(base_url=url)
+
+    @pytest.mark.parametrize(
+        "url", ["ftp://x", "api.stability.ai", "https://", "https://u:p@h", "https://h/?q=1"]
+    )
+    def test_malformed_base_urls(self, url: str) -> None:
+        with pytest.raises(StabilityError, match="base_url"):
+            config(base_url=url)
+
+    @pytest.mark.parametrize("field", ["organization", "client_id", "client_version"])
+    @pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\0b"])
+    def test_header_injection_refused(self, field: str, bad: str) -> None:
+        with pytest.raises(ValueError, match=field):
+            config(**{field: bad})
+
+    @pytest.mark.parametrize("bad", ["sk-1\r\nX-Evil: 1", "sk\0", " sk-1"])
+    def test_bad_keys_are_refused_without_echoing_them(self, bad: str) -> None:
+        with pytest.raises(ValueError, match="api_key") as info:
+            make_config(bad, environ={})
+        assert bad.strip() not in str(info.value)
+
+    @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True])
+    def test_bad_timeouts(self, timeout: float) -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            config(timeout=timeout)
+
+    def test_repr_masks_the_key(self) -> None:
+        assert KEY not in repr(config())
+        assert KEY[-4:] in repr(config())
+
+
+class TestRequests:
+    def test_constant_headers(self) -> None:
+        request = config(client_id="my-app", client_version="1.2").account_request
+        assert request.method == "GET"
+        assert request.headers["Authorization"] == KEY
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["Stability-Client-ID"] == "my-app"
+        assert request.headers["Stability-Client-Version"] == "1.2"
+        assert request.headers["User-Agent"] == (
+            f"stability-user/{__version__} aiohttp/{aiohttp.__version__} "
+            f"Python/{platform.python_version()}"
+        )
+        assert "Organization" not in request.headers
+
+    def test_client_headers_are_absent_unless_set(self) -> None:
+        headers = config().account_request.headers
+        assert "Stability-Client-ID" not in headers
+        assert "Stability-Client-Version" not in headers
+
+    def test_bearer_key_is_sent_as_given(self) -> None:
+        cfg = make_config("Bearer " + KEY, environ={})
+        assert cfg.account_request.headers["Authorization"] == "Bearer " + KEY
+
+    def test_account_never_sends_organization(self) -> None:
+        assert "Organization" not in config(organization="org-1").account_request.headers
+
+    def test_balance_organization_default_and_override(self) -> None:
+        cfg = config(organization="org-default")
+        assert cfg.request_balance().headers["Organization"] == "org-default"
+        assert cfg.request_balance("org-2").headers["Organization"] == "org-2"
+        assert "Organization" not in config().request_balance().headers
+        assert cfg.request_balance() is cfg.request_balance()  # built once, not per call
+
+    def test_per_call_organization_injection_refused(self) -> None:
+        with pytest.raises(ValueError, match="organization"):
+            config().request_balance("org\r\nX: y")
+
+    def test_request_repr_masks_authorization(self) -> None:
+        request = config().account_request
+        assert KEY not in repr(request)
+        assert "Authorization" in repr(request)
+
+
+class TestDecoding:
+    def test_balance(self) -> None:
+        assert decode_balance(response(200, {"credits": 3}), config()) == Balance(3.0)
+
+    def test_account(self) -> None:
+        body = {"id": "u", "email": "e", "organizations": []}
+        assert decode_account(response(200, body), config()) == Account("u", "e", ())
+
+    @pytest.mark.parametrize("body", [b"", b"<html>", b'{"credits": 1', b"\xff\xfe"])
+    def test_2xx_body_that_is_not_json(self, body: bytes) -> None:
+        with pytest.raises(ResponseValidationError, match="not JSON") as info:
+            decode_balance(Response(200, {}, body), config())
+        assert info.value.status == 200
+
+    @pytest.mark.parametrize(
+        ("status", "cls"),
+        [
+            (400, BadRequestError),
+            (401, AuthenticationError),
+            (403, PermissionDeniedError),
+            (404, NotFoundError),
+            (429, RateLimitError),
+            (500, ServerError),
+            (502, ServerError),
+            (503, ServerError),
+            (504, ServerError),
+            (409, APIError),
+            (422, APIError),
+            (302, APIError),
+        ],
+    )
+    def test_status_maps_to_its_error(self, status: int, cls: type[APIError]) -> None:
+        body = {"id": "x1", "name": "some_name", "message": "what happened"}
+        with pytest.raises(cls) as info:
+            decode_balance(response(status, body), config(api_version="v1"))
+        error = info.value
+        assert type(error) is cls
+        assert error.status == status
+        assert error.error is not None
+        assert error.error.name == "some_name"
+        assert str(error).startswith(f"{status} some_name: what happened")
+
+    def test_error_without_json_body_uses_the_reason_phrase(self) -> None:
+        error = error_for_response(Response(502, {}, b"<html>bad gateway</html>"), config())
+        assert error.error is None
+        assert str(error) == "502 Bad Gateway"
+
+    def test_v2beta_errors_list_is_the_message(self) -> None:
+        body = {"id": "1", "name": "invalid_request", "errors": ["a is wrong", "b is missing"]}
+        error = error_for_response(response(400, body), config())
+        assert str(error) == "400 invalid_request: a is wrong; b is missing"
+
+    def test_v1alpha_404_points_to_v1(self) -> None:
+        error = error_for_response(response(404, {"name": "not_found"}), config())
+        assert "api_version='v1'" in str(error)
+        assert "retired" in str(error)
+        v1_error = error_for_response(
+            response(404, {"name": "not_found"}), config(api_version="v1")
+        )
+        assert "retired" not in str(v1_error)
+
+    def test_redirect_is_an_error_naming_the_location(self) -> None:
+        error = error_for_response(
+            Response(301, {"Location": "https://elsewhere/x"}, b""), config()
+        )
+        assert "redirect to https://elsewhere/x not followed" in str(error)
+
+    def test_key_quoted_by_the_server_is_redacted(self) -> None:
+        body = {"name": "unauthorized", "message": f"key {KEY} is invalid", "errors": [KEY]}
+        error = error_for_response(response(401, body), config())
+        assert KEY not in str(error)
+        assert error.error is not None
+        assert KEY not in repr(error.error)
+        assert "[redacted]" in str(error)
+
+    def test_key_in_redirect_location_is_redacted(self) -> None:
+        error = error_for_response(
+            Response(302, {"Location": f"https://x/?k={KEY}"}, b""), config()
+        )
+        assert KEY not in str(error)
+
+    def test_retry_after_seconds_on_429(self) -> None:
+        error = error_for_response(response(429, {}, {"Retry-After": "7"}), config(), now=0)
+        assert isinstance(error, RateLimitError)
+        assert error.retry_after == 7.0
+        assert "retry after 7 s" in str(error)
+
+    def test_retry_after_date_on_503(self) -> None:
+        error = error_for_response(
+            response(503, {}, {"Retry-After": formatdate(1_000_030, usegmt=True)}),
+            config(),
+            now=1_000_000,
+        )
+        assert isinstance(error, ServerError)
+        assert error.retry_after == 30.0
+
+    def test_attempts_come_from_the_response(self) -> None:
+        error = error_for_response(Response(500, {}, b"", attempt=3), config())
+        assert error.attempts == 3
+
+    def test_errors_pickle_with_their_state(self) -> None:
+        error = error_for_response(
+            response(429, {"name": "slow"}, {"Retry-After": "3"}), config(), now=0
+        )
+        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+        assert type(clone) is RateLimitError
+        assert (clone.status, clone.retry_after, str(clone)) == (429, 3.0, str(error))
+
+
+class TestRetryAfter:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("0", 0.0),
+            ("120", 120.0),
+            (" 5 ", 5.0),
+            ("1.5", 1.5),
+            ("-1", None),
+            ("soon", None),
+            ("", None),
+            (None, None),
+            ("nan", None),
+            ("Wed, 21 Oct 2015 07:28:00", None),
+        ],
+    )
+    def test_values(self, value: str | None, expected: float | None) -> None:
+        assert parse_retry_after(value, now=0.0) == expected
+
+    def test_date_in_the_past_is_zero(self) -> None:
+        assert parse_retry_after(formatdate(100, usegmt=True), now=200.0) == 0.0
+
+    @given(st.integers(min_value=0, max_value=10**6))
+    def test_date_round_trips(self, offset: int) -> None:
+        now = 1_700_000_000.0
+        assert parse_retry_after(formatdate(now + offset, usegmt=True), now=now) == offset
+
+
+def test_redact_handles_bearer_prefix() -> None:
+    assert redact(f"x {KEY} y", "Bearer " + KEY) == "x [redacted] y"
+    assert redact("nothing here", KEY) == "nothing here"
+
+
+def test_request_is_frozen() -> None:
+    request = Request("GET", "https://x", {}, 1.0)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        request.timeout = 2.0  # type: ignore[misc]

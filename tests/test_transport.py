@@ -1,0 +1,170 @@
+"""The aiohttp transport and the session over it, with aioresponses (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from stability_user import (
+    APIConnectionError,
+    APITimeoutError,
+    Balance,
+    Request,
+    ResponseValidationError,
+    RetryPolicy,
+    StabilityError,
+    StabilitySession,
+)
+from stability_user._transport import AiohttpTransport
+
+from .conftest import KEY
+from .fakes import FakeClock
+
+BASE = "https://api.stability.ai"
+BALANCE = f"{BASE}/v1alpha/user/balance"
+REQUEST = Request("GET", BALANCE, {"Authorization": KEY}, 5.0)
+
+
+@pytest.fixture(name="mocked")
+def _mocked():  # type: ignore[no-untyped-def]
+    with aioresponses() as mocked:
+        yield mocked
+
+
+async def test_reads_body_and_headers(mocked: aioresponses) -> None:
+    mocked.get(BALANCE, body=b'{"credits": 2}', headers={"X-Thing": "1"})
+    transport = AiohttpTransport()
+    try:
+        response = await transport(REQUEST)
+    finally:
+        await transport.aclose()
+    assert (response.status, response.body) == (200, b'{"credits": 2}')
+    assert response.headers["x-thing"] == "1"
+    assert response.attempt == 1
+
+
+async def test_sends_headers_and_no_redirects(mocked: aioresponses) -> None:
+    mocked.get(BALANCE, payload={"credits": 1})
+    transport = AiohttpTransport()
+    try:
+        await transport(REQUEST)
+    finally:
+        await transport.aclose()
+    ((_, url), calls) = next(iter(mocked.requests.items()))
+    assert str(url) == BALANCE
+    assert calls[0].kwargs["headers"]["Authorization"] == KEY
+    assert calls[0].kwargs["allow_redirects"] is False
+    assert calls[0].kwargs["timeout"].total == 5.0
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (aiohttp.ServerDisconnectedError(), APIConnectionError),
+        (aiohttp.ClientOSError(104, "reset"), APIConnectionError),
+        (aiohttp.ClientPayloadError("cut"), APIConnectionError),
+        (aiohttp.ServerTimeoutError("slow"), APITimeoutError),
+        (asyncio.TimeoutError(), APITimeoutError),
+    ],
+)
+async def test_failures_map_to_library_errors(
+    mocked: aioresponses, exc: Exception, expected: type[Exception]
+) -> None:
+    mocked.get(BALANCE, exception=exc)
+    transport = AiohttpTransport()
+    try:
+        with pytest.raises(expected) as info:
+            await transport(REQUEST)
+    finally:
+        await transport.aclose()
+    assert type(info.value) is expected
+    assert info.value.__cause__ is exc
+    assert KEY not in str(info.value)
+
+
+async def test_session_retries_then_returns_balance(mocked: aioresponses, clock: FakeClock) -> None:
+    mocked.get(BALANCE, status=503, payload={"name": "server_error"})
+    mocked.get(BALANCE, exception=aiohttp.ServerDisconnectedError())
+    mocked.get(BALANCE, payload={"credits": 7.25})
+    async with StabilitySession(KEY, sleep=clock.sleep, clock=clock) as session:
+        assert await session.balance() == Balance(7.25)
+    assert clock.sleeps == [pytest.approx(0.5, abs=0.5), pytest.approx(1.0, abs=0.5)]
+
+
+async def test_session_gives_up_with_the_last_error(mocked: aioresponses, clock: FakeClock) -> None:
+    for _ in range(2):
+        mocked.get(BALANCE, exception=aiohttp.ClientConnectionError("refused"))
+    async with StabilitySession(
+        KEY, retry=RetryPolicy(max_attempts=2), sleep=clock.sleep, clock=clock
+    ) as session:
+        with pytest.raises(APIConnectionError, match="refused") as info:
+            await session.balance()
+    assert info.value.attempts == 2
+
+
+async def test_body_over_the_cap_is_refused(mocked: aioresponses) -> None:
+    mocked.get(BALANCE, body=b"x" * 2048)
+    async with StabilitySession(KEY, max_body_size=1024) as session:
+        with pytest.raises(ResponseValidationError, match="over max_body_size"):
+            await session.balance()
+    assert len(mocked.requests[("GET", URL(BALANCE))]) == 1  # not retried
+
+
+async def test_middleware_sees_every_attempt_in_order(
+    mocked: aioresponses, clock: FakeClock
+) -> None:
+    mocked.get(BALANCE, status=500)
+    mocked.get(BALANCE, payload={"credits": 1})
+    seen: list[tuple[str, str]] = []
+
+    def recorder(name: str):  # type: ignore[no-untyped-def]
+        async def middleware(request, handler):  # type: ignore[no-untyped-def]
+            seen.append((name, "in"))
+            response = await handler(request)
+            seen.append((name, f"out {response.status}"))
+            return response
+
+        return middleware
+
+    async with StabilitySession(
+        KEY, middlewares=[recorder("outer"), recorder("inner")], sleep=clock.sleep, clock=clock
+    ) as session:
+        await session.balance()
+    assert seen == [
+        ("outer", "in"),
+        ("inner", "in"),
+        ("inner", "out 500"),
+        ("outer", "out 500"),
+        ("outer", "in"),
+        ("inner", "in"),
+        ("inner", "out 200"),
+        ("outer", "out 200"),
+    ]
+
+
+async def test_transport_validation() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        AiohttpTransport(max_connections=0)
+    with pytest.raises(ValueError, match="max_body_size"):
+        AiohttpTransport(max_body_size=0)
+
+
+async def test_closed_caller_session_is_reported(mocked: aioresponses) -> None:
+    http = aiohttp.ClientSession()
+    await http.close()
+    async with StabilitySession(KEY, http_session=http) as session:
+        with pytest.raises(StabilityError, match="http_session is closed"):
+            await session.balance()
+
+
+async def test_caller_session_is_used_and_never_closed(mocked: aioresponses) -> None:
+    mocked.get(re.compile(r".*/balance"), payload={"credits": 4})
+    async with aiohttp.ClientSession() as http:
+        async with StabilitySession(KEY, http_session=http) as session:
+            assert await session.balance() == Balance(4.0)
+        assert not http.closed
