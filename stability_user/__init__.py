@@ -7,6 +7,7 @@
         balance = await session.balance(organization="org-123")
 """
 
+from ._bulk import BalanceReading, BalanceResult, BalanceTarget
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -34,6 +35,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Balance",
+    "BalanceReading",
+    "BalanceResult",
+    "BalanceTarget",
     "ErrorBody",
     "NotFoundError",
     "OrganizationMembership",

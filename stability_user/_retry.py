@@ -20,6 +20,7 @@ from typing import Final
 
 import attrs
 
+from ._checks import check_count
 from ._errors import APIConnectionError, APITimeoutError
 from ._http import Handler, Request, Response
 
@@ -50,8 +51,7 @@ def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 
 
 def _attempts(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+    check_count(attribute.name, value)
 
 
 def _statuses(values: Iterable[int]) -> frozenset[int]:

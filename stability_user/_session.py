@@ -6,17 +6,21 @@ aiohttp transport, and comes back as a model or a typed error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 
+from ._bulk import BalanceReading, BalanceResult, TargetLike, check_balances
+from ._checks import check_count
 from ._errors import StabilityError
 from ._http import Handler, Middleware, Request, Response, mask_secret
 from ._models import Account, Balance
+from ._ratelimit import KeyRateLimiter
 from ._retry import RetryPolicy, Sleep, send_with_retries
 from ._sansio import (
     ClientConfig,
@@ -112,6 +116,7 @@ class StabilitySession:
         """Check the configuration; nothing is opened until the first call."""
         self._owner = False
         self._closed = False
+        self._parent: StabilitySession | None = None
         config = make_config(
             api_key,
             base_url=base_url,
@@ -184,7 +189,8 @@ class StabilitySession:
     @property
     def closed(self) -> bool:
         """Whether this session, or the session it is a view of, has been closed."""
-        return self._closed or self._transport.closed
+        parent = self._parent
+        return self._closed or self._transport.closed or (parent is not None and parent.closed)
 
     def __repr__(self) -> str:
         """Say where the session points; the key is masked (``sk-…abcd``)."""
@@ -219,13 +225,19 @@ class StabilitySession:
             timeout=config.timeout if timeout is _UNSET else timeout,
             environ={},
         )
+        return self._view(new_config, self._retry if retry is _UNSET else retry, self._middlewares)
+
+    def _view(
+        self, config: ClientConfig, retry: RetryPolicy, middlewares: tuple[Middleware, ...]
+    ) -> StabilitySession:
         view = StabilitySession.__new__(StabilitySession)
         view._owner = False
         view._closed = False
+        view._parent = self
         view._setup(
-            config=new_config,
-            retry=self._retry if retry is _UNSET else retry,
-            middlewares=self._middlewares,
+            config=config,
+            retry=retry,
+            middlewares=middlewares,
             transport=self._transport,
             sleep=self._sleep,
             clock=self._clock,
@@ -233,7 +245,7 @@ class StabilitySession:
         return view
 
     async def _send(self, request: Request) -> Response:
-        if self._closed:
+        if self._closed or (self._parent is not None and self._parent.closed):
             raise StabilityError("this StabilitySession is closed")
         if self._sleep is None:
             return await send_with_retries(
@@ -276,6 +288,90 @@ class StabilitySession:
         request = self._config.request_balance(organization)
         response = await self._send(request)
         return decode_balance(response, self._config)
+
+    def balances(
+        self,
+        targets: Iterable[TargetLike] | AsyncIterable[TargetLike],
+        *,
+        concurrency: int = 32,
+        ordered: bool = False,
+        rate_limit: tuple[int, float] | None = (150, 10.0),
+    ) -> AsyncGenerator[BalanceResult, None]:
+        """Check many balances at once, yielding each result as it completes.
+
+        ::
+
+            targets = [BalanceTarget(api_key=key, label=name) for name, key in keys]
+            async for result in session.balances(targets, concurrency=32):
+                print(result.target.display_name, result.balance if result.ok else result.error)
+
+        ``targets`` is consumed lazily, so a generator of a million targets runs in
+        memory that grows with ``concurrency``, not with the number of targets. One
+        target's failure never stops the run: its result carries the typed error.
+        Leaving the loop early (``break``) or cancelling the consumer cancels the
+        checks in flight; wrap the iterator in :func:`contextlib.aclosing` to have
+        that happen at the ``break`` itself rather than when the loop next runs.
+
+        Args:
+            targets: an iterable or async iterable of :class:`BalanceTarget`; a plain
+                ``str`` is an organization under this session's key.
+            concurrency: checks in flight at once.
+            ordered: yield results in input order (a bounded buffer holds early ones).
+            rate_limit: ``(requests, seconds)`` allowed per API key, every attempt
+                counted; the service's documented limit by default. ``None`` turns it off.
+
+        Raises:
+            ValueError: a bad ``concurrency`` or ``rate_limit`` (at once, not when iterated).
+        """
+        base = self
+        if rate_limit is not None:
+            requests, window = rate_limit
+            limiter = KeyRateLimiter(
+                requests, window, clock=self._clock, sleep=self._sleep or asyncio.sleep
+            )
+            base = self._view(self._config, self._retry, (limiter, *self._middlewares))
+        check_count("concurrency", concurrency)
+        return check_balances(base, targets, concurrency=concurrency, ordered=ordered)
+
+    async def watch_balance(
+        self,
+        interval: float = 60.0,
+        below: float | None = None,
+        organization: str | None = None,
+    ) -> AsyncGenerator[BalanceReading, None]:
+        """Poll the balance every ``interval`` seconds, forever, yielding each reading.
+
+        A failed poll (after the retry policy's attempts) is yielded as a reading
+        with ``error`` set; the watch goes on. With ``below``, each reading says
+        whether the balance is under it, and ``crossing`` flags the reading that
+        fell below (``"below"``) and the one that came back (``"recovered"``).
+
+        Args:
+            interval: seconds between the end of one poll and the start of the next.
+            below: the low-balance threshold, in credits.
+            organization: the organization to watch, else the session's default.
+        """
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        sleep = self._sleep or asyncio.sleep
+        was_below: bool | None = None
+        while True:
+            balance: Balance | None = None
+            error: Exception | None = None
+            try:
+                balance = await self.balance(organization=organization)
+            except StabilityError as exc:
+                error = exc
+            is_below = None if balance is None or below is None else balance.credits < below
+            crossing: Literal["below", "recovered"] | None = None
+            if is_below is not None:
+                if is_below and not was_below:
+                    crossing = "below"
+                elif not is_below and was_below:
+                    crossing = "recovered"
+                was_below = is_below
+            yield BalanceReading(balance, error, is_below, crossing, self._clock())
+            await sleep(interval)
 
     async def close(self) -> None:
         """Close the session and its connection pool; idempotent.

@@ -13,6 +13,7 @@ from typing import Final
 
 import aiohttp
 
+from ._checks import check_count
 from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
 from ._http import Request, Response
 
@@ -50,10 +51,8 @@ class AiohttpTransport:
         max_body_size: int = 1_048_576,
     ) -> None:
         """Use ``http_session`` (never closed here) or create one lazily."""
-        if isinstance(max_connections, bool) or max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
-        if isinstance(max_body_size, bool) or max_body_size < 1:
-            raise ValueError(f"max_body_size must be >= 1, got {max_body_size!r}")
+        check_count("max_connections", max_connections)
+        check_count("max_body_size", max_body_size)
         self._http_session = http_session
         self._owns_session = http_session is None
         self._max_connections = max_connections

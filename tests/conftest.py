@@ -14,6 +14,8 @@ from .fakes import FakeClock
 
 aioresponses_compat.install()
 
+pytest_plugins = ["pytester"]
+
 KEY = "sk-test0123456789abcdefghijklmnopqrstuvwxyz0123456789"
 
 

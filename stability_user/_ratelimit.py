@@ -1,0 +1,113 @@
+"""Client-side rate limiting per API key, as a middleware that sees every attempt.
+
+The service allows 150 requests per 10 seconds per key and locks a key out for
+60 seconds past that. This limiter keeps each key under the limit on the
+client's side, so a bulk run never triggers the lockout.
+
+A request holds a slot from the moment it is sent until its response has been
+read, and is then logged at that completion time. Logging at completion, not at
+sending, makes the count conservative: the service saw the request no later
+than that, so a new request sent ``window`` seconds after the oldest logged
+completion can never land inside the service's window with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+from ._checks import check_count
+from ._http import Handler, Request, Response
+from ._retry import Sleep
+
+__all__ = ["KeyRateLimiter"]
+
+
+class _KeyWindow:
+    __slots__ = ("done", "in_flight", "released")
+
+    def __init__(self) -> None:
+        self.done: collections.deque[float] = collections.deque()
+        self.in_flight = 0
+        self.released: asyncio.Event | None = None
+
+
+class KeyRateLimiter:
+    """At most ``requests`` per ``window`` seconds for each ``Authorization`` value.
+
+    Memory holds only the keys used within the last window: a run over a million
+    keys keeps a handful of windows, not a million.
+    """
+
+    __slots__ = ("_clock", "_requests", "_sleep", "_window", "_windows")
+
+    def __init__(
+        self,
+        requests: int,
+        window: float,
+        *,
+        clock: Callable[[], float],
+        sleep: Sleep,
+    ) -> None:
+        """Allow ``requests`` per ``window`` seconds per key."""
+        check_count("rate limit requests", requests)
+        if not window > 0:
+            raise ValueError(f"rate limit window must be > 0 seconds, got {window!r}")
+        self._requests = requests
+        self._window = float(window)
+        self._clock = clock
+        self._sleep = sleep
+        self._windows: collections.OrderedDict[str, _KeyWindow] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        """How many keys the limiter currently remembers."""
+        return len(self._windows)
+
+    def _forget_idle(self, now: float) -> None:
+        windows = self._windows
+        while windows:
+            window = next(iter(windows.values()))
+            if window.in_flight or (window.done and now - window.done[-1] < self._window):
+                return
+            windows.popitem(last=False)
+
+    async def acquire(self, key: str) -> _KeyWindow:
+        """Wait until ``key`` may send another request, and take the slot."""
+        windows = self._windows
+        window = windows.get(key)
+        if window is None:
+            self._forget_idle(self._clock())
+            window = windows[key] = _KeyWindow()
+        else:
+            windows.move_to_end(key)
+        while True:
+            now = self._clock()
+            done = window.done
+            while done and now - done[0] >= self._window:
+                done.popleft()
+            if len(done) + window.in_flight < self._requests:
+                window.in_flight += 1
+                return window
+            if done:
+                await self._sleep(done[0] + self._window - now)
+            else:  # every slot is in flight: wait for one to finish
+                if window.released is None:
+                    window.released = asyncio.Event()
+                await window.released.wait()
+
+    def release(self, window: _KeyWindow) -> None:
+        """Log the finished request at the current time and free its slot."""
+        window.in_flight -= 1
+        window.done.append(self._clock())
+        if window.released is not None:
+            window.released.set()
+            window.released = None
+
+    async def __call__(self, request: Request, handler: Handler) -> Response:
+        """Use the limiter as a middleware: every attempt takes a slot of its key."""
+        window = await self.acquire(request.headers.get("Authorization", ""))
+        try:
+            return await handler(request)
+        finally:
+            self.release(window)
