@@ -260,7 +260,7 @@ class _TargetParser:
             fields = [field.strip() for field in next(csv.reader([line]))]
             if not self.seen_first:
                 self.seen_first = True
-                if fields[0].lower() in ("api_key", "key"):
+                if {"api_key", "key"} & {field.lower() for field in fields}:
                     self.columns = {field.lower(): n for n, field in enumerate(fields)}
                     continue
             if self.columns is not None:
