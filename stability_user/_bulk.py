@@ -6,11 +6,13 @@ Both only orchestrate: requests, retries and errors are the session's own.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
+from ._errors import StabilityError
 from ._http import mask_secret
 from ._models import Balance
 
@@ -110,17 +112,6 @@ def _as_target(item: TargetLike) -> BalanceTarget:
     raise TypeError(f"a bulk target must be a BalanceTarget or str, got {type(item).__name__}")
 
 
-async def _aiter_sync(items: Iterator[TargetLike]) -> AsyncIterator[TargetLike]:
-    for item in items:
-        yield item
-
-
-def _source(targets: Iterable[TargetLike] | AsyncIterable[TargetLike]) -> AsyncIterator[TargetLike]:
-    if isinstance(targets, AsyncIterable):
-        return aiter(targets)
-    return _aiter_sync(iter(targets))
-
-
 class _Views:
     """A small cache of per-key views, so a key's headers are built once per run."""
 
@@ -142,14 +133,115 @@ class _Views:
         return view
 
 
-async def _check(views: _Views, index: int, target: BalanceTarget) -> BalanceResult:
-    from ._errors import StabilityError  # noqa: PLC0415 - avoids an import cycle at load
+class _Targets:
+    """Hands out targets with their input positions to any number of workers.
 
+    A sync iterable is read with ``next()``, which cannot interleave in one event
+    loop; an async one is read under a lock, since an async generator refuses a
+    second ``anext`` while the first is pending.
+    """
+
+    __slots__ = ("_async", "_lock", "_sync", "count")
+
+    def __init__(self, targets: Iterable[TargetLike] | AsyncIterable[TargetLike]) -> None:
+        self.count = 0
+        self._sync: Iterator[TargetLike] | None = None
+        self._async: AsyncIterator[TargetLike] | None = None
+        if isinstance(targets, AsyncIterable):
+            self._async = aiter(targets)
+        else:
+            self._sync = iter(targets)
+        self._lock = asyncio.Lock()
+
+    async def next(self) -> tuple[int, BalanceTarget] | None:
+        """The next target and its position, or ``None`` when there are no more."""
+        if self._sync is not None:
+            item = next(self._sync, _END)
+        else:
+            assert self._async is not None  # noqa: S101 - one of the two is always set
+            async with self._lock:
+                item = await anext(self._async, _END)
+        if item is _END:
+            return None
+        index = self.count
+        self.count += 1
+        return index, _as_target(item)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        close = getattr(self._async, "aclose", None)
+        if close is not None:
+            await close()
+
+
+_END: Final = object()
+
+
+class _Mailbox:
+    """Results on their way from the workers to the consumer, with backpressure.
+
+    Workers wait for room while ``limit`` results are taken but not yet yielded,
+    so a slow consumer (or, in order, a slow target holding back the ones after
+    it) bounds the memory of the run. Hand-rolled rather than an asyncio.Queue and
+    Semaphore: it is on the path of every target, and this costs a fraction.
+    """
+
+    __slots__ = ("_changed", "_room", "items", "limit", "outstanding")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.outstanding = 0  # targets taken whose results are not yet yielded
+        self.items: collections.deque[BalanceResult | BaseException | None] = collections.deque()
+        self._changed: asyncio.Event | None = None  # the consumer waits for items
+        self._room: asyncio.Event | None = None  # workers wait for room
+
+    async def reserve(self) -> None:
+        """Wait until one more target may be taken, and count it."""
+        while self.outstanding >= self.limit:
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+        self.outstanding += 1
+
+    def done(self) -> None:
+        """A result was yielded: make room for one more target."""
+        self.outstanding -= 1
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def put(self, item: BalanceResult | BaseException | None) -> None:
+        self.items.append(item)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait(self) -> None:
+        """Wait until there is at least one item."""
+        while not self.items:
+            self._changed = asyncio.Event()
+            await self._changed.wait()
+
+
+async def _worker(source: _Targets, views: _Views, mailbox: _Mailbox) -> None:
+    """Check targets one after another until there are none, posting each result."""
     try:
-        balance = await views.get(target.api_key).balance(organization=target.organization)
-    except (StabilityError, ValueError) as exc:
-        return BalanceResult(target, index, error=exc)
-    return BalanceResult(target, index, balance=balance)
+        while True:
+            await mailbox.reserve()
+            taken = await source.next()
+            if taken is None:
+                return
+            index, target = taken
+            try:
+                view = views.get(target.api_key)
+                balance = await view.balance(organization=target.organization)
+            except (StabilityError, ValueError) as exc:
+                mailbox.put(BalanceResult(target, index, error=exc))
+            else:
+                mailbox.put(BalanceResult(target, index, balance=balance))
+    except Exception as exc:  # noqa: BLE001 - handed to the consumer, who raises it
+        mailbox.put(exc)
+    finally:
+        mailbox.put(None)  # this worker is finished
 
 
 async def check_balances(
@@ -159,47 +251,42 @@ async def check_balances(
     concurrency: int,
     ordered: bool,
 ) -> AsyncGenerator[BalanceResult, None]:
-    """Check ``targets``, ``concurrency`` at a time (see ``StabilitySession.balances``)."""
-    source = _source(targets)
-    views = _Views(base, size=max(256, 4 * concurrency))
-    # In order, a slow target holds back the ones after it: bound what waits behind it.
-    max_ahead = 4 * concurrency
-    pending: set[asyncio.Task[BalanceResult]] = set()
+    """Check ``targets``, ``concurrency`` at a time (see ``StabilitySession.balances``).
+
+    ``concurrency`` workers each take the next target, check it and post the
+    result; the generator yields what they post. A worker takes a target only
+    when it is free and the mailbox has room, so the targets are read no faster
+    than they are checked and consumed.
+    """
+    source = _Targets(targets)
+    views = _Views(base, size=max(4096, 4 * concurrency))
+    mailbox = _Mailbox((4 if ordered else 2) * concurrency)
+
+    workers = [asyncio.ensure_future(_worker(source, views, mailbox)) for _ in range(concurrency)]
     waiting: dict[int, BalanceResult] = {}
-    started = 0
     next_out = 0
-    exhausted = False
+    running = concurrency
+    items = mailbox.items
     try:
-        while True:
-            while (
-                not exhausted
-                and len(pending) < concurrency
-                and (not ordered or started - next_out < max_ahead)
-            ):
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                pending.add(asyncio.ensure_future(_check(views, started, _as_target(item))))
-                started += 1
-            if not pending:
-                return
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                result = task.result()
-                if not ordered:
+        while running:
+            await mailbox.wait()
+            while items:
+                result = items.popleft()
+                if result is None:
+                    running -= 1
+                elif isinstance(result, BaseException):
+                    raise result
+                elif not ordered:
                     yield result
+                    mailbox.done()
                 else:
                     waiting[result.index] = result
-            while next_out in waiting:
-                yield waiting.pop(next_out)
-                next_out += 1
+                    while next_out in waiting:
+                        yield waiting.pop(next_out)
+                        next_out += 1
+                        mailbox.done()
     finally:
-        for task in pending:
+        for task in workers:
             task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await source.aclose()

@@ -8,18 +8,23 @@ and nothing else. Unknown keys are ignored: the service may add fields.
 Two converters share the hooks: a fast one without detailed validation for the
 common, valid body, and a detailed one that is run only after the fast one has
 failed, to name the JSON path of every problem (``$.organizations[1].is_default``).
+
+cattrs is imported, and the converters built, on the first structuring rather than
+at ``import stability_user``: together they are most of the package's import time,
+and a process that never makes a call should not pay for them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import cattrs
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ResponseValidationError
 from ._models import Account, Balance, ErrorBody, OrganizationMembership
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = ["structure", "structure_error_body"]
 
@@ -92,6 +97,8 @@ def _require_array(
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    import cattrs  # noqa: PLC0415 - deferred to the first call, see the module docstring
+
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
@@ -110,8 +117,14 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     return converter
 
 
-_fast = _make_converter(detailed=False)
-_detailed = _make_converter(detailed=True)
+_converters: dict[bool, cattrs.Converter] = {}  # detailed -> converter, built on first use
+
+
+def _converter(*, detailed: bool) -> cattrs.Converter:
+    converter = _converters.get(detailed)
+    if converter is None:
+        converter = _converters[detailed] = _make_converter(detailed=detailed)
+    return converter
 
 
 def _format_exception(exc: BaseException, _type: type | None) -> str:
@@ -121,8 +134,10 @@ def _format_exception(exc: BaseException, _type: type | None) -> str:
 
 
 def _problems(data: Any, cls: type[Any]) -> list[str]:
+    import cattrs  # noqa: PLC0415 - already imported by _converter()
+
     try:
-        _detailed.structure(data, cls)
+        _converter(detailed=True).structure(data, cls)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none re-raised
         if isinstance(exc, cattrs.BaseValidationError):
             return cattrs.transform_error(exc, path="$", format_exception=_format_exception)
@@ -136,8 +151,9 @@ def structure(data: Any, cls: type[T], *, status: int) -> T:
     Raises:
         ResponseValidationError: naming the JSON path of every problem found.
     """
+    converter = _converters.get(False) or _converter(detailed=False)
     try:
-        return _fast.structure(data, cls)
+        return converter.structure(data, cls)
     except Exception as exc:
         problems = _problems(data, cls)
         raise ResponseValidationError(

@@ -9,6 +9,12 @@ read, and is then logged at that completion time. Logging at completion, not at
 sending, makes the count conservative: the service saw the request no later
 than that, so a new request sent ``window`` seconds after the oldest logged
 completion can never land inside the service's window with it.
+
+Memory: a key is remembered while it has a completion within the last window, and
+at most ``max_keys`` keys are remembered at once (least recently used forgotten
+first), so a run over millions of keys stays small. Forgetting a key early can only
+matter if that same key then sends nearly a full window's worth of requests within
+the same window, after ``max_keys`` other keys were used in between.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ __all__ = ["KeyRateLimiter"]
 
 
 class _KeyWindow:
+    # A list, not a deque: most keys in a bulk run log one or two requests, and an
+    # empty deque alone costs several hundred bytes. Popping from the front of a
+    # list of at most ``requests`` floats is cheap.
     __slots__ = ("done", "in_flight", "released")
 
     def __init__(self) -> None:
-        self.done: collections.deque[float] = collections.deque()
+        self.done: list[float] = []
         self.in_flight = 0
         self.released: asyncio.Event | None = None
 
@@ -40,7 +49,7 @@ class KeyRateLimiter:
     keys keeps a handful of windows, not a million.
     """
 
-    __slots__ = ("_clock", "_requests", "_sleep", "_window", "_windows")
+    __slots__ = ("_clock", "_max_keys", "_requests", "_sleep", "_window", "_windows")
 
     def __init__(
         self,
@@ -49,8 +58,9 @@ class KeyRateLimiter:
         *,
         clock: Callable[[], float],
         sleep: Sleep,
+        max_keys: int = 16_384,
     ) -> None:
-        """Allow ``requests`` per ``window`` seconds per key."""
+        """Allow ``requests`` per ``window`` seconds per key, remembering ``max_keys`` keys."""
         check_count("rate limit requests", requests)
         if not window > 0:
             raise ValueError(f"rate limit window must be > 0 seconds, got {window!r}")
@@ -58,6 +68,7 @@ class KeyRateLimiter:
         self._window = float(window)
         self._clock = clock
         self._sleep = sleep
+        self._max_keys = check_count("max_keys", max_keys)
         self._windows: collections.OrderedDict[str, _KeyWindow] = collections.OrderedDict()
 
     def __len__(self) -> int:
@@ -68,7 +79,10 @@ class KeyRateLimiter:
         windows = self._windows
         while windows:
             window = next(iter(windows.values()))
-            if window.in_flight or (window.done and now - window.done[-1] < self._window):
+            if window.in_flight:
+                return  # in use: never forgotten, even over max_keys
+            recent = window.done and now - window.done[-1] < self._window
+            if recent and len(windows) < self._max_keys:
                 return
             windows.popitem(last=False)
 
@@ -84,8 +98,11 @@ class KeyRateLimiter:
         while True:
             now = self._clock()
             done = window.done
-            while done and now - done[0] >= self._window:
-                done.popleft()
+            expired = 0
+            while expired < len(done) and now - done[expired] >= self._window:
+                expired += 1
+            if expired:
+                del done[:expired]
             if len(done) + window.in_flight < self._requests:
                 window.in_flight += 1
                 return window
@@ -106,8 +123,17 @@ class KeyRateLimiter:
 
     async def __call__(self, request: Request, handler: Handler) -> Response:
         """Use the limiter as a middleware: every attempt takes a slot of its key."""
-        window = await self.acquire(request.headers.get("Authorization", ""))
-        try:
-            return await handler(request)
-        finally:
-            self.release(window)
+        return await self.bind(handler)(request)
+
+    def bind(self, handler: Handler) -> Handler:
+        """``handler`` behind the limiter: every attempt takes a slot of its key."""
+        acquire, release = self.acquire, self.release
+
+        async def limited(request: Request) -> Response:
+            window = await acquire(request.headers.get("Authorization", ""))
+            try:
+                return await handler(request)
+            finally:
+                release(window)
+
+        return limited

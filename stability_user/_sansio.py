@@ -14,13 +14,14 @@ import math
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._converter import structure, structure_error_body
 from ._errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "ClientConfig",
     "decode_account",
     "decode_balance",
+    "derive_config",
     "error_for_response",
     "make_config",
     "parse_retry_after",
@@ -70,6 +72,12 @@ _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {
     404: NotFoundError,
     429: RateLimitError,
 }
+
+
+def _frozen_headers(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    # aiohttp takes a CIMultiDictProxy as it is; a dict it would copy into one on
+    # every request. Immutable, too: a middleware changes headers by copying them.
+    return CIMultiDictProxy(CIMultiDict(headers))
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -167,15 +175,16 @@ class ClientConfig:
         prefix = f"{self.base_url}/{self.api_version}/user"
         balance_url = f"{prefix}/balance"
         set_ = object.__setattr__  # the class is frozen; these are derived once here
-        set_(self, "_headers", headers)
+        frozen = _frozen_headers(headers)
+        set_(self, "_headers", frozen)
         set_(self, "_balance_url", balance_url)
-        set_(self, "account_request", Request("GET", f"{prefix}/account", headers, self.timeout))
+        set_(self, "account_request", Request("GET", f"{prefix}/account", frozen, self.timeout))
         set_(self, "balance_request", self._balance(self.organization))
 
     def _balance(self, organization: str | None) -> Request:
         headers = self._headers
         if organization is not None:
-            headers = {**headers, "Organization": organization}
+            headers = _frozen_headers({**headers, "Organization": organization})
         return Request("GET", self._balance_url, headers, self.timeout)
 
     def request_balance(self, organization: str | None = None) -> Request:
@@ -214,27 +223,57 @@ def make_config(
         raise StabilityError(
             f"no API key: pass api_key= or set the {ENV_API_KEY} environment variable"
         )
+    for name, value in (("client_id", client_id), ("client_version", client_version)):
+        if value is not None:
+            check_header_value(name, value)
+    return ClientConfig(
+        api_key=_check_api_key(api_key),
+        base_url=check_base_url(base_url or env.get(ENV_API_HOST) or DEFAULT_BASE_URL),
+        api_version=check_api_version(api_version or env.get(ENV_API_VERSION) or "v1alpha"),
+        organization=_check_organization(organization),
+        client_id=client_id,
+        client_version=client_version,
+        timeout=_check_timeout(timeout),
+    )
+
+
+def _check_api_key(api_key: str) -> str:
+    if not api_key:
+        raise ValueError("api_key must not be empty")
     check_header_value("api_key", api_key)
     if api_key != api_key.strip():
         raise ValueError("api_key must not start or end with white space")
-    for name, value in (
-        ("organization", organization),
-        ("client_id", client_id),
-        ("client_version", client_version),
-    ):
-        if value is not None:
-            check_header_value(name, value)
+    return api_key
+
+
+def _check_organization(organization: str | None) -> str | None:
+    return (
+        organization if organization is None else check_header_value("organization", organization)
+    )
+
+
+def _check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return ClientConfig(
-        api_key=api_key,
-        base_url=check_base_url(base_url or env.get(ENV_API_HOST) or DEFAULT_BASE_URL),
-        api_version=check_api_version(api_version or env.get(ENV_API_VERSION) or "v1alpha"),
-        organization=organization,
-        client_id=client_id,
-        client_version=client_version,
-        timeout=float(timeout),
-    )
+    return float(timeout)
+
+
+_CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "api_key": _check_api_key,
+    "organization": _check_organization,
+    "timeout": _check_timeout,
+}
+
+
+def derive_config(config: ClientConfig, **changes: Any) -> ClientConfig:
+    """``config`` with ``api_key``, ``organization`` or ``timeout`` changed and checked.
+
+    Only the changed values are checked; the rest were checked when ``config`` was made.
+
+    Raises:
+        ValueError: a changed value that is not acceptable.
+    """
+    return attrs.evolve(config, **{name: _CHECKS[name](value) for name, value in changes.items()})
 
 
 def redact(text: str, secret: str) -> str:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -26,6 +33,7 @@ from ._sansio import (
     ClientConfig,
     decode_account,
     decode_balance,
+    derive_config,
     make_config,
     parse_retry_after,
 )
@@ -150,6 +158,7 @@ class StabilitySession:
         transport: AiohttpTransport,
         sleep: Sleep | None,
         clock: Callable[[], float],
+        limiter: KeyRateLimiter | None = None,
     ) -> None:
         if not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -157,9 +166,12 @@ class StabilitySession:
         self._retry = retry
         self._middlewares = middlewares
         self._transport = transport
-        self._handler = _chain(middlewares, transport)
+        self._limiter = limiter
+        handler = _chain(middlewares, transport)
+        self._handler = handler if limiter is None else limiter.bind(handler)
         self._clock = clock
         self._sleep = sleep
+        self._wait = sleep or asyncio.sleep
 
     @property
     def base_url(self) -> str:
@@ -214,21 +226,20 @@ class StabilitySession:
         The view lives as long as this session: closing this session makes the
         view unusable; closing the view closes nothing shared.
         """
-        config = self._config
-        new_config = make_config(
-            config.api_key if api_key is _UNSET else api_key,
-            base_url=config.base_url,
-            api_version=config.api_version,
-            organization=config.organization if organization is _UNSET else organization,
-            client_id=config.client_id,
-            client_version=config.client_version,
-            timeout=config.timeout if timeout is _UNSET else timeout,
-            environ={},
-        )
-        return self._view(new_config, self._retry if retry is _UNSET else retry, self._middlewares)
+        changes = {
+            name: value
+            for name, value in (
+                ("api_key", api_key),
+                ("organization", organization),
+                ("timeout", timeout),
+            )
+            if value is not _UNSET
+        }
+        new_config = derive_config(self._config, **changes) if changes else self._config
+        return self._view(new_config, self._retry if retry is _UNSET else retry, self._limiter)
 
     def _view(
-        self, config: ClientConfig, retry: RetryPolicy, middlewares: tuple[Middleware, ...]
+        self, config: ClientConfig, retry: RetryPolicy, limiter: KeyRateLimiter | None
     ) -> StabilitySession:
         view = StabilitySession.__new__(StabilitySession)
         view._owner = False
@@ -237,26 +248,25 @@ class StabilitySession:
         view._setup(
             config=config,
             retry=retry,
-            middlewares=middlewares,
+            middlewares=self._middlewares,
             transport=self._transport,
             sleep=self._sleep,
             clock=self._clock,
+            limiter=limiter,
         )
         return view
 
-    async def _send(self, request: Request) -> Response:
+    def _send(self, request: Request) -> Coroutine[Any, Any, Response]:
+        # A plain function handing back the retry loop's coroutine: one frame fewer
+        # for every resumption of every call.
         if self._closed or (self._parent is not None and self._parent.closed):
             raise StabilityError("this StabilitySession is closed")
-        if self._sleep is None:
-            return await send_with_retries(
-                request, self._handler, self._retry, retry_after=_retry_after, clock=self._clock
-            )
-        return await send_with_retries(
+        return send_with_retries(
             request,
             self._handler,
             self._retry,
             retry_after=_retry_after,
-            sleep=self._sleep,
+            sleep=self._wait,
             clock=self._clock,
         )
 
@@ -317,6 +327,8 @@ class StabilitySession:
                 ``str`` is an organization under this session's key.
             concurrency: checks in flight at once.
             ordered: yield results in input order (a bounded buffer holds early ones).
+                Either way, at most ``2 * concurrency`` targets (``4 *`` in order) are
+                taken ahead of what the loop has consumed.
             rate_limit: ``(requests, seconds)`` allowed per API key, every attempt
                 counted; the service's documented limit by default. ``None`` turns it off.
 
@@ -326,10 +338,8 @@ class StabilitySession:
         base = self
         if rate_limit is not None:
             requests, window = rate_limit
-            limiter = KeyRateLimiter(
-                requests, window, clock=self._clock, sleep=self._sleep or asyncio.sleep
-            )
-            base = self._view(self._config, self._retry, (limiter, *self._middlewares))
+            limiter = KeyRateLimiter(requests, window, clock=self._clock, sleep=self._wait)
+            base = self._view(self._config, self._retry, limiter)
         check_count("concurrency", concurrency)
         return check_balances(base, targets, concurrency=concurrency, ordered=ordered)
 
@@ -353,7 +363,7 @@ class StabilitySession:
         """
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-        sleep = self._sleep or asyncio.sleep
+        sleep = self._wait
         was_below: bool | None = None
         while True:
             balance: Balance | None = None

@@ -1,0 +1,337 @@
+"""stability-user against raw aiohttp and httpx, side by side, in one run.
+
+    python benchmarks/run.py                 # the full run (a few minutes)
+    python benchmarks/run.py --quick         # a tiny run that only proves it works (CI)
+
+Every contender calls the same loopback server, which runs in a separate process
+(``benchmarks/server.py``), and the contenders take turns round by round, in a
+rotating order, so drift of the machine (turbo, other load) falls on all of them.
+Reported: client CPU time per call (``time.process_time`` over N sequential calls:
+independent of the server's speed), throughput at a concurrency, bulk throughput
+over many keys, the peak RSS of a bulk run over 10,000 and 1,000,000 targets, and
+import time. Results go to stdout and to a Markdown file with the machine's
+description and the exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from stability_user import BalanceTarget, StabilitySession, __version__
+
+HERE = Path(__file__).parent
+KEY = "sk-bench-" + "0" * 40
+
+Call = Callable[[], Awaitable[object]]
+
+
+@contextlib.asynccontextmanager
+async def stability_balance(base: str, connections: int) -> AsyncIterator[Call]:
+    async with StabilitySession(KEY, base_url=base, max_connections=connections) as session:
+        yield session.balance
+
+
+@contextlib.asynccontextmanager
+async def stability_account(base: str, connections: int) -> AsyncIterator[Call]:
+    async with StabilitySession(KEY, base_url=base, max_connections=connections) as session:
+        yield session.account
+
+
+@contextlib.asynccontextmanager
+async def raw_aiohttp(base: str, connections: int) -> AsyncIterator[Call]:
+    url = f"{base}/v1alpha/user/balance"
+    headers = {"Authorization": KEY}
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call() -> object:
+            async with session.get(url, headers=headers) as response:
+                return await response.json()
+
+        yield call
+
+
+@contextlib.asynccontextmanager
+async def raw_httpx(base: str, connections: int) -> AsyncIterator[Call]:
+    url = f"{base}/v1alpha/user/balance"
+    headers = {"Authorization": KEY}
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def call() -> object:
+            response = await client.get(url, headers=headers)
+            return response.json()
+
+        yield call
+
+
+CONTENDERS = {
+    "stability_user balance()": stability_balance,
+    "stability_user account()": stability_account,
+    "raw aiohttp get+json": raw_aiohttp,
+    "httpx AsyncClient": raw_httpx,
+}
+BASELINE = "raw aiohttp get+json"
+
+
+async def cpu_per_call(call: Call, calls: int) -> float:
+    """Client CPU microseconds per call over ``calls`` sequential calls."""
+    for _ in range(min(50, calls)):  # warm the pool and the caches
+        await call()
+    start = time.process_time()
+    for _ in range(calls):
+        await call()
+    return (time.process_time() - start) / calls * 1e6
+
+
+async def throughput(call: Call, calls: int, concurrency: int) -> float:
+    """Calls per second for ``calls`` calls by ``concurrency`` workers."""
+    per_worker = calls // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return per_worker * concurrency / (time.perf_counter() - start)
+
+
+def bulk_targets(count: int, keys: int) -> Iterator[BalanceTarget]:
+    for n in range(count):
+        yield BalanceTarget(api_key=f"sk-bench-{n % keys:040d}")
+
+
+async def bulk_stability(base: str, calls: int, concurrency: int, keys: int) -> float:
+    async with StabilitySession(KEY, base_url=base, max_connections=concurrency) as session:
+        start = time.perf_counter()
+        done = 0
+        async for result in session.balances(bulk_targets(calls, keys), concurrency=concurrency):
+            done += result.ok
+        elapsed = time.perf_counter() - start
+    assert done == calls, f"{calls - done} bulk checks failed"
+    return calls / elapsed
+
+
+async def bulk_aiohttp(base: str, calls: int, concurrency: int, keys: int) -> float:
+    url = f"{base}/v1alpha/user/balance"
+    targets = bulk_targets(calls, keys)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for target in targets:  # the workers share one generator
+                headers = {"Authorization": target.api_key or KEY}
+                async with session.get(url, headers=headers) as response:
+                    await response.json()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return calls / (time.perf_counter() - start)
+
+
+def summary(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_row(name: str, values: list[float], baseline: float, unit: str) -> str:
+    median, low, high = summary(values)
+    ratio = median / baseline
+    return f"| {name} | {median:,.1f} {unit} | {low:,.1f} .. {high:,.1f} | {ratio:.3f}x |"
+
+
+def peak_rss_kib(targets: int, concurrency: int, base: str) -> int:
+    """Peak RSS of a fresh process running balances() over ``targets`` generated targets."""
+    command = [
+        sys.executable,
+        str(HERE / "bulk_memory.py"),
+        "--targets",
+        str(targets),
+        "--concurrency",
+        str(concurrency),
+        "--base-url",
+        base,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return int(json.loads(output)["peak_rss_kib"])
+
+
+def import_ms(module: str, runs: int) -> list[float]:
+    code = (
+        f"import time; t = time.perf_counter(); import {module}; "
+        "print((time.perf_counter() - t) * 1000)"
+    )
+    return [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+
+
+def import_row(name: str, values: list[float]) -> str:
+    median, low, high = summary(values)
+    return f"| {name} | {median:.1f} ms | {low:.1f} .. {high:.1f} |"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores; "
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
+        f"httpx {httpx.__version__}, stability-user {__version__}"
+    )
+
+
+@contextlib.contextmanager
+def server() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "server.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
+    names = list(CONTENDERS)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    rate: dict[str, list[float]] = {name: [] for name in names}
+    bulk: dict[str, list[float]] = {"stability_user balances()": [], "raw aiohttp workers": []}
+    for round_number in range(args.rounds):
+        order = names[round_number % len(names) :] + names[: round_number % len(names)]
+        for name in order:
+            async with CONTENDERS[name](base, args.concurrency) as call:
+                cpu[name].append(await cpu_per_call(call, args.calls))
+                rate[name].append(await throughput(call, args.throughput_calls, args.concurrency))
+        bulk_order = [
+            ("stability_user balances()", bulk_stability),
+            ("raw aiohttp workers", bulk_aiohttp),
+        ]
+        if round_number % 2:
+            bulk_order.reverse()
+        for name, run in bulk_order:
+            bulk[name].append(await run(base, args.throughput_calls, args.concurrency, args.keys))
+        print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+
+    lines = [
+        f"### Client CPU per call ({args.calls:,} sequential calls, {args.rounds} rounds; "
+        "lower is better)",
+        "",
+        "| contender | median | min .. max | vs raw aiohttp |",
+        "|---|---|---|---|",
+    ]
+    base_cpu = statistics.median(cpu[BASELINE])
+    lines += [fmt_row(name, cpu[name], base_cpu, "µs") for name in names]
+    lines += [
+        "",
+        f"### Throughput ({args.throughput_calls:,} calls at concurrency {args.concurrency}; "
+        "higher is better)",
+        "",
+        "| contender | median | min .. max | vs raw aiohttp |",
+        "|---|---|---|---|",
+    ]
+    base_rate = statistics.median(rate[BASELINE])
+    lines += [fmt_row(name, rate[name], base_rate, "calls/s") for name in names]
+    lines += [
+        "",
+        f"### Bulk over {args.keys:,} keys ({args.throughput_calls:,} checks at concurrency "
+        f"{args.concurrency}, per-key rate limit on; higher is better)",
+        "",
+        "| contender | median | min .. max | vs raw aiohttp |",
+        "|---|---|---|---|",
+    ]
+    base_bulk = statistics.median(bulk["raw aiohttp workers"])
+    lines += [fmt_row(name, bulk[name], base_bulk, "checks/s") for name in bulk]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it runs (CI)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000, help="sequential calls for CPU per call")
+    parser.add_argument("--throughput-calls", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--keys", type=int, default=1000, help="distinct keys in the bulk run")
+    parser.add_argument("--rss-targets", type=int, nargs=2, default=[10_000, 1_000_000])
+    parser.add_argument("--import-runs", type=int, default=9)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.calls, args.throughput_calls = 1, 50, 256
+        args.keys, args.rss_targets, args.import_runs = 16, [500, 2_000], 2
+
+    command = "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]])
+    lines = [
+        "# stability-user benchmark",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine()}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+    ]
+    with server() as base:
+        lines += asyncio.run(benchmark(args, base))
+        small, large = args.rss_targets
+        rss_small = peak_rss_kib(small, args.concurrency, base)
+        rss_large = peak_rss_kib(large, args.concurrency, base)
+    lines += [
+        "",
+        f"### Peak RSS of balances() over generated targets (concurrency {args.concurrency})",
+        "",
+        "| targets | peak RSS | vs the smaller run |",
+        "|---|---|---|",
+        f"| {small:,} | {rss_small / 1024:,.1f} MiB | 1.000x |",
+        f"| {large:,} | {rss_large / 1024:,.1f} MiB | {rss_large / rss_small:.3f}x |",
+    ]
+    ours = import_ms("stability_user", args.import_runs)
+    theirs = import_ms("aiohttp", args.import_runs)
+    lines += [
+        "",
+        f"### Import time in a fresh interpreter (median of {args.import_runs})",
+        "",
+        "| module | median | min .. max |",
+        "|---|---|---|",
+        import_row("import aiohttp", theirs),
+        import_row("import stability_user", ours),
+        f"| difference | {statistics.median(ours) - statistics.median(theirs):+.1f} ms | |",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"written to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
