@@ -52,8 +52,10 @@ async def stability_account(base: str, connections: int) -> AsyncIterator[Call]:
 
 
 @contextlib.asynccontextmanager
-async def raw_aiohttp(base: str, connections: int) -> AsyncIterator[Call]:
-    url = f"{base}/v1alpha/user/balance"
+async def raw_aiohttp(
+    base: str, connections: int, endpoint: str = "balance"
+) -> AsyncIterator[Call]:
+    url = f"{base}/v1alpha/user/{endpoint}"
     headers = {"Authorization": KEY}
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -79,13 +81,27 @@ async def raw_httpx(base: str, connections: int) -> AsyncIterator[Call]:
         yield call
 
 
+def raw_aiohttp_account(
+    base: str, connections: int
+) -> contextlib.AbstractAsyncContextManager[Call]:
+    return raw_aiohttp(base, connections, "account")
+
+
 CONTENDERS = {
     "stability_user balance()": stability_balance,
+    "raw aiohttp get+json (balance)": raw_aiohttp,
+    "httpx AsyncClient (balance)": raw_httpx,
     "stability_user account()": stability_account,
-    "raw aiohttp get+json": raw_aiohttp,
-    "httpx AsyncClient": raw_httpx,
+    "raw aiohttp get+json (account)": raw_aiohttp_account,
 }
-BASELINE = "raw aiohttp get+json"
+# Each contender is compared with raw aiohttp calling the same endpoint.
+BASELINE = {
+    "stability_user balance()": "raw aiohttp get+json (balance)",
+    "raw aiohttp get+json (balance)": "raw aiohttp get+json (balance)",
+    "httpx AsyncClient (balance)": "raw aiohttp get+json (balance)",
+    "stability_user account()": "raw aiohttp get+json (account)",
+    "raw aiohttp get+json (account)": "raw aiohttp get+json (account)",
+}
 
 
 async def cpu_per_call(call: Call, calls: int) -> float:
@@ -170,19 +186,20 @@ def peak_rss_kib(targets: int, concurrency: int, base: str) -> int:
     return int(json.loads(output)["peak_rss_kib"])
 
 
-def import_ms(module: str, runs: int) -> list[float]:
-    code = (
-        f"import time; t = time.perf_counter(); import {module}; "
-        "print((time.perf_counter() - t) * 1000)"
-    )
-    return [
-        float(
-            subprocess.run(
+def import_ms(modules: list[str], runs: int) -> dict[str, list[float]]:
+    """Milliseconds to import each module in a fresh interpreter, the modules taking turns."""
+    times: dict[str, list[float]] = {module: [] for module in modules}
+    for _ in range(runs):
+        for module in modules:
+            code = (
+                f"import time; t = time.perf_counter(); import {module}; "
+                "print((time.perf_counter() - t) * 1000)"
+            )
+            output = subprocess.run(
                 [sys.executable, "-c", code], capture_output=True, text=True, check=True
             ).stdout
-        )
-        for _ in range(runs)
-    ]
+            times[module].append(float(output))
+    return times
 
 
 def import_row(name: str, values: list[float]) -> str:
@@ -230,7 +247,8 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
         for name in order:
             async with CONTENDERS[name](base, args.concurrency) as call:
                 cpu[name].append(await cpu_per_call(call, args.calls))
-                rate[name].append(await throughput(call, args.throughput_calls, args.concurrency))
+                calls = args.httpx_calls if name.startswith("httpx") else args.throughput_calls
+                rate[name].append(await throughput(call, calls, args.concurrency))
         bulk_order = [
             ("stability_user balances()", bulk_stability),
             ("raw aiohttp workers", bulk_aiohttp),
@@ -248,18 +266,21 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
         "| contender | median | min .. max | vs raw aiohttp |",
         "|---|---|---|---|",
     ]
-    base_cpu = statistics.median(cpu[BASELINE])
-    lines += [fmt_row(name, cpu[name], base_cpu, "µs") for name in names]
+    lines += [
+        fmt_row(name, cpu[name], statistics.median(cpu[BASELINE[name]]), "µs") for name in names
+    ]
     lines += [
         "",
-        f"### Throughput ({args.throughput_calls:,} calls at concurrency {args.concurrency}; "
-        "higher is better)",
+        f"### Throughput ({args.throughput_calls:,} calls at concurrency {args.concurrency}, "
+        f"httpx {args.httpx_calls:,}; higher is better)",
         "",
         "| contender | median | min .. max | vs raw aiohttp |",
         "|---|---|---|---|",
     ]
-    base_rate = statistics.median(rate[BASELINE])
-    lines += [fmt_row(name, rate[name], base_rate, "calls/s") for name in names]
+    lines += [
+        fmt_row(name, rate[name], statistics.median(rate[BASELINE[name]]), "calls/s")
+        for name in names
+    ]
     lines += [
         "",
         f"### Bulk over {args.keys:,} keys ({args.throughput_calls:,} checks at concurrency "
@@ -278,17 +299,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it runs (CI)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=3000, help="sequential calls for CPU per call")
-    parser.add_argument("--throughput-calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=600, help="sequential calls per round, CPU")
+    parser.add_argument("--throughput-calls", type=int, default=8_000)
+    parser.add_argument(
+        "--httpx-calls",
+        type=int,
+        default=1000,
+        help="httpx's throughput calls: at its rate here the full number would dominate the run",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--keys", type=int, default=1000, help="distinct keys in the bulk run")
     parser.add_argument("--rss-targets", type=int, nargs=2, default=[10_000, 1_000_000])
-    parser.add_argument("--import-runs", type=int, default=9)
+    parser.add_argument("--import-runs", type=int, default=15)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.calls, args.throughput_calls = 1, 50, 256
+        args.rounds, args.calls, args.throughput_calls, args.httpx_calls = 1, 50, 256, 256
         args.keys, args.rss_targets, args.import_runs = 16, [500, 2_000], 2
 
     command = "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]])
@@ -314,8 +341,8 @@ def main() -> None:
         f"| {small:,} | {rss_small / 1024:,.1f} MiB | 1.000x |",
         f"| {large:,} | {rss_large / 1024:,.1f} MiB | {rss_large / rss_small:.3f}x |",
     ]
-    ours = import_ms("stability_user", args.import_runs)
-    theirs = import_ms("aiohttp", args.import_runs)
+    imports = import_ms(["aiohttp", "stability_user"], args.import_runs)
+    ours, theirs = imports["stability_user"], imports["aiohttp"]
     lines += [
         "",
         f"### Import time in a fresh interpreter (median of {args.import_runs})",

@@ -7,7 +7,8 @@
         balance = await session.balance(organization="org-123")
 """
 
-from ._bulk import BalanceReading, BalanceResult, BalanceTarget
+import typing as _typing  # private: a public `Any` or `TYPE_CHECKING` would leak
+
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -26,6 +27,30 @@ from ._models import Account, Balance, ErrorBody, OrganizationMembership
 from ._retry import RetryPolicy
 from ._session import StabilitySession
 from ._version import __version__
+
+if _typing.TYPE_CHECKING:
+    from ._bulk import BalanceReading, BalanceResult, BalanceTarget
+
+# The bulk-check names are loaded on first access (PEP 562): most programs never
+# use them, and their module is a noticeable share of `import stability_user`.
+_LAZY = frozenset({"BalanceReading", "BalanceResult", "BalanceTarget"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Load the bulk-check classes when first asked for."""
+    if name in _LAZY:
+        from . import _bulk  # noqa: PLC0415 - the point is to defer it
+
+        value = getattr(_bulk, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stability_user' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded ones included."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "APIConnectionError",

@@ -153,14 +153,23 @@ class _Targets:
             self._sync = iter(targets)
         self._lock = asyncio.Lock()
 
+    @property
+    def is_sync(self) -> bool:
+        """Whether :meth:`next_sync` may be used (no await needed per target)."""
+        return self._sync is not None
+
+    def next_sync(self) -> tuple[int, BalanceTarget] | None:
+        """The next target of a sync iterable and its position, or ``None`` at the end."""
+        assert self._sync is not None  # noqa: S101 - callers check is_sync
+        return self._number(next(self._sync, _END))
+
     async def next(self) -> tuple[int, BalanceTarget] | None:
-        """The next target and its position, or ``None`` when there are no more."""
-        if self._sync is not None:
-            item = next(self._sync, _END)
-        else:
-            assert self._async is not None  # noqa: S101 - one of the two is always set
-            async with self._lock:
-                item = await anext(self._async, _END)
+        """The next target of an async iterable and its position, or ``None`` at the end."""
+        assert self._async is not None  # noqa: S101 - callers check is_sync
+        async with self._lock:
+            return self._number(await anext(self._async, _END))
+
+    def _number(self, item: object) -> tuple[int, BalanceTarget] | None:
         if item is _END:
             return None
         index = self.count
@@ -194,13 +203,12 @@ class _Mailbox:
         self._changed: asyncio.Event | None = None  # the consumer waits for items
         self._room: asyncio.Event | None = None  # workers wait for room
 
-    async def reserve(self) -> None:
-        """Wait until one more target may be taken, and count it."""
+    async def wait_for_room(self) -> None:
+        """Wait until one more target may be taken (check ``full`` first: it is cheaper)."""
         while self.outstanding >= self.limit:
             if self._room is None:
                 self._room = asyncio.Event()
             await self._room.wait()
-        self.outstanding += 1
 
     def done(self) -> None:
         """A result was yielded: make room for one more target."""
@@ -226,8 +234,10 @@ async def _worker(source: _Targets, views: _Views, mailbox: _Mailbox) -> None:
     """Check targets one after another until there are none, posting each result."""
     try:
         while True:
-            await mailbox.reserve()
-            taken = await source.next()
+            if mailbox.outstanding >= mailbox.limit:
+                await mailbox.wait_for_room()
+            mailbox.outstanding += 1
+            taken = source.next_sync() if source.is_sync else await source.next()
             if taken is None:
                 return
             index, target = taken

@@ -176,6 +176,8 @@ async def send_with_retries(
     """
     start = clock()
     deadline = policy.deadline
+    # Timing each attempt is only for the debug log: skip the clock when it is off.
+    debug = logger.isEnabledFor(logging.DEBUG)
     attempt = 1
     while True:
         attempt_request = request
@@ -185,7 +187,7 @@ async def send_with_retries(
             if left < request.timeout:
                 cut_by_deadline = True
                 attempt_request = attrs.evolve(request, timeout=max(left, 0.001))
-        sent = clock()
+        sent = clock() if debug else 0.0
         try:
             response = await handler(attempt_request)
         except APIConnectionError as exc:
@@ -201,10 +203,12 @@ async def send_with_retries(
             outcome = response
             status = response.status
             if status not in policy.retry_statuses:
-                _log_attempt(request, status, clock() - sent, attempt)
+                if debug:
+                    _log_attempt(request, status, clock() - sent, attempt)
                 return response
             wait_hint = retry_after(response)
-        _log_attempt(request, status, clock() - sent, attempt)
+        if debug:
+            _log_attempt(request, status, clock() - sent, attempt)
         delay = policy.next_delay(
             attempt,
             status=status,
@@ -237,12 +241,11 @@ def _path(url: str) -> str:
 
 
 def _log_attempt(request: Request, status: int | None, elapsed: float, attempt: int) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug(
-            "%s %s -> %s in %.1f ms (attempt %d)",
-            request.method,
-            _path(request.url),
-            "no response" if status is None else status,
-            elapsed * 1000,
-            attempt,
-        )
+    logger.debug(
+        "%s %s -> %s in %.1f ms (attempt %d)",
+        request.method,
+        _path(request.url),
+        "no response" if status is None else status,
+        elapsed * 1000,
+        attempt,
+    )

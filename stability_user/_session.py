@@ -18,16 +18,14 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 
-from ._bulk import BalanceReading, BalanceResult, TargetLike, check_balances
 from ._checks import check_count
 from ._errors import StabilityError
 from ._http import Handler, Middleware, Request, Response, mask_secret
 from ._models import Account, Balance
-from ._ratelimit import KeyRateLimiter
 from ._retry import RetryPolicy, Sleep, send_with_retries
 from ._sansio import (
     ClientConfig,
@@ -38,6 +36,12 @@ from ._sansio import (
     parse_retry_after,
 )
 from ._transport import AiohttpTransport
+
+if TYPE_CHECKING:
+    # Imported when first used: bulk checks and watching are not every program's
+    # business, and their modules are a fair share of the package's import time.
+    from ._bulk import BalanceReading, BalanceResult, TargetLike
+    from ._ratelimit import KeyRateLimiter
 
 __all__ = ["StabilitySession"]
 
@@ -335,6 +339,9 @@ class StabilitySession:
         Raises:
             ValueError: a bad ``concurrency`` or ``rate_limit`` (at once, not when iterated).
         """
+        from ._bulk import check_balances  # noqa: PLC0415 - see the TYPE_CHECKING imports
+        from ._ratelimit import KeyRateLimiter  # noqa: PLC0415
+
         base = self
         if rate_limit is not None:
             requests, window = rate_limit
@@ -361,6 +368,8 @@ class StabilitySession:
             below: the low-balance threshold, in credits.
             organization: the organization to watch, else the session's default.
         """
+        from ._bulk import BalanceReading  # noqa: PLC0415 - see the TYPE_CHECKING imports
+
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         sleep = self._wait

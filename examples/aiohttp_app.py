@@ -1,0 +1,82 @@
+"""An aiohttp.web backend that holds one StabilitySession for its whole lifetime.
+
+    STABILITY_API_KEY=sk-... python examples/aiohttp_app.py    # then GET :8080/credits
+    python examples/aiohttp_app.py                            # on the bundled emulator
+
+``GET /credits[?organization=org-...]`` and ``GET /account`` answer JSON. The
+session is opened once in a cleanup context and shared by every request: one
+connection pool, closed when the application stops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from _errors_to_http import http_answer
+from aiohttp import web
+
+from stability_user import RetryPolicy, StabilitySession
+from stability_user.testing import StabilityEmulator
+
+SESSION = web.AppKey("stability_session", StabilitySession)
+
+# A web request cannot wait out a 60-second lockout: bound every call.
+RETRY = RetryPolicy(deadline=10.0, max_retry_after=2.0)
+
+
+async def stability_session(app: web.Application) -> AsyncIterator[None]:
+    """Open the session when the application starts; close it when it stops."""
+    if os.environ.get("STABILITY_API_KEY"):
+        async with StabilitySession(retry=RETRY) as session:
+            app[SESSION] = session
+            yield
+        return
+    # No key: serve a demo on the bundled emulator, so the example runs anywhere.
+    async with StabilityEmulator() as emulator:
+        key = emulator.add_account(email="demo@example.com", credits=42.0)
+        async with StabilitySession(key, base_url=emulator.base_url, retry=RETRY) as session:
+            app[SESSION] = session
+            yield
+
+
+def error_response(error: Exception) -> web.Response:
+    status, message, headers = http_answer(error)
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def credits(request: web.Request) -> web.Response:
+    """The balance of the service's key, or of ``?organization=``."""
+    try:
+        balance = await request.app[SESSION].balance(organization=request.query.get("organization"))
+    except Exception as error:  # noqa: BLE001 - http_answer re-raises what it cannot map
+        return error_response(error)
+    return web.json_response({"credits": balance.credits})
+
+
+async def account(request: web.Request) -> web.Response:
+    """The account the service's key belongs to."""
+    try:
+        found = await request.app[SESSION].account()
+    except Exception as error:  # noqa: BLE001 - http_answer re-raises what it cannot map
+        return error_response(error)
+    return web.json_response(
+        {
+            "id": found.id,
+            "email": found.email,
+            "organizations": [org.id for org in found.organizations],
+        }
+    )
+
+
+def create_app() -> web.Application:
+    """The application: two routes and the session's cleanup context."""
+    app = web.Application()
+    app.cleanup_ctx.append(stability_session)
+    app.router.add_get("/credits", credits)
+    app.router.add_get("/account", account)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(create_app(), host="127.0.0.1", port=int(os.environ.get("PORT", "8080")))

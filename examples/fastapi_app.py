@@ -1,0 +1,79 @@
+"""The same backend with FastAPI: one StabilitySession for the app's lifespan.
+
+pip install -e '.[examples]'
+STABILITY_API_KEY=sk-... python examples/fastapi_app.py   # then GET :8000/credits
+python examples/fastapi_app.py                           # on the bundled emulator
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import uvicorn
+from _errors_to_http import http_answer
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from stability_user import RetryPolicy, StabilityError, StabilitySession
+from stability_user.testing import StabilityEmulator
+
+# A web request cannot wait out a 60-second lockout: bound every call.
+RETRY = RetryPolicy(deadline=10.0, max_retry_after=2.0)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, StabilitySession]]:
+    """Open the session at start-up, close it at shutdown; requests share it."""
+    if os.environ.get("STABILITY_API_KEY"):
+        async with StabilitySession(retry=RETRY) as session:
+            yield {"stability": session}
+        return
+    # No key: serve a demo on the bundled emulator, so the example runs anywhere.
+    async with StabilityEmulator() as emulator:
+        key = emulator.add_account(email="demo@example.com", credits=42.0)
+        async with StabilitySession(key, base_url=emulator.base_url, retry=RETRY) as session:
+            yield {"stability": session}
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+def get_session(request: Request) -> StabilitySession:
+    """The application's one session (a dependency)."""
+    session: StabilitySession = request.state.stability
+    return session
+
+
+Session = Annotated[StabilitySession, Depends(get_session)]
+
+
+@app.exception_handler(StabilityError)
+@app.exception_handler(ValueError)
+async def library_error(_: Request, error: Exception) -> JSONResponse:
+    """Map the library's errors to answers of this service's own."""
+    status, message, headers = http_answer(error)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@app.get("/credits")
+async def credits(session: Session, organization: str | None = None) -> dict[str, float]:
+    """The balance of the service's key, or of ``?organization=``."""
+    return {"credits": (await session.balance(organization=organization)).credits}
+
+
+@app.get("/account")
+async def account(session: Session) -> dict[str, Any]:
+    """The account the service's key belongs to."""
+    found = await session.account()
+    return {
+        "id": found.id,
+        "email": found.email,
+        "organizations": [org.id for org in found.organizations],
+    }
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))

@@ -1,0 +1,298 @@
+"""Every example, run against the bundled emulator over loopback, as a user would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import attrs
+import pytest
+import uvicorn
+from aiohttp.test_utils import TestClient, TestServer
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+# The web examples import their shared error mapping the way `python examples/x.py` does.
+sys.path.insert(0, str(EXAMPLES))
+
+import aiohttp_app  # noqa: E402
+import arq_worker  # noqa: E402
+import fastapi_app  # noqa: E402
+
+
+@attrs.frozen
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+async def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / name),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**clean, **(env or {})},
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture(name="live")
+async def _live() -> AsyncIterator[StabilityEmulator]:
+    """An emulator on the real clock: examples run in other processes or with real waits."""
+    async with StabilityEmulator() as emulator:
+        yield emulator
+
+
+class TestQuickstart:
+    async def test_without_a_key_it_runs_on_the_emulator(self) -> None:
+        result = await run_example("quickstart.py")
+        assert result.code == 0, result.err
+        assert result.out.splitlines() == [
+            "STABILITY_API_KEY is not set: using the bundled emulator.",
+            "demo@example.com (user-1)",
+            "  Organization 1 [OWNER] (default): 42.50 credits",
+        ]
+
+    async def test_with_a_key(self, live: StabilityEmulator) -> None:
+        key = live.add_account(
+            email="me@example.com",
+            organizations=[
+                EmulatedOrganization("org-a", "Alpha", "OWNER", is_default=True, credits=1234.5),
+                EmulatedOrganization("org-b", "Beta", credits=2),
+            ],
+        )
+        env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
+        result = await run_example("quickstart.py", env=env)
+        assert result.code == 0, result.err
+        assert result.out.splitlines() == [
+            "me@example.com (user-1)",
+            "  Alpha [OWNER] (default): 1,234.50 credits",
+            "  Beta [MEMBER]: 2.00 credits",
+        ]
+
+    async def test_a_bad_key_is_one_line(self, live: StabilityEmulator) -> None:
+        env = {"STABILITY_API_KEY": "sk-" + "1" * 48, "STABILITY_API_HOST": live.base_url}
+        result = await run_example("quickstart.py", env=env)
+        assert result.code == 1
+        assert result.err.startswith("error: 401 unauthorized")
+        assert "1" * 48 not in result.err
+
+
+class TestBulkBalances:
+    async def test_demo(self) -> None:
+        result = await run_example("bulk_balances.py")
+        assert result.code == 0, result.err
+        credits = [n * 7 % 100 for n in range(1, 51)]  # what the demo's accounts hold
+        low = sum(c < 25 for c in credits)
+        assert (low, sum(credits)) == (14, 2325)
+        assert result.out.splitlines()[-1] == "checked 50, failed 0, low 14, total 2,325.00 credits"
+
+    async def test_keys_file(self, live: StabilityEmulator, tmp_path: pathlib.Path) -> None:
+        rich, poor = live.add_account(credits=500), live.add_account(credits=3)
+        keys = tmp_path / "keys.csv"
+        keys.write_text(f"# label,key\nrich,{rich}\npoor,{poor}\nbroken,sk-{'2' * 48}\n")
+        result = await run_example(
+            "bulk_balances.py", str(keys), env={"STABILITY_API_HOST": live.base_url}
+        )
+        assert result.code == 0, result.err
+        lines = sorted(result.out.splitlines())
+        assert lines[0].startswith("FAILED broken: 401 unauthorized")
+        assert lines[1] == "LOW    poor: 3.00 credits"
+        assert lines[2] == "checked 3, failed 1, low 1, total 503.00 credits"
+        assert rich not in result.out
+        assert poor not in result.out
+
+
+@pytest.fixture(name="service_env")
+def _service_env(live: StabilityEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    key = live.add_account(
+        email="svc@example.com",
+        organizations=[
+            EmulatedOrganization("org-a", "A", is_default=True, credits=12.5),
+            EmulatedOrganization("org-b", "B", credits=7.0),
+        ],
+    )
+    monkeypatch.setenv("STABILITY_API_KEY", key)
+    monkeypatch.setenv("STABILITY_API_HOST", live.base_url)
+    return key
+
+
+async def check_backend(get: object, live: StabilityEmulator, key: str) -> None:
+    """The answers both web examples must give, through ``get(path) -> (status, headers, json)``."""
+    assert await get("/credits") == (200, None, {"credits": 12.5})  # type: ignore[operator]
+    assert await get("/credits?organization=org-b") == (200, None, {"credits": 7.0})  # type: ignore[operator]
+    status, _, body = await get("/account")  # type: ignore[operator]
+    assert (status, body) == (
+        200,
+        {"id": "user-1", "email": "svc@example.com", "organizations": ["org-a", "org-b"]},
+    )
+    status, _, body = await get("/credits?organization=org-z")  # type: ignore[operator]
+    assert status == 403
+    live.script(Fault.respond(429, retry_after=30), api_key=key)
+    status, retry_after, body = await get("/credits")  # type: ignore[operator]
+    assert (status, retry_after) == (503, "30")  # 30 s is past max_retry_after: no waiting
+    assert "rate limited" in body["error"]
+    live.script(Fault.respond(401), api_key=key)
+    status, _, body = await get("/credits")  # type: ignore[operator]
+    assert status == 502  # the upstream refusing our key is not the caller's fault, nor a crash
+    assert key not in str(body)
+    status, _, body = await get("/credits?organization=a%0D%0Ab")  # type: ignore[operator]
+    assert status == 400
+
+
+async def test_aiohttp_app(live: StabilityEmulator, service_env: str) -> None:
+    async with TestClient(TestServer(aiohttp_app.create_app(), host="127.0.0.1")) as client:
+
+        async def get(path: str) -> tuple[int, str | None, object]:
+            response = await client.get(path)
+            return response.status, response.headers.get("Retry-After"), await response.json()
+
+        await check_backend(get, live, service_env)
+
+
+@contextlib.asynccontextmanager
+async def served_fastapi() -> AsyncIterator[str]:
+    server = uvicorn.Server(
+        uvicorn.Config(fastapi_app.app, host="127.0.0.1", port=0, log_level="warning")
+    )
+    task = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:  # uvicorn offers no event to wait on
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_fastapi_app(live: StabilityEmulator, service_env: str) -> None:
+    async with served_fastapi() as base, aiohttp.ClientSession() as http:
+
+        async def get(path: str) -> tuple[int, str | None, object]:
+            async with http.get(base + path) as response:
+                return response.status, response.headers.get("Retry-After"), await response.json()
+
+        await check_backend(get, live, service_env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(name="redis_url", scope="module")
+def _redis_url() -> Iterator[str]:
+    """A real Redis on loopback: $REDIS_URL (as .ci/run provides), else one started here."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide redis-server (.ci/run installs it)")
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):  # wait until it accepts connections
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            if process.poll() is not None:
+                pytest.fail("redis-server exited at start-up")
+            time.sleep(0.01)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def flush(redis_url: str) -> None:
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    await pool.flushdb()
+    await pool.aclose()
+
+
+# arq's Worker.close() still calls redis-py's deprecated close(); not ours to fix.
+ARQ_DEPRECATED_CLOSE = pytest.mark.filterwarnings(
+    "ignore:Call to deprecated close:DeprecationWarning"
+)
+
+
+@ARQ_DEPRECATED_CLOSE
+async def test_arq_demo_in_one_process(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    await flush(redis_url)
+    results = await arq_worker.demo(accounts=10, below=10.0)
+    assert [r["label"] for r in results] == [f"customer-{n}" for n in range(1, 11)]
+    assert [r["credits"] for r in results] == [float(n * 3) for n in range(10)]
+    assert [r["low"] for r in results] == [n * 3 < 10 for n in range(10)]
+    assert all(r["error"] is None for r in results)
+
+
+async def test_arq_worker_process_and_enqueuer(
+    redis_url: str, live: StabilityEmulator, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await flush(redis_url)
+    keys = tmp_path / "keys.csv"
+    labels = [f"c{n}" for n in range(12)]
+    keys.write_text(
+        "".join(f"{label},{live.add_account(credits=n)}\n" for n, label in enumerate(labels))
+    )
+    env = {
+        "REDIS_URL": redis_url,
+        "STABILITY_KEYS_FILE": str(keys),
+        "STABILITY_API_HOST": live.base_url,
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "arq_worker.py"),
+        "worker",
+        env={**clean, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        results = await asyncio.wait_for(arq_worker.enqueue_and_collect([*labels, "nobody"], 5), 60)
+    finally:
+        worker.terminate()  # arq shuts down on SIGTERM, running on_shutdown
+        _, err = await worker.communicate()
+    assert worker.returncode == 0, err.decode()
+    assert [(r["label"], r["credits"], r["low"]) for r in results[:-1]] == [
+        (label, float(n), n < 5) for n, label in enumerate(labels)
+    ]
+    assert results[-1] == {
+        "label": "nobody",
+        "credits": None,
+        "low": False,
+        "error": "unknown label",
+    }
+    assert {r.path for r in live.requests} == {"/v1alpha/user/balance"}
+    assert len(live.requests) == 12
