@@ -31,7 +31,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from stability_user import BalanceTarget, StabilitySession, __version__
+from stability_user import BalanceTarget, Request, Response, StabilitySession, __version__
+from stability_user._http import Handler
 
 HERE = Path(__file__).parent
 KEY = "sk-bench-" + "0" * 40
@@ -160,6 +161,36 @@ async def bulk_aiohttp(base: str, calls: int, concurrency: int, keys: int) -> fl
         return calls / (time.perf_counter() - start)
 
 
+async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, float]:
+    """The library's own CPU per call, with no socket: a middleware answers at once.
+
+    A middleware may answer without calling the transport, so this runs everything
+    stability-user does for a call (request, retry loop, middleware chain, decoding,
+    strict structuring, and for bulk the rate limiter, views and result stream)
+    and nothing aiohttp does. Returns (balance() µs, balances() µs per check).
+    """
+    body = b'{"credits": 1234.5}'
+
+    async def instant(request: Request, handler: Handler) -> Response:
+        await asyncio.sleep(0)  # a real transport always yields to the loop at least once
+        return Response(200, {"Content-Type": "application/json"}, body)
+
+    async with StabilitySession(
+        KEY, base_url="https://api.stability.ai", middlewares=[instant]
+    ) as s:
+        for _ in range(100):
+            await s.balance()
+        start = time.process_time()
+        for _ in range(calls):
+            await s.balance()
+        single = (time.process_time() - start) / calls * 1e6
+        start = time.process_time()
+        async for _ in s.balances(bulk_targets(calls * 10, keys), concurrency=concurrency):
+            pass
+        bulk = (time.process_time() - start) / (calls * 10) * 1e6
+    return single, bulk
+
+
 def summary(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
@@ -242,6 +273,7 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
     cpu: dict[str, list[float]] = {name: [] for name in names}
     rate: dict[str, list[float]] = {name: [] for name in names}
     bulk: dict[str, list[float]] = {"stability_user balances()": [], "raw aiohttp workers": []}
+    alone: dict[str, list[float]] = {"balance()": [], "balances() per check": []}
     for round_number in range(args.rounds):
         order = names[round_number % len(names) :] + names[: round_number % len(names)]
         for name in order:
@@ -257,6 +289,9 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
             bulk_order.reverse()
         for name, run in bulk_order:
             bulk[name].append(await run(base, args.throughput_calls, args.concurrency, args.keys))
+        single, per_check = await library_only(args.calls, args.concurrency, args.keys)
+        alone["balance()"].append(single)
+        alone["balances() per check"].append(per_check)
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
     lines = [
@@ -291,6 +326,18 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
     ]
     base_bulk = statistics.median(bulk["raw aiohttp workers"])
     lines += [fmt_row(name, bulk[name], base_bulk, "checks/s") for name in bulk]
+    raw_cpu = statistics.median(cpu["raw aiohttp get+json (balance)"])
+    lines += [
+        "",
+        "### The library's own CPU, no socket (a middleware answers at once)",
+        "",
+        "What stability-user itself costs per call, without aiohttp's share: the share",
+        "of a raw aiohttp call's CPU is against the median of the first table.",
+        "",
+        "| path | median | min .. max | vs a raw aiohttp call |",
+        "|---|---|---|---|",
+    ]
+    lines += [fmt_row(name, alone[name], raw_cpu, "µs") for name in alone]
     return lines
 
 
