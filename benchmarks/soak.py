@@ -68,7 +68,8 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     returned = 0
     seen: set[int] = set()
     start = time.perf_counter()
-    async with StabilityEmulator() as emulator:
+    # The emulator runs in this process: its request log would be most of the RSS.
+    async with StabilityEmulator(record=False) as emulator:
         keys = [emulator.add_account(credits=float(n)) for n in range(args.keys)]
         emulator.random_faults(
             args.fault_rate,

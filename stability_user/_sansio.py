@@ -352,7 +352,8 @@ def _decode(response: Response, cls: type[T], config: ClientConfig) -> T:
     if not 200 <= status < 300:
         raise error_for_response(response, config)
     try:
-        data = json.loads(response.body)
+        # JSON is UTF-8 (RFC 8259): decoding it directly skips json's encoding sniffing.
+        data = json.loads(response.body.decode())
     except ValueError as exc:
         raise ResponseValidationError(
             f"{status} response body is not JSON ({len(response.body)} bytes)", status=status

@@ -290,6 +290,13 @@ async def test_requests_are_recorded_with_the_key_redacted(
     assert key not in repr(emulator.requests)
 
 
+async def test_recording_can_be_turned_off() -> None:
+    async with StabilityEmulator(record=False) as emulator:
+        key = emulator.add_account(credits=1)
+        assert (await get(emulator.base_url, "/v1/user/balance", key))[0] == 200
+        assert emulator.requests == []
+
+
 async def test_base_url_needs_a_started_emulator() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = StabilityEmulator().base_url

@@ -225,6 +225,8 @@ class StabilityEmulator:
         clock: monotonic seconds, for the rate limit and the request log; tests pass a
             fake one so the 60-second lockout never makes them wait.
         retire_v1alpha: answer the v1alpha paths with 404, as the service may.
+        record: keep every request in :attr:`requests`; a soak run of millions of
+            requests turns it off to keep its memory flat.
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class StabilityEmulator:
         rate_limit: RateLimit | None = RateLimit(),
         clock: Callable[[], float] = time.monotonic,
         retire_v1alpha: bool = False,
+        record: bool = True,
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
         self.host = host
@@ -242,6 +245,7 @@ class StabilityEmulator:
         self.rate_limit = rate_limit
         self.clock = clock
         self.retire_v1alpha = retire_v1alpha
+        self.record = record
         self.requests: list[RecordedRequest] = []
         self._accounts: dict[str, EmulatedAccount] = {}
         self._faults: dict[str | None, collections.deque[Fault]] = {}
@@ -436,6 +440,8 @@ class StabilityEmulator:
             account.id if account else None,
             None,
         )
+        if not self.record:
+            return record
         self.requests.append(record)
         if self._arrived is not None:
             async with self._arrived:
