@@ -13,36 +13,19 @@ import struct
 import sys
 import termios
 
-import attrs
 import pytest
 
 from stability_user import __version__
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
+from .processes import Run, run_program
+
 EXECUTABLE = shutil.which("stability-user", path=os.path.dirname(sys.executable))
-
-
-@attrs.frozen
-class Run:
-    code: int
-    out: str
-    err: str
 
 
 async def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
     assert EXECUTABLE is not None, "the stability-user console script is not installed"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
-    process = await asyncio.create_subprocess_exec(
-        EXECUTABLE,
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**base_env, **(env or {})},
-    )
-    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
+    return await run_program(EXECUTABLE, *args, stdin=stdin, env=env)
 
 
 def no_key_in(result: Run, *keys: str) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
-import attrs
 import pytest
 import uvicorn
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,6 +21,8 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
+
+from .processes import Run, clean_environment, run_program
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 # The web examples import their shared error mapping the way `python examples/x.py` does.
@@ -32,26 +33,8 @@ import arq_worker  # noqa: E402
 import fastapi_app  # noqa: E402
 
 
-@attrs.frozen
-class Run:
-    code: int
-    out: str
-    err: str
-
-
 async def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> Run:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLES / name),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**clean, **(env or {})},
-    )
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
+    return await run_program(sys.executable, str(EXAMPLES / name), *args, env=env)
 
 
 @pytest.fixture(name="live")
@@ -268,12 +251,11 @@ async def test_arq_worker_process_and_enqueuer(
         "STABILITY_KEYS_FILE": str(keys),
         "STABILITY_API_HOST": live.base_url,
     }
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLES / "arq_worker.py"),
         "worker",
-        env={**clean, **env},
+        env=clean_environment(env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -1,0 +1,39 @@
+"""Running the project's programs as real subprocesses, the way users run them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import attrs
+
+
+@attrs.frozen
+class Run:
+    """What a finished program said and how it exited."""
+
+    code: int
+    out: str
+    err: str
+
+
+def clean_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any STABILITY_* variable, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")}
+    return {**base, **(extra or {})}
+
+
+async def run_program(
+    *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> Run:
+    """Run ``argv`` to completion without blocking the event loop (the emulator shares it)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_environment(env),
+    )
+    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
