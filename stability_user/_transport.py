@@ -68,11 +68,6 @@ class AiohttpTransport:
         """Whether :meth:`aclose` has been called."""
         return self._closed
 
-    @property
-    def opened(self) -> bool:
-        """Whether this transport created an aiohttp session that it must close."""
-        return self._owns_session and self._http_session is not None
-
     def _bind(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
