@@ -86,8 +86,7 @@ class KeyRateLimiter:
                 return
             windows.popitem(last=False)
 
-    async def acquire(self, key: str) -> _KeyWindow:
-        """Wait until ``key`` may send another request, and take the slot."""
+    def _window_of(self, key: str) -> _KeyWindow:
         windows = self._windows
         window = windows.get(key)
         if window is None:
@@ -95,17 +94,33 @@ class KeyRateLimiter:
             window = windows[key] = _KeyWindow()
         else:
             windows.move_to_end(key)
+        return window
+
+    def _take(self, window: _KeyWindow, now: float) -> bool:
+        done = window.done
+        expired = 0
+        while expired < len(done) and now - done[expired] >= self._window:
+            expired += 1
+        if expired:
+            del done[:expired]
+        if len(done) + window.in_flight < self._requests:
+            window.in_flight += 1
+            return True
+        return False
+
+    def try_acquire(self, key: str) -> _KeyWindow | None:
+        """Take a slot of ``key`` if one is free now, without waiting; else ``None``."""
+        window = self._window_of(key)
+        return window if self._take(window, self._clock()) else None
+
+    async def acquire(self, key: str) -> _KeyWindow:
+        """Wait until ``key`` may send another request, and take the slot."""
+        window = self._window_of(key)
         while True:
             now = self._clock()
-            done = window.done
-            expired = 0
-            while expired < len(done) and now - done[expired] >= self._window:
-                expired += 1
-            if expired:
-                del done[:expired]
-            if len(done) + window.in_flight < self._requests:
-                window.in_flight += 1
+            if self._take(window, now):
                 return window
+            done = window.done
             if done:
                 await self._sleep(done[0] + self._window - now)
             else:  # every slot is in flight: wait for one to finish
@@ -127,10 +142,12 @@ class KeyRateLimiter:
 
     def bind(self, handler: Handler) -> Handler:
         """``handler`` behind the limiter: every attempt takes a slot of its key."""
-        acquire, release = self.acquire, self.release
+        try_acquire, acquire, release = self.try_acquire, self.acquire, self.release
 
         async def limited(request: Request) -> Response:
-            window = await acquire(request.headers.get("Authorization", ""))
+            key = request.headers.get("Authorization", "")
+            # The common case takes a free slot at once, without a coroutine to await.
+            window = try_acquire(key) or await acquire(key)
             try:
                 return await handler(request)
             finally:
