@@ -151,9 +151,8 @@ def structure(data: Any, cls: type[T], *, status: int) -> T:
     Raises:
         ResponseValidationError: naming the JSON path of every problem found.
     """
-    converter = _converters.get(False) or _converter(detailed=False)
     try:
-        return converter.structure(data, cls)
+        return _converter(detailed=False).structure(data, cls)
     except Exception as exc:
         problems = _problems(data, cls)
         raise ResponseValidationError(

@@ -263,7 +263,7 @@ class StabilitySession:
     def _send(self, request: Request) -> Coroutine[Any, Any, Response]:
         # A plain function handing back the retry loop's coroutine: one frame fewer
         # for every resumption of every call.
-        if self._closed or (self._parent is not None and self._parent.closed):
+        if self.closed:
             raise StabilityError("this StabilitySession is closed")
         return send_with_retries(
             request,

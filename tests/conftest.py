@@ -31,6 +31,13 @@ async def _emulator(clock: FakeClock) -> AsyncIterator[StabilityEmulator]:
         yield emulator
 
 
+@pytest.fixture(name="live")
+async def _live() -> AsyncIterator[StabilityEmulator]:
+    """An emulator on the real clock: for programs in other processes, or real waits."""
+    async with StabilityEmulator() as emulator:
+        yield emulator
+
+
 @pytest.fixture(name="key")
 def _key(emulator: StabilityEmulator) -> str:
     return emulator.add_account(email="a@example.com", credits=12.5)

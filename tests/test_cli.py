@@ -13,8 +13,6 @@ import struct
 import sys
 import termios
 
-import pytest
-
 from stability_user import __version__
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
@@ -34,12 +32,6 @@ def no_key_in(result: Run, *keys: str) -> None:
         assert key not in result.err
 
 
-@pytest.fixture(name="cli_emulator")
-async def _cli_emulator():  # type: ignore[no-untyped-def]
-    async with StabilityEmulator() as emulator:  # the real clock: the CLI is another process
-        yield emulator
-
-
 async def test_offline_main_job() -> None:
     result = await run("--emulator", "12", "balances", "--below", "50", "--ordered")
     assert result.code == 0
@@ -51,15 +43,15 @@ async def test_offline_main_job() -> None:
     assert "\r" not in result.err  # no progress bar: stderr is not a terminal
 
 
-async def test_account_and_balance(cli_emulator: StabilityEmulator) -> None:
-    key = cli_emulator.add_account(
+async def test_account_and_balance(live: StabilityEmulator) -> None:
+    key = live.add_account(
         email="me@example.com",
         organizations=[
             EmulatedOrganization("org-a", "Alpha", "OWNER", is_default=True, credits=12.5),
             EmulatedOrganization("org-b", "Beta", credits=3),
         ],
     )
-    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": cli_emulator.base_url}
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
     account = await run("account", env=env)
     assert account.code == 0
     assert account.out.splitlines() == [
@@ -80,22 +72,22 @@ async def test_account_and_balance(cli_emulator: StabilityEmulator) -> None:
     no_key_in(account, key)
 
 
-async def test_key_from_a_file(cli_emulator: StabilityEmulator, tmp_path: pathlib.Path) -> None:
-    key = cli_emulator.add_account(credits=7)
+async def test_key_from_a_file(live: StabilityEmulator, tmp_path: pathlib.Path) -> None:
+    key = live.add_account(credits=7)
     key_file = tmp_path / "key"
     key_file.write_text(key + "\n")
-    result = await run("--key-file", str(key_file), "--base-url", cli_emulator.base_url, "balance")
+    result = await run("--key-file", str(key_file), "--base-url", live.base_url, "balance")
     assert (result.code, result.out) == (0, "7.00 credits\n")
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    usage = await run("--key-file", str(empty), "--base-url", cli_emulator.base_url, "balance")
+    usage = await run("--key-file", str(empty), "--base-url", live.base_url, "balance")
     assert usage.code == 2
     assert "holds no API key" in usage.err
 
 
-async def test_errors_are_one_line_without_traceback(cli_emulator: StabilityEmulator) -> None:
+async def test_errors_are_one_line_without_traceback(live: StabilityEmulator) -> None:
     bad_key = "sk-" + "0" * 48
-    env = {"STABILITY_API_KEY": bad_key, "STABILITY_API_HOST": cli_emulator.base_url}
+    env = {"STABILITY_API_KEY": bad_key, "STABILITY_API_HOST": live.base_url}
     result = await run("balance", env=env)
     assert result.code == 1
     assert result.out == ""
@@ -123,10 +115,10 @@ async def test_usage_errors_exit_2() -> None:
 
 
 async def test_balances_from_a_file_in_every_line_form(
-    cli_emulator: StabilityEmulator, tmp_path: pathlib.Path
+    live: StabilityEmulator, tmp_path: pathlib.Path
 ) -> None:
-    one = cli_emulator.add_account(credits=1)
-    two = cli_emulator.add_account(
+    one = live.add_account(credits=1)
+    two = live.add_account(
         organizations=[
             EmulatedOrganization("org-x", "X", is_default=True, credits=2),
             EmulatedOrganization("org-y", "Y", credits=20),
@@ -136,7 +128,7 @@ async def test_balances_from_a_file_in_every_line_form(
     targets.write_text(f"# customers\n{one}\n\n{two},org-y\n{two},org-x,acme\n")
     result = await run(
         "--base-url",
-        cli_emulator.base_url,
+        live.base_url,
         "balances",
         str(targets),
         "--format",
@@ -154,12 +146,12 @@ async def test_balances_from_a_file_in_every_line_form(
     no_key_in(result, one, two)
 
 
-async def test_balances_csv_with_header_from_stdin(cli_emulator: StabilityEmulator) -> None:
-    one, two = cli_emulator.add_account(credits=5), cli_emulator.add_account(credits=6)
+async def test_balances_csv_with_header_from_stdin(live: StabilityEmulator) -> None:
+    one, two = live.add_account(credits=5), live.add_account(credits=6)
     stdin = f"label,api_key\nfirst,{one}\nsecond,{two}\n"
     result = await run(
         "--base-url",
-        cli_emulator.base_url,
+        live.base_url,
         "balances",
         "-",
         "--format",
@@ -176,13 +168,13 @@ async def test_balances_csv_with_header_from_stdin(cli_emulator: StabilityEmulat
     no_key_in(result, one, two)
 
 
-async def test_failures_are_reported_and_exit_1(cli_emulator: StabilityEmulator) -> None:
-    good = cli_emulator.add_account(credits=5)
+async def test_failures_are_reported_and_exit_1(live: StabilityEmulator) -> None:
+    good = live.add_account(credits=5)
     unknown = "sk-" + "9" * 48
-    cli_emulator.script(503, 503, api_key=good)  # retried, then fine
+    live.script(503, 503, api_key=good)  # retried, then fine
     result = await run(
         "--base-url",
-        cli_emulator.base_url,
+        live.base_url,
         "balances",
         "-",
         "--ordered",
@@ -204,16 +196,16 @@ async def test_malformed_target_line_is_a_usage_error(tmp_path: pathlib.Path) ->
     assert "t.txt:1: expected key[,organization[,label]]" in result.err
 
 
-async def test_watch_once_for_cron(cli_emulator: StabilityEmulator) -> None:
-    key = cli_emulator.add_account(credits=8)
-    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": cli_emulator.base_url}
+async def test_watch_once_for_cron(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=8)
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
     low = await run("watch", "--once", "--below", "10", env=env)
     assert low.code == 1
     assert low.out.rstrip().endswith("8.00 credits  BELOW 10")
     fine = await run("watch", "--once", "--below", "5", env=env)
     assert fine.code == 0
     assert fine.out.rstrip().endswith("8.00 credits")
-    cli_emulator.script(Fault.reset(), api_key=key)
+    live.script(Fault.reset(), api_key=key)
     failed = await run("--max-attempts", "1", "watch", "--once", env=env)
     assert failed.code == 1
     assert "poll failed" in failed.err

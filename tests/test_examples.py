@@ -37,13 +37,6 @@ async def run_example(name: str, *args: str, env: dict[str, str] | None = None) 
     return await run_program(sys.executable, str(EXAMPLES / name), *args, env=env)
 
 
-@pytest.fixture(name="live")
-async def _live() -> AsyncIterator[StabilityEmulator]:
-    """An emulator on the real clock: examples run in other processes or with real waits."""
-    async with StabilityEmulator() as emulator:
-        yield emulator
-
-
 class TestQuickstart:
     async def test_without_a_key_it_runs_on_the_emulator(self) -> None:
         result = await run_example("quickstart.py")
