@@ -7,8 +7,9 @@
         balance = await session.balance(organization="org-123")
 """
 
-import typing as _typing  # private: a public `Any` or `TYPE_CHECKING` would leak
+import logging as _logging
 
+from ._bulk import BalanceResult, BalanceTarget
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -22,35 +23,17 @@ from ._errors import (
     ServerError,
     StabilityError,
 )
-from ._http import Request, Response
+from ._http import Request, Response, Transport
 from ._models import Account, Balance, ErrorBody, OrganizationMembership
+from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
 from ._retry import RetryPolicy
 from ._session import StabilitySession
 from ._version import __version__
+from ._watch import BalanceReading
 
-if _typing.TYPE_CHECKING:
-    from ._bulk import BalanceReading, BalanceResult, BalanceTarget
-
-# The bulk-check names are loaded on first access (PEP 562): most programs never
-# use them, and their module is a noticeable share of `import stability_user`.
-_LAZY = frozenset({"BalanceReading", "BalanceResult", "BalanceTarget"})
-
-
-def __getattr__(name: str) -> _typing.Any:
-    """Load the bulk-check classes when first asked for."""
-    if name in _LAZY:
-        from . import _bulk  # noqa: PLC0415 - the point is to defer it
-
-        value = getattr(_bulk, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'stability_user' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """The module's names, the lazily loaded ones included."""
-    return sorted({*globals(), *_LAZY})
-
+# A library's logger stays quiet in a program that has not configured logging
+# (the standard library's advice): no "last resort" output on stderr.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "APIConnectionError",
@@ -64,10 +47,14 @@ __all__ = [
     "BalanceResult",
     "BalanceTarget",
     "ErrorBody",
+    "MemoryRateLimitStore",
     "NotFoundError",
     "OrganizationMembership",
     "PermissionDeniedError",
+    "RateLimit",
     "RateLimitError",
+    "RateLimitStore",
+    "RateLimitWait",
     "Request",
     "Response",
     "ResponseValidationError",
@@ -75,5 +62,6 @@ __all__ = [
     "ServerError",
     "StabilityError",
     "StabilitySession",
+    "Transport",
     "__version__",
 ]

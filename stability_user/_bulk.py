@@ -1,44 +1,72 @@
-"""Bulk balance checks and balance watching, built on the session's calls.
+"""Bulk balance checks: many targets, a bounded number in flight, results streamed.
 
-Both only orchestrate: requests, retries and errors are the session's own.
+It only orchestrates: it takes the function that checks one target (the
+session's), so requests, retries, rate limits and errors are the session's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from typing import Final
 
 import attrs
 
+from ._checks import check_api_key, check_optional_header_value, check_type
 from ._errors import StabilityError
-from ._http import mask_secret
 from ._models import Balance
+from ._secrets import mask_secret
 
-if TYPE_CHECKING:
-    from ._session import StabilitySession
-
-__all__ = ["BalanceReading", "BalanceResult", "BalanceTarget", "TargetLike", "check_balances"]
+__all__ = ["BalanceResult", "BalanceTarget", "CheckBalance", "TargetLike", "check_balances"]
 
 
 def _mask_optional(key: str | None) -> str:
     return "None" if key is None else repr(mask_secret(key))
 
 
+def _api_key(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None:
+        check_api_key(value, name="BalanceTarget.api_key")
+
+
+def _organization(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    check_optional_header_value("BalanceTarget.organization", value)
+
+
+def _label(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None:
+        check_type("BalanceTarget.label", value, str)
+
+
 @attrs.frozen
 class BalanceTarget:
     """One balance to check in a bulk run.
+
+    Its fields are checked when it is built, so a bad target fails where it is
+    made (naming the field, never echoing a key), not deep inside a run.
 
     Attributes:
         api_key: the key to check with; ``None`` uses the session's key. Masked in the ``repr``.
         organization: the organization whose balance to read; ``None`` for the key's default.
         label: a name for reports (e.g. the customer the key belongs to).
+
+    Raises:
+        TypeError: a field that is not a string (or ``None``).
+        ValueError: an empty key, or a key or organization with CR, LF or NUL.
     """
 
-    api_key: str | None = attrs.field(default=None, repr=_mask_optional)
-    organization: str | None = None
-    label: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=_mask_optional, validator=_api_key)
+    organization: str | None = attrs.field(default=None, validator=_organization)
+    label: str | None = attrs.field(default=None, validator=_label)
 
     @property
     def display_name(self) -> str:
@@ -78,59 +106,24 @@ class BalanceResult:
         return self.error is None
 
 
-@attrs.frozen
-class BalanceReading:
-    """One poll of :meth:`StabilitySession.watch_balance`.
+_INVALID: Final = "(invalid target)"
 
-    Attributes:
-        balance: the balance read, or ``None`` when this poll failed.
-        error: why the poll failed, or ``None``.
-        below: whether the balance is below the threshold (``None``: no threshold,
-            or the poll failed).
-        crossing: ``"below"`` when this reading first fell below the threshold,
-            ``"recovered"`` when it first came back to or above it, else ``None``.
-        time: the session clock's reading when the poll finished.
+
+def _as_target(item: TargetLike) -> tuple[BalanceTarget, ValueError | None]:
+    """The target an item stands for, and the reason it cannot be checked, if any.
+
+    A plain ``str`` that cannot be an ``Organization`` header (CR, LF, NUL) is one
+    target's failure, reported in its result; an item of another type is a
+    programming error and stops the run.
     """
-
-    balance: Balance | None
-    error: Exception | None
-    below: bool | None
-    crossing: Literal["below", "recovered"] | None
-    time: float
-
-    @property
-    def ok(self) -> bool:
-        """Whether the poll read a balance."""
-        return self.error is None
-
-
-def _as_target(item: TargetLike) -> BalanceTarget:
     if isinstance(item, BalanceTarget):
-        return item
+        return item, None
     if isinstance(item, str):
-        return BalanceTarget(organization=item)
+        try:
+            return BalanceTarget(organization=item), None
+        except ValueError as exc:
+            return BalanceTarget(label=_INVALID), exc
     raise TypeError(f"a bulk target must be a BalanceTarget or str, got {type(item).__name__}")
-
-
-class _Views:
-    """A small cache of per-key views, so a key's headers are built once per run."""
-
-    __slots__ = ("_base", "_cache", "_size")
-
-    def __init__(self, base: StabilitySession, size: int) -> None:
-        self._base = base
-        self._cache: dict[str, StabilitySession] = {}
-        self._size = size
-
-    def get(self, api_key: str | None) -> StabilitySession:
-        if api_key is None:
-            return self._base
-        view = self._cache.get(api_key)
-        if view is None:
-            if len(self._cache) >= self._size:
-                del self._cache[next(iter(self._cache))]  # oldest first: bounded memory
-            view = self._cache[api_key] = self._base.with_options(api_key=api_key)
-        return view
 
 
 class _Targets:
@@ -158,23 +151,23 @@ class _Targets:
         """Whether :meth:`next_sync` may be used (no await needed per target)."""
         return self._sync is not None
 
-    def next_sync(self) -> tuple[int, BalanceTarget] | None:
+    def next_sync(self) -> tuple[int, BalanceTarget, ValueError | None] | None:
         """The next target of a sync iterable and its position, or ``None`` at the end."""
         assert self._sync is not None  # noqa: S101 - callers check is_sync
         return self._number(next(self._sync, _END))
 
-    async def next(self) -> tuple[int, BalanceTarget] | None:
+    async def next(self) -> tuple[int, BalanceTarget, ValueError | None] | None:
         """The next target of an async iterable and its position, or ``None`` at the end."""
         assert self._async is not None  # noqa: S101 - callers check is_sync
         async with self._lock:
             return self._number(await anext(self._async, _END))
 
-    def _number(self, item: object) -> tuple[int, BalanceTarget] | None:
+    def _number(self, item: object) -> tuple[int, BalanceTarget, ValueError | None] | None:
         if item is _END:
             return None
         index = self.count
         self.count += 1
-        return index, _as_target(item)  # type: ignore[arg-type]
+        return (index, *_as_target(item))  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         close = getattr(self._async, "aclose", None)
@@ -230,7 +223,11 @@ class _Mailbox:
             await self._changed.wait()
 
 
-async def _worker(source: _Targets, views: _Views, mailbox: _Mailbox) -> None:
+CheckBalance = Callable[[BalanceTarget], Awaitable[Balance]]
+"""Reads one target's balance, or raises the typed error of its failure."""
+
+
+async def _worker(source: _Targets, check: CheckBalance, mailbox: _Mailbox) -> None:
     """Check targets one after another until there are none, posting each result."""
     try:
         while True:
@@ -240,10 +237,11 @@ async def _worker(source: _Targets, views: _Views, mailbox: _Mailbox) -> None:
             taken = source.next_sync() if source.is_sync else await source.next()
             if taken is None:
                 return
-            index, target = taken
+            index, target, invalid = taken
             try:
-                view = views.get(target.api_key)
-                balance = await view.balance(organization=target.organization)
+                if invalid is not None:
+                    raise invalid
+                balance = await check(target)
             except (StabilityError, ValueError) as exc:
                 mailbox.put(BalanceResult(target, index, error=exc))
             else:
@@ -255,7 +253,7 @@ async def _worker(source: _Targets, views: _Views, mailbox: _Mailbox) -> None:
 
 
 async def check_balances(
-    base: StabilitySession,
+    check: CheckBalance,
     targets: Iterable[TargetLike] | AsyncIterable[TargetLike],
     *,
     concurrency: int,
@@ -269,10 +267,9 @@ async def check_balances(
     than they are checked and consumed.
     """
     source = _Targets(targets)
-    views = _Views(base, size=max(4096, 4 * concurrency))
     mailbox = _Mailbox((4 if ordered else 2) * concurrency)
 
-    workers = [asyncio.ensure_future(_worker(source, views, mailbox)) for _ in range(concurrency)]
+    workers = [asyncio.ensure_future(_worker(source, check, mailbox)) for _ in range(concurrency)]
     waiting: dict[int, BalanceResult] = {}
     next_out = 0
     running = concurrency

@@ -8,27 +8,31 @@ and nothing else. Unknown keys are ignored: the service may add fields.
 Two converters share the hooks: a fast one without detailed validation for the
 common, valid body, and a detailed one that is run only after the fast one has
 failed, to name the JSON path of every problem (``$.organizations[1].is_default``).
-
-cattrs is imported, and the converters built, on the first structuring rather than
-at ``import stability_user``: together they are most of the package's import time,
-and a process that never makes a call should not pay for them.
+The models come from the endpoint table, and every attrs class reachable from
+them gets the "must be a JSON object" check: a new endpoint cannot forget it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+import operator
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+import attrs
+import cattrs
+
+from ._endpoints import ENDPOINTS
 from ._errors import ResponseValidationError
-from ._models import Account, Balance, ErrorBody, OrganizationMembership
-
-if TYPE_CHECKING:
-    import cattrs
+from ._models import ErrorBody
 
 __all__ = ["structure", "structure_error_body"]
 
 T = TypeVar("T")
+
+_MAX_PROBLEMS = 10  # a body with a million wrong fields still gives a readable message
 
 _JSON_TYPE_NAMES = {
     dict: "an object",
@@ -73,58 +77,62 @@ def _structure_float(value: Any, _: object) -> float:
     raise _JSONTypeError("a number", value)
 
 
-def _require_object(
-    hook: Callable[[Any, Any], T],
-) -> Callable[[Any, Any], T]:
-    def structure_object(value: Any, cls: Any) -> T:
-        if type(value) is not dict:
-            raise _JSONTypeError("an object", value)
+def _require(kind: type, expected: str, hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    def structure_checked(value: Any, cls: Any) -> T:
+        # Without this a string would be iterated character by character, and a
+        # list would reach the model's hook as if it were its fields.
+        if type(value) is not kind:
+            raise _JSONTypeError(expected, value)
         return hook(value, cls)
 
-    return structure_object
+    return structure_checked
 
 
-def _require_array(
-    hook: Callable[[Any, Any], T],
-) -> Callable[[Any, Any], T]:
-    def structure_array(value: Any, cls: Any) -> T:
-        # Without this a string would be iterated character by character.
-        if type(value) is not list:
-            raise _JSONTypeError("an array", value)
-        return hook(value, cls)
+def _models(roots: tuple[type, ...]) -> Iterator[type]:
+    """Every attrs class reachable from ``roots`` through field types, innermost first."""
+    seen: set[type] = set()
 
-    return structure_array
+    def visit(cls: type) -> Iterator[type]:
+        if cls in seen:
+            return
+        seen.add(cls)
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            for arg in (hints[field.name], *typing.get_args(hints[field.name])):
+                if attrs.has(arg):
+                    yield from visit(arg)
+        yield cls
+
+    for root in roots:
+        yield from visit(root)
+
+
+def _array_types(models: list[type]) -> set[Any]:
+    hints = (typing.get_type_hints(model)[f.name] for model in models for f in attrs.fields(model))
+    return {hint for hint in hints if typing.get_origin(hint) is tuple}
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
-    import cattrs  # noqa: PLC0415 - deferred to the first call, see the module docstring
-
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(float, _structure_float)
-    memberships = tuple[OrganizationMembership, ...]
-    # A generic alias cannot go through singledispatch; match it with a predicate.
-    converter.register_structure_hook_func(
-        lambda cls: cls == memberships,
-        _require_array(converter.get_structure_hook(memberships)),
-    )
-    # Models after the array hook: each model's generated hook binds its fields' hooks now.
-    for model in (OrganizationMembership, Account, Balance):
-        converter.register_structure_hook(
-            model, _require_object(converter.get_structure_hook(model))
-        )
+    models = list(_models(tuple(endpoint.model for endpoint in ENDPOINTS)))
+    # Arrays first, then the models innermost first: each generated hook binds the
+    # hooks of its fields when it is made.
+    for array in _array_types(models):
+        hook = _require(list, "an array", converter.get_structure_hook(array))
+        # A generic alias cannot go through singledispatch; match it with a predicate.
+        converter.register_structure_hook_func(functools.partial(operator.eq, array), hook)
+    for model in models:
+        hook = _require(dict, "an object", converter.get_structure_hook(model))
+        converter.register_structure_hook(model, hook)
     return converter
 
 
-_converters: dict[bool, cattrs.Converter] = {}  # detailed -> converter, built on first use
-
-
+@functools.cache
 def _converter(*, detailed: bool) -> cattrs.Converter:
-    converter = _converters.get(detailed)
-    if converter is None:
-        converter = _converters[detailed] = _make_converter(detailed=detailed)
-    return converter
+    return _make_converter(detailed=detailed)
 
 
 def _format_exception(exc: BaseException, _type: type | None) -> str:
@@ -134,30 +142,31 @@ def _format_exception(exc: BaseException, _type: type | None) -> str:
 
 
 def _problems(data: Any, cls: type[Any]) -> list[str]:
-    import cattrs  # noqa: PLC0415 - already imported by _converter()
-
     try:
         _converter(detailed=True).structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        return cattrs.transform_error(exc, path="$", format_exception=_format_exception)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none re-raised
-        if isinstance(exc, cattrs.BaseValidationError):
-            return cattrs.transform_error(exc, path="$", format_exception=_format_exception)
         return [f"{_format_exception(exc, None)} @ $"]
     return ["invalid body @ $"]  # pragma: no cover - the fast path failed, so this does too
 
 
-def structure(data: Any, cls: type[T], *, status: int) -> T:
+def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], str] = str) -> T:
     """Structure decoded JSON into ``cls``, strictly.
 
     Raises:
-        ResponseValidationError: naming the JSON path of every problem found.
+        ResponseValidationError: naming the JSON path of the first problems found;
+            ``clean`` is applied to the message (the caller redacts the key there).
     """
     try:
         return _converter(detailed=False).structure(data, cls)
     except Exception as exc:
         problems = _problems(data, cls)
+        shown = "; ".join(problems[:_MAX_PROBLEMS])
+        if len(problems) > _MAX_PROBLEMS:
+            shown += f"; and {len(problems) - _MAX_PROBLEMS} more"
         raise ResponseValidationError(
-            f"{status} response is not a valid {cls.__name__}: " + "; ".join(problems),
-            status=status,
+            clean(f"{status} response is not a valid {cls.__name__}: {shown}"), status=status
         ) from exc
 
 
@@ -166,17 +175,26 @@ def _optional(data: dict[str, Any], key: str, kind: type) -> Any:
     return value if type(value) is kind else None
 
 
-def structure_error_body(data: Any) -> ErrorBody | None:
-    """Read an error body tolerantly: ``None`` unless an object; wrong fields become ``None``."""
+def structure_error_body(data: Any, clean: Callable[[str], str] = str) -> ErrorBody | None:
+    """Read an error body tolerantly: ``None`` unless an object; wrong fields become ``None``.
+
+    ``clean`` is applied to every string taken from the body (the caller redacts
+    the key there, after JSON decoding has undone any escapes).
+    """
     if type(data) is not dict:
         return None
+
+    def text(key: str) -> str | None:
+        value = _optional(data, key, str)
+        return None if value is None else clean(value)
+
     errors = data.get("errors")
     return ErrorBody(
-        id=_optional(data, "id", str),
-        name=_optional(data, "name", str),
-        message=_optional(data, "message", str),
+        id=text("id"),
+        name=text("name"),
+        message=text("message"),
         temporary=_optional(data, "temporary", bool),
         timeout=_optional(data, "timeout", bool),
         fault=_optional(data, "fault", bool),
-        errors=tuple(e for e in errors if type(e) is str) if type(errors) is list else None,
+        errors=tuple(clean(e) for e in errors if type(e) is str) if type(errors) is list else None,
     )

@@ -9,7 +9,7 @@ leaks out except :class:`asyncio.CancelledError`::
     │   ├── AuthenticationError     401: missing or unknown API key
     │   ├── PermissionDeniedError   403: e.g. not a member of the organization
     │   ├── NotFoundError           404
-    │   ├── RateLimitError          429 (``retry_after``)
+    │   ├── RateLimitError          429, or the client's own rate limit (``retry_after``)
     │   └── ServerError             5xx (``retry_after``)
     ├── APIConnectionError          no usable answer: refused, reset, dropped
     │   └── APITimeoutError         an attempt (or the deadline) ran out of time
@@ -17,14 +17,17 @@ leaks out except :class:`asyncio.CancelledError`::
                                     or any body over ``max_body_size``
 
 No message ever contains the API key: text quoted from a response is redacted
-before it is put into an exception.
+after it is decoded, and its control characters are escaped, before it is put
+into an exception. Every error pickles with its attributes (jobs cross processes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ._secrets import display_text
 
 if TYPE_CHECKING:
     from ._models import ErrorBody
@@ -47,6 +50,17 @@ __all__ = [
 class StabilityError(Exception):
     """Base class of every error stability-user raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the keyword-only state (exceptions default to positional args)."""
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[Exception], args: tuple[object, ...], state: dict[str, object]) -> Exception:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 def _reason(status: int) -> str:
     try:
@@ -58,17 +72,23 @@ def _reason(status: int) -> str:
 class APIError(StabilityError):
     """The service answered with a status that is not a success.
 
+    The message reads ``status name: message (detail; request id ...)``, e.g.
+    ``401 unauthorized: missing or invalid API key (request id 3f2c9a...)``.
+
     Attributes:
         status: the HTTP status of the last response.
         error: the parsed error body, or ``None`` when the body was not a JSON object.
         headers: the headers of the last response.
         attempts: how many attempts the call made (counted from 1).
+        request_id: the service's ``x-request-id`` for the last response, to quote
+            to its support; ``None`` when it sent none.
     """
 
     status: int
     error: ErrorBody | None
     headers: Mapping[str, str]
     attempts: int
+    request_id: str | None
 
     def __init__(
         self,
@@ -78,24 +98,28 @@ class APIError(StabilityError):
         headers: Mapping[str, str] | None = None,
         attempts: int = 1,
         detail: str | None = None,
+        request_id: str | None = None,
     ) -> None:
-        """Build the error; ``detail`` is appended to the message (already redacted)."""
+        """Build the error; ``detail`` (already redacted) is added to the message."""
         self.status = status
         self.error = error
         self.headers = headers if headers is not None else {}
         self.attempts = attempts
+        self.request_id = request_id
         name = error.name if error is not None and error.name else _reason(status)
-        text = f"{status} {name}"
+        text = f"{status} {display_text(name, limit=100)}"
         message = error.describe() if error is not None else None
         if message:
-            text = f"{text}: {message}"
-        if detail:
-            text = f"{text} ({detail})"
+            text = f"{text}: {display_text(message)}"
+        notes = [note for note in (detail, self._hint()) if note]
+        if request_id:
+            notes.append(f"request id {request_id}")
+        if notes:
+            text = f"{text} ({'; '.join(notes)})"
         super().__init__(text)
 
-    def __reduce__(self) -> tuple[object, ...]:
-        """Pickle with the keyword-only state (exceptions default to positional args)."""
-        return (_rebuild, (type(self), self.args, self.__dict__))
+    def _hint(self) -> str | None:
+        return None
 
 
 class BadRequestError(APIError):
@@ -125,21 +149,32 @@ class _RetryAfterError(APIError):
         headers: Mapping[str, str] | None = None,
         attempts: int = 1,
         detail: str | None = None,
+        request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
         self.retry_after = retry_after
-        if retry_after is not None:
-            hint = f"retry after {retry_after:.3g} s"
-            detail = f"{detail}; {hint}" if detail else hint
-        super().__init__(status, error, headers=headers, attempts=attempts, detail=detail)
+        super().__init__(
+            status,
+            error,
+            headers=headers,
+            attempts=attempts,
+            detail=detail,
+            request_id=request_id,
+        )
+
+    def _hint(self) -> str | None:
+        return None if self.retry_after is None else f"retry after {self.retry_after:.3g} s"
 
 
 class RateLimitError(_RetryAfterError):
-    """429: too many requests for this key.
+    """429: too many requests for this key, from the service or from the client's own limiter.
+
+    When the client's rate limiter refuses to wait (the wait is longer than the
+    retry policy allows), nothing was sent: ``headers`` is empty and ``error`` is
+    ``None``, and the message says so.
 
     Attributes:
-        retry_after: seconds until the time the service's ``Retry-After`` named,
-            or ``None`` when it sent none.
+        retry_after: seconds until the key may send again, when known.
     """
 
 
@@ -157,13 +192,17 @@ class APIConnectionError(StabilityError):
 
     Attributes:
         attempts: how many attempts the call made (counted from 1).
+        retryable: whether another attempt could succeed; ``False`` for a certificate
+            that failed verification, which the retry policy never retries.
     """
 
     attempts: int
+    retryable: bool
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
+    def __init__(self, message: str, *, attempts: int = 1, retryable: bool = True) -> None:
         """Build the error from an already redacted message."""
         self.attempts = attempts
+        self.retryable = retryable
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -172,10 +211,6 @@ class APIConnectionError(StabilityError):
         if self.attempts > 1:
             return f"{text} (after {self.attempts} attempts)"
         return text
-
-    def __reduce__(self) -> tuple[object, ...]:
-        """Pickle with the keyword-only state."""
-        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class APITimeoutError(APIConnectionError):
@@ -197,14 +232,3 @@ class ResponseValidationError(StabilityError):
         """Build the error from an already redacted message."""
         self.status = status
         super().__init__(message)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        """Pickle with the keyword-only state."""
-        return (_rebuild, (type(self), self.args, self.__dict__))
-
-
-def _rebuild(cls: type[Exception], args: tuple[object, ...], state: dict[str, object]) -> Exception:
-    error = cls.__new__(cls)
-    Exception.__init__(error, *args)
-    error.__dict__.update(state)
-    return error

@@ -10,23 +10,26 @@ middleware sees the response, so no middleware ever holds a connection.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import attrs
 
-__all__ = ["Handler", "Middleware", "Request", "Response", "mask_secret"]
+from ._secrets import display_text, mask_secret, redact
+
+__all__ = ["Handler", "Middleware", "Request", "Response", "Transport", "header"]
+
+_REQUEST_ID_HEADER = "x-request-id"
 
 
-def mask_secret(secret: str) -> str:
-    """Show enough of a secret to tell keys apart, never enough to use it.
-
-    Long keys keep their last four characters (``sk-…abcd``); short ones show nothing.
-    """
-    if secret.startswith("Bearer "):
-        secret = secret[7:]
-    if len(secret) >= 20:
-        prefix = "sk-" if secret.startswith("sk-") else ""
-        return f"{prefix}…{secret[-4:]}"
-    return "…"
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` in any case: a middleware may answer with a plain dict."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, candidate in headers.items():
+            if key.lower() == lowered:
+                return candidate
+    return value
 
 
 def _mask_headers(headers: Mapping[str, str]) -> str:
@@ -47,29 +50,59 @@ class Request:
         headers: the request headers; ``Authorization`` is masked in the ``repr``.
         timeout: seconds this attempt may take, from sending to the last body byte,
             already cut to what the call's deadline leaves.
+        attempt: which attempt of the call this is, counted from 1.
     """
 
     method: str
     url: str
     headers: Mapping[str, str] = attrs.field(repr=_mask_headers)
     timeout: float
+    attempt: int = 1
+
+    @property
+    def api_key(self) -> str | None:
+        """The ``Authorization`` value sent, for redacting what the server echoes."""
+        return self.headers.get("Authorization")
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Response:
     """One HTTP response, read whole; its connection is already released.
+
+    Its ``repr`` shows the headers with the API key redacted, should the server
+    have echoed it in one.
 
     Attributes:
         status: the HTTP status.
         headers: the response headers (case-insensitive when they come from aiohttp).
         body: the whole body, as bytes.
         attempt: which attempt of the call this answers, counted from 1.
+        request: the request it answers, when the transport gave it.
     """
 
     status: int
     headers: Mapping[str, str]
-    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
+    body: bytes
     attempt: int = 1
+    request: Request | None = attrs.field(default=None, eq=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The service's ``x-request-id``, made safe to print; ``None`` when absent."""
+        value = header(self.headers, _REQUEST_ID_HEADER)
+        if not value:
+            return None
+        secret = self.request.api_key if self.request is not None else None
+        return display_text(value, (secret,), limit=100)
+
+    def __repr__(self) -> str:
+        """Status, attempt, size and headers, the key redacted wherever it was echoed."""
+        secret = self.request.api_key if self.request is not None else None
+        headers = {name: redact(value, (secret,)) for name, value in self.headers.items()}
+        return (
+            f"Response(status={self.status}, attempt={self.attempt}, "
+            f"headers={headers!r}, body=<{len(self.body)} bytes>)"
+        )
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -77,3 +110,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 Middleware = Callable[[Request, Handler], Awaitable[Response]]
 """Sees every attempt: ``async def middleware(request, handler) -> Response``."""
+
+
+class Transport(Protocol):
+    """What sends a :class:`Request` and returns a whole :class:`Response`.
+
+    The default is the aiohttp transport; ``StabilitySession(transport=...)`` takes
+    any object with these two methods (a test double, another HTTP library). It
+    must read the whole body before returning, raise
+    :class:`~stability_user.APIConnectionError` (or
+    :class:`~stability_user.APITimeoutError`) when no response comes, and is
+    closed by whoever created it.
+    """
+
+    async def __call__(self, request: Request) -> Response:
+        """Send ``request`` and return its whole response."""
+
+    async def aclose(self) -> None:
+        """Release what the transport holds (connections)."""

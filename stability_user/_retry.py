@@ -3,39 +3,42 @@
 The policy only decides: given the attempt just made and how it ended, it
 returns how long to wait before the next one, or ``None`` to stop. It holds no
 state, so one policy is safely shared by any number of concurrent calls. The
-per-call state (attempt number, start time, last outcome) lives in
-:func:`send_with_retries`, whose sleep, clock and jitter source are parameters
-so tests never wait.
+per-call state (attempt number, start time) lives in :func:`call_with_retries`,
+whose sleep, clock and jitter source are parameters so tests never wait.
+
+Each attempt goes: rate limiter -> middlewares and transport -> decode. Decoding
+raises the typed error a response stands for (its ``Retry-After`` parsed once,
+there), and the loop decides from that error whether to try again, the way
+stamina retries on exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
 
 import attrs
 
-from ._checks import check_count
-from ._errors import APIConnectionError, APITimeoutError
+from ._checks import check_count, check_optional_seconds, check_seconds
+from ._errors import APIConnectionError, APIError, APITimeoutError
 from ._http import Handler, Request, Response
+from ._ratelimit import RateLimiter
+from ._types import Clock, Sleep
 
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
     "RATE_LIMIT_LOCKOUT",
     "RetryPolicy",
-    "Sleep",
-    "send_with_retries",
+    "call_with_retries",
 ]
 
-logger = logging.getLogger("stability_user")
+T = TypeVar("T")
 
-Sleep = Callable[[float], Awaitable[None]]
-"""An awaitable sleep, :func:`asyncio.sleep` by default; tests pass one that records."""
+logger = logging.getLogger("stability_user")
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -45,9 +48,12 @@ RATE_LIMIT_LOCKOUT: Final = 60.0
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_seconds(attribute.name, value, zero=True)
+
+
+def _positive_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_seconds(attribute.name, value)
 
 
 def _attempts(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -59,8 +65,7 @@ def _statuses(values: Iterable[int]) -> frozenset[int]:
 
 
 def _deadline(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"deadline must be a positive number of seconds or None, got {value!r}")
+    check_optional_seconds("deadline", value)
 
 
 @attrs.frozen
@@ -94,9 +99,9 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=3, validator=_attempts)
-    backoff_base: float = attrs.field(default=0.5, validator=_positive)
-    backoff_max: float = attrs.field(default=8.0, validator=_positive)
-    max_retry_after: float = attrs.field(default=60.0, validator=_positive)
+    backoff_base: float = attrs.field(default=0.5, validator=_seconds)
+    backoff_max: float = attrs.field(default=8.0, validator=_seconds)
+    max_retry_after: float = attrs.field(default=60.0, validator=_seconds)
     retry_statuses: frozenset[int] = attrs.field(
         default=DEFAULT_RETRY_STATUSES, converter=_statuses
     )
@@ -143,94 +148,144 @@ class RetryPolicy:
         return wait
 
 
-def _describe(outcome: Response | APIConnectionError) -> str:
-    if isinstance(outcome, Response):
-        return f"status {outcome.status}"
-    return f"{type(outcome).__name__}: {outcome.args[0] if outcome.args else ''}"
+def _describe(error: Exception) -> str:
+    if isinstance(error, APIError):
+        return f"status {error.status}"
+    return f"{type(error).__name__}: {error.args[0] if error.args else ''}"
 
 
-async def send_with_retries(
+def _attempt_request(request: Request, attempt: int, left: float | None) -> Request:
+    """The request of ``attempt``: numbered, its timeout cut to the time ``left``."""
+    if left is not None and left < request.timeout:
+        return attrs.evolve(request, timeout=max(left, 0.001), attempt=attempt)
+    if attempt > 1:
+        return attrs.evolve(request, attempt=attempt)
+    return request
+
+
+async def call_with_retries(
     request: Request,
     handler: Handler,
+    decode: Callable[[Response], T],
     policy: RetryPolicy,
     *,
-    retry_after: Callable[[Response], float | None],
+    limiter: RateLimiter | None = None,
+    key_id: str | None = None,
     sleep: Sleep = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
     jitter: Callable[[], float] = random.random,
-) -> Response:
-    """Send ``request`` through ``handler`` until ``policy`` says stop.
+) -> T:
+    """Send ``request`` and decode its response until it succeeds or ``policy`` says stop.
 
-    Returns the first response that is not retried, or the last one; the caller
-    turns a failing status into an error. A connection failure on the last
-    attempt is raised with ``attempts`` set.
+    After the last attempt the last error is raised, its ``attempts`` saying how
+    many were made.
 
     Args:
-        request: the first attempt's request; ``timeout`` is cut to the deadline.
+        request: the first attempt's request; later ones carry their attempt number,
+            and each one's ``timeout`` is cut to what the deadline leaves.
         handler: the user middlewares and the transport.
+        decode: turns a response into the result, or raises its typed error.
         policy: the retry policy.
-        retry_after: reads a response's ``Retry-After`` into seconds, or ``None``.
+        limiter: the session's rate limiter; every attempt takes a slot of ``key_id``.
+        key_id: the key's name in the limiter's state (no limiting without one).
         sleep: waits between attempts.
         clock: monotonic seconds, for the deadline and the log.
         jitter: a source of numbers in ``[0, 1)``.
     """
     start = clock()
     deadline = policy.deadline
-    # Timing each attempt is only for the debug log: skip the clock when it is off.
-    debug = logger.isEnabledFor(logging.DEBUG)
+    if key_id is None:
+        limiter = None
     attempt = 1
     while True:
-        attempt_request = request
-        cut_by_deadline = False
-        if deadline is not None:
-            left = deadline - (clock() - start)
-            if left < request.timeout:
-                cut_by_deadline = True
-                attempt_request = attrs.evolve(request, timeout=max(left, 0.001))
-        sent = clock() if debug else 0.0
+        left = None if deadline is None else deadline - (clock() - start)
+        sent = _attempt_request(request, attempt, left)
         try:
-            response = await handler(attempt_request)
+            return await _attempt(
+                sent,
+                handler=handler,
+                decode=decode,
+                policy=policy,
+                limiter=limiter,
+                key_id=key_id,
+                left=left,
+                clock=clock,
+            )
+        except APIError as exc:
+            error: APIError | APIConnectionError = exc
+            status: int | None = exc.status
+            retry_after = getattr(exc, "retry_after", None)
+            if status == 429 and limiter is not None and key_id is not None:
+                await limiter.lock(key_id, request.api_key or "", retry_after)
         except APIConnectionError as exc:
-            exc.attempts = attempt
-            if cut_by_deadline and isinstance(exc, APITimeoutError):
-                exc.args = (f"the call's deadline of {deadline:g} s ran out during an attempt",)
-            outcome: Response | APIConnectionError = exc
-            status = None
-            wait_hint = None
-        else:
-            if response.attempt != attempt:
-                response = attrs.evolve(response, attempt=attempt)
-            outcome = response
-            status = response.status
-            if status not in policy.retry_statuses:
-                if debug:
-                    _log_attempt(request, status, clock() - sent, attempt)
-                return response
-            wait_hint = retry_after(response)
-        if debug:
-            _log_attempt(request, status, clock() - sent, attempt)
+            if sent.timeout < request.timeout and isinstance(exc, APITimeoutError):
+                raise APITimeoutError(
+                    f"the call's deadline of {deadline:g} s ran out during an attempt",
+                    attempts=attempt,
+                ) from exc
+            if not exc.retryable:
+                raise
+            error, status, retry_after = exc, None, None
         delay = policy.next_delay(
             attempt,
             status=status,
-            retry_after=wait_hint,
+            retry_after=retry_after,
             elapsed=clock() - start,
             jitter=jitter(),
         )
         if delay is None:
-            if isinstance(outcome, Response):
-                return outcome
-            raise outcome
+            raise error
         logger.warning(
             "retrying %s %s after %s (attempt %d of %d) in %.3f s",
             request.method,
             _path(request.url),
-            _describe(outcome),
+            _describe(error),
             attempt,
             policy.max_attempts,
             delay,
         )
         await sleep(delay)
         attempt += 1
+
+
+async def _attempt(
+    request: Request,
+    *,
+    handler: Handler,
+    decode: Callable[[Response], T],
+    policy: RetryPolicy,
+    limiter: RateLimiter | None,
+    key_id: str | None,
+    left: float | None,
+    clock: Clock,
+) -> T:
+    """One attempt: a slot of the rate limit, the handler, the decoding."""
+    slot = None
+    if limiter is not None and key_id is not None:
+        slot = await limiter.acquire(
+            key_id,
+            request.api_key or "",
+            lease=request.timeout,
+            max_wait=policy.max_retry_after if left is None else min(policy.max_retry_after, left),
+            attempts=request.attempt - 1,
+        )
+    # Timing each attempt is only for the debug log: skip the clock when it is off.
+    began = clock() if logger.isEnabledFor(logging.DEBUG) else None
+    try:
+        response = await handler(request)
+    except APIConnectionError:
+        if began is not None:
+            _log_attempt(request, None, clock() - began)
+        raise
+    finally:
+        if slot is not None:
+            await limiter.release(slot)  # type: ignore[union-attr]
+    if began is not None:
+        _log_attempt(request, response.status, clock() - began)
+    if response.attempt != request.attempt or response.request is None:
+        # A middleware answered by itself: errors still count the attempt.
+        response = attrs.evolve(response, attempt=request.attempt, request=request)
+    return decode(response)
 
 
 def _path(url: str) -> str:
@@ -240,12 +295,12 @@ def _path(url: str) -> str:
     return url[slash:] if slash >= 0 else "/"
 
 
-def _log_attempt(request: Request, status: int | None, elapsed: float, attempt: int) -> None:
+def _log_attempt(request: Request, status: int | None, elapsed: float) -> None:
     logger.debug(
         "%s %s -> %s in %.1f ms (attempt %d)",
         request.method,
         _path(request.url),
         "no response" if status is None else status,
         elapsed * 1000,
-        attempt,
+        request.attempt,
     )

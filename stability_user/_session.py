@@ -1,57 +1,54 @@
-"""StabilitySession: the public entry point, on top of sans-I/O, retries and transport.
+"""StabilitySession: the public entry point, on top of the protocol, retries and transport.
 
-A call goes session -> retry loop -> user middlewares (first = outermost) ->
-aiohttp transport, and comes back as a model or a typed error.
+A call goes session -> retry loop -> rate limiter -> user middlewares (first =
+outermost) -> transport, and comes back decoded into a model or a typed error.
+The session's settings are one frozen value (:class:`_State`); a view from
+:meth:`StabilitySession.with_options` is the same value with a field changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import ssl as ssl_module
 import time
 import warnings
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any
 
 import aiohttp
+import attrs
 
-from ._checks import check_count
+from ._bulk import BalanceResult, TargetLike, check_balances
+from ._checks import check_count, check_seconds, check_type
+from ._config import ClientConfig, derive_config, make_config
+from ._endpoints import ACCOUNT, BALANCE
 from ._errors import StabilityError
-from ._http import Handler, Middleware, Request, Response, mask_secret
+from ._http import Handler, Middleware, Request, Response, Transport
 from ._models import Account, Balance
-from ._retry import RetryPolicy, Sleep, send_with_retries
-from ._sansio import (
-    ClientConfig,
-    decode_account,
-    decode_balance,
-    derive_config,
-    make_config,
-    parse_retry_after,
-)
+from ._ratelimit import RateLimit, RateLimiter, RateLimitWait
+from ._retry import RetryPolicy, call_with_retries
+from ._sansio import build_request, decode
+from ._secrets import mask_secret
+from ._stores import RateLimitStoreLike, open_store
 from ._transport import AiohttpTransport
-
-if TYPE_CHECKING:
-    # Imported when first used: bulk checks and watching are not every program's
-    # business, and their modules are a fair share of the package's import time.
-    from ._bulk import BalanceReading, BalanceResult, TargetLike
-    from ._ratelimit import KeyRateLimiter
+from ._types import Clock, Sleep
+from ._watch import BalanceReading, Threshold, watch
 
 __all__ = ["StabilitySession"]
 
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
+_CLOSED = "this StabilitySession is closed"
 
 
-_UNSET: Final[Any] = _Unset()
+class _Unset(enum.Enum):
+    """``with_options`` leaves an option as it is: distinct from ``None``, a real value."""
+
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+_VIEWS_PER_RUN = 4096  # per-key views a bulk run keeps, so a key's headers are built once
 
 
 def _chain(middlewares: Sequence[Middleware], transport: Handler) -> Handler:
@@ -68,8 +65,38 @@ def _bind_middleware(middleware: Middleware, handler: Handler) -> Handler:
     return call
 
 
-def _retry_after(response: Response) -> float | None:
-    return parse_retry_after(response.headers.get("Retry-After"), time.time())
+@attrs.frozen
+class _State:
+    """Everything a call of a session (or view) uses; derived parts are built once."""
+
+    config: ClientConfig
+    retry: RetryPolicy = attrs.field(validator=lambda _, __, v: check_type("retry", v, RetryPolicy))
+    middlewares: tuple[Middleware, ...]
+    transport: Transport
+    limiter: RateLimiter | None
+    sleep: Sleep
+    clock: Clock
+    handler: Handler = attrs.field(init=False, eq=False, repr=False)
+    account_request: Request | None = attrs.field(init=False, eq=False, repr=False)
+    balance_request: Request | None = attrs.field(init=False, eq=False, repr=False)
+
+    @handler.default
+    def _handler(self) -> Handler:
+        return _chain(self.middlewares, self.transport)
+
+    @account_request.default
+    def _account_request(self) -> Request | None:
+        return None if self.config.api_key is None else build_request(self.config, ACCOUNT)
+
+    @balance_request.default
+    def _balance_request(self) -> Request | None:
+        return None if self.config.api_key is None else build_request(self.config, BALANCE)
+
+    def decode_account(self, response: Response) -> Account:
+        return decode(response, ACCOUNT, self.config, now=time.time())
+
+    def decode_balance(self, response: Response) -> Balance:
+        return decode(response, BALANCE, self.config, now=time.time())
 
 
 class StabilitySession:
@@ -83,26 +110,46 @@ class StabilitySession:
 
     Args:
         api_key: the API key; ``$STABILITY_API_KEY`` when omitted. Sent as the
-            ``Authorization`` header exactly as given (a ``Bearer ...`` key too).
+            ``Authorization`` header exactly as given (a ``Bearer ...`` key too). A
+            session may have none when every call names its own (bulk targets);
+            a call that needs it then raises :class:`StabilityError`.
         base_url: the service; ``$STABILITY_API_HOST``, else ``https://api.stability.ai``.
             ``http://`` is accepted only for loopback hosts.
-        api_version: ``"v1alpha"`` or ``"v1"``; ``$STABILITY_API_VERSION``, else ``"v1alpha"``.
+        api_version: ``"v1"`` or ``"v1alpha"``; ``$STABILITY_API_VERSION``, else ``"v1"``.
         organization: the default ``Organization`` of :meth:`balance`.
         client_id: sent as ``Stability-Client-ID`` when set.
         client_version: sent as ``Stability-Client-Version`` when set.
         timeout: seconds per attempt, from sending to the last body byte.
         retry: the :class:`RetryPolicy`; ``RetryPolicy(max_attempts=1)`` disables retries.
         middlewares: called on every attempt, the first outermost, inside the retry loop.
-        http_session: an ``aiohttp.ClientSession`` of the caller's to send with; it
-            is never closed here. By default the session creates its own on first use.
+        rate_limit: the limit per API key every request passes (:class:`RateLimit`,
+            the service's documented numbers by default); ``None`` turns it off.
+        rate_limit_store: where the limiter's state is kept: ``"memory"`` (this
+            process), ``"local"`` (every process of the user on this machine), a
+            ``redis://`` URL (a fleet), or a store object;
+            ``$STABILITY_RATE_LIMIT_STORE``, else ``"memory"``.
+        on_rate_limit_wait: called with a :class:`RateLimitWait` before each wait for
+            the limit or a lockout (a progress bar, a metric).
+        transport: sends requests instead of the built-in aiohttp transport: any
+            object with ``async __call__(Request) -> Response`` and ``async aclose()``,
+            never closed here.
+        http_session: an ``aiohttp.ClientSession`` of the caller's for the built-in
+            transport to send with; it is never closed here.
         max_connections: the connection pool's size, and how many requests are in
             flight at once; further calls queue without their timeout running.
-        max_body_size: the largest body read, in bytes; a larger one is refused.
+        max_body_size: the largest body read, in bytes, after decompression; a
+            larger one is refused.
+        proxy: an ``http://`` proxy for every request to the service (credentials in
+            the URL are kept out of every repr, log and error).
+        trust_env: use the proxies of ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``.
+        ssl: an ``ssl.SSLContext`` for a custom CA bundle or client certificates;
+            it must verify certificates (there is no way to turn that off).
         sleep: the wait between attempts, :func:`asyncio.sleep` by default (for tests).
-        clock: monotonic seconds for deadlines, :func:`time.monotonic` by default.
+        clock: monotonic seconds for deadlines and the rate limit (for tests).
 
     Raises:
-        StabilityError: no API key anywhere, or an unsafe ``base_url``.
+        StabilityError: an unsafe ``base_url``.
+        TypeError: an argument of the wrong type.
         ValueError: an unknown ``api_version``, a bad number, or a header value with
             CR, LF or NUL.
     """
@@ -119,16 +166,21 @@ class StabilitySession:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         middlewares: Sequence[Middleware] = (),
+        rate_limit: RateLimit | None = RateLimit(),  # noqa: B008 - frozen, shared safely
+        rate_limit_store: RateLimitStoreLike | None = None,
+        on_rate_limit_wait: Callable[[RateLimitWait], None] | None = None,
+        transport: Transport | None = None,
         http_session: aiohttp.ClientSession | None = None,
         max_connections: int = 100,
         max_body_size: int = 1_048_576,
+        proxy: str | None = None,
+        trust_env: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
         sleep: Sleep | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Check the configuration; nothing is opened until the first call."""
-        self._owner = False
-        self._closed = False
-        self._parent: StabilitySession | None = None
+        self._owner = False  # set first: __del__ runs even when __init__ raises
         config = make_config(
             api_key,
             base_url=base_url,
@@ -138,140 +190,142 @@ class StabilitySession:
             client_version=client_version,
             timeout=timeout,
         )
-        transport = AiohttpTransport(
-            http_session=http_session,
-            max_connections=max_connections,
-            max_body_size=max_body_size,
+        if rate_limit is not None:
+            check_type("rate_limit", rate_limit, RateLimit)
+        clock = clock or time.monotonic
+        sleep = sleep or asyncio.sleep
+        if transport is None:
+            transport = AiohttpTransport(
+                http_session=http_session,
+                max_connections=max_connections,
+                max_body_size=max_body_size,
+                proxy=proxy,
+                trust_env=trust_env,
+                ssl=ssl,
+            )
+            self._owns_transport = True
+        elif http_session is not None or proxy is not None or ssl is not None or trust_env:
+            raise ValueError("http_session, proxy, ssl and trust_env apply only without transport=")
+        else:
+            self._owns_transport = False
+        limiter = None
+        if rate_limit is not None:
+            store, owns_store = open_store(rate_limit_store, clock=clock)
+            limiter = RateLimiter(
+                rate_limit, store, sleep=sleep, on_wait=on_rate_limit_wait, owns_store=owns_store
+            )
+        state = _State(
+            config, retry or RetryPolicy(), tuple(middlewares), transport, limiter, sleep, clock
         )
-        self._setup(
-            config=config,
-            retry=retry if retry is not None else RetryPolicy(),
-            middlewares=tuple(middlewares),
-            transport=transport,
-            sleep=sleep,
-            clock=clock or time.monotonic,
-        )
+        self._adopt(state, parent=None)
         self._owner = True
 
-    def _setup(
-        self,
-        *,
-        config: ClientConfig,
-        retry: RetryPolicy,
-        middlewares: tuple[Middleware, ...],
-        transport: AiohttpTransport,
-        sleep: Sleep | None,
-        clock: Callable[[], float],
-        limiter: KeyRateLimiter | None = None,
-    ) -> None:
-        if not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        self._config = config
-        self._retry = retry
-        self._middlewares = middlewares
-        self._transport = transport
-        self._limiter = limiter
-        handler = _chain(middlewares, transport)
-        self._handler = handler if limiter is None else limiter.bind(handler)
-        self._clock = clock
-        self._sleep = sleep
-        self._wait = sleep or asyncio.sleep
+    def _adopt(self, state: _State, parent: StabilitySession | None) -> None:
+        self._state = state
+        self._parent = parent
+        self._closed = False
 
     @property
     def base_url(self) -> str:
         """The service's base URL, without a trailing slash."""
-        return self._config.base_url
+        return self._state.config.base_url
 
     @property
     def api_version(self) -> str:
-        """``"v1alpha"`` or ``"v1"``."""
-        return self._config.api_version
+        """``"v1"`` or ``"v1alpha"``."""
+        return self._state.config.api_version
 
     @property
     def organization(self) -> str | None:
         """The default ``Organization`` of :meth:`balance`, if any."""
-        return self._config.organization
+        return self._state.config.organization
 
     @property
     def retry(self) -> RetryPolicy:
         """The retry policy of this session's calls."""
-        return self._retry
+        return self._state.retry
 
     @property
     def timeout(self) -> float:
         """Seconds per attempt."""
-        return self._config.timeout
+        return self._state.config.timeout
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The limit every request passes, or ``None`` when it is off."""
+        limiter = self._state.limiter
+        return None if limiter is None else limiter.limit
 
     @property
     def closed(self) -> bool:
         """Whether this session, or the session it is a view of, has been closed."""
         parent = self._parent
-        return self._closed or self._transport.closed or (parent is not None and parent.closed)
+        return (
+            self._closed
+            or getattr(self._state.transport, "closed", False)
+            or (parent is not None and parent.closed)
+        )
 
     def __repr__(self) -> str:
         """Say where the session points; the key is masked (``sk-…abcd``)."""
-        config = self._config
+        config = self._state.config
         state = " closed" if self.closed else ""
+        key = "None" if config.api_key is None else mask_secret(config.api_key)
         return (
             f"<StabilitySession{state} {config.base_url} {config.api_version} "
-            f"key={mask_secret(config.api_key)} organization={config.organization!r}>"
+            f"key={key} organization={config.organization!r}>"
         )
 
     def with_options(
         self,
         *,
-        api_key: str = _UNSET,
-        organization: str | None = _UNSET,
-        timeout: float = _UNSET,
-        retry: RetryPolicy = _UNSET,
+        api_key: str | _Unset = _UNSET,
+        organization: str | _Unset | None = _UNSET,
+        timeout: float | _Unset = _UNSET,
+        retry: RetryPolicy | _Unset = _UNSET,
     ) -> StabilitySession:
-        """A view of this session with other options, sharing its connection pool.
+        """A view of this session with other options, sharing its pool and rate limiter.
 
-        The view lives as long as this session: closing this session makes the
-        view unusable; closing the view closes nothing shared.
+        Each option is checked as the constructor checks it. The view lives as long
+        as this session: closing this session makes the view unusable; closing the
+        view closes nothing shared.
+
+        Raises:
+            TypeError: a value of the wrong type.
+            ValueError: a value the constructor would refuse.
         """
-        changes = {
-            name: value
-            for name, value in (
-                ("api_key", api_key),
-                ("organization", organization),
-                ("timeout", timeout),
-            )
-            if value is not _UNSET
-        }
-        new_config = derive_config(self._config, **changes) if changes else self._config
-        return self._view(new_config, self._retry if retry is _UNSET else retry, self._limiter)
-
-    def _view(
-        self, config: ClientConfig, retry: RetryPolicy, limiter: KeyRateLimiter | None
-    ) -> StabilitySession:
+        state = self._state
+        changes: dict[str, Any] = {}
+        if api_key is not _UNSET:
+            changes["api_key"] = api_key
+        if organization is not _UNSET:
+            changes["organization"] = organization
+        if timeout is not _UNSET:
+            changes["timeout"] = timeout
+        config = derive_config(state.config, **changes) if changes else state.config
+        new_state = attrs.evolve(
+            state, config=config, retry=state.retry if retry is _UNSET else retry
+        )
         view = StabilitySession.__new__(StabilitySession)
         view._owner = False
-        view._closed = False
-        view._parent = self
-        view._setup(
-            config=config,
-            retry=retry,
-            middlewares=self._middlewares,
-            transport=self._transport,
-            sleep=self._sleep,
-            clock=self._clock,
-            limiter=limiter,
-        )
+        view._adopt(new_state, parent=self)
         return view
 
-    def _send(self, request: Request) -> Coroutine[Any, Any, Response]:
-        # A plain function handing back the retry loop's coroutine: one frame fewer
-        # for every resumption of every call.
+    async def _call(self, request: Request | None, decoder: Callable[[Response], Any]) -> Any:
         if self.closed:
-            raise StabilityError("this StabilitySession is closed")
-        return send_with_retries(
+            raise StabilityError(_CLOSED)
+        state = self._state
+        if request is None:  # a session without a key, asked for its own
+            request = build_request(state.config, ACCOUNT)
+        return await call_with_retries(
             request,
-            self._handler,
-            self._retry,
-            retry_after=_retry_after,
-            sleep=self._wait,
-            clock=self._clock,
+            state.handler,
+            decoder,
+            state.retry,
+            limiter=state.limiter,
+            key_id=state.config.key_id,
+            sleep=state.sleep,
+            clock=state.clock,
         )
 
     async def account(self) -> Account:
@@ -280,10 +334,14 @@ class StabilitySession:
         Raises:
             APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
             APIConnectionError: no usable answer after all attempts.
+            RateLimitError: also when the rate limit would make the call wait longer
+                than the retry policy allows.
             ResponseValidationError: the answer is not a valid account.
+            StabilityError: the session is closed, or has no API key.
         """
-        response = await self._send(self._config.account_request)
-        return decode_account(response, self._config)
+        state = self._state
+        result: Account = await self._call(state.account_request, state.decode_account)
+        return result
 
     async def balance(self, organization: str | None = None) -> Balance:
         """The credit balance (``GET /{version}/user/balance``).
@@ -296,12 +354,19 @@ class StabilitySession:
             APIError: the service refused (e.g. :class:`PermissionDeniedError` for an
                 organization the key's account is not a member of).
             APIConnectionError: no usable answer after all attempts.
+            RateLimitError: also when the rate limit would make the call wait longer
+                than the retry policy allows.
             ResponseValidationError: the answer is not a valid balance.
+            StabilityError: the session is closed, or has no API key.
             ValueError: ``organization`` contains CR, LF or NUL.
         """
-        request = self._config.request_balance(organization)
-        response = await self._send(request)
-        return decode_balance(response, self._config)
+        state = self._state
+        request = state.balance_request
+        config = state.config
+        if organization is not None and organization != config.organization and config.api_key:
+            request = build_request(config, BALANCE, organization=organization)
+        result: Balance = await self._call(request, state.decode_balance)
+        return result
 
     def balances(
         self,
@@ -309,7 +374,6 @@ class StabilitySession:
         *,
         concurrency: int = 32,
         ordered: bool = False,
-        rate_limit: tuple[int, float] | None = (150, 10.0),
     ) -> AsyncGenerator[BalanceResult, None]:
         """Check many balances at once, yielding each result as it completes.
 
@@ -322,9 +386,10 @@ class StabilitySession:
         ``targets`` is consumed lazily, so a generator of a million targets runs in
         memory that grows with ``concurrency``, not with the number of targets. One
         target's failure never stops the run: its result carries the typed error.
-        Leaving the loop early (``break``) or cancelling the consumer cancels the
-        checks in flight; wrap the iterator in :func:`contextlib.aclosing` to have
-        that happen at the ``break`` itself rather than when the loop next runs.
+        Every check passes the session's rate limiter, shared with every other
+        call on the same key. Leaving the loop early (``break``) or cancelling the
+        consumer cancels the checks in flight; wrap the iterator in
+        :func:`contextlib.aclosing` to have that happen at the ``break`` itself.
 
         Args:
             targets: an iterable or async iterable of :class:`BalanceTarget`; a plain
@@ -333,24 +398,27 @@ class StabilitySession:
             ordered: yield results in input order (a bounded buffer holds early ones).
                 Either way, at most ``2 * concurrency`` targets (``4 *`` in order) are
                 taken ahead of what the loop has consumed.
-            rate_limit: ``(requests, seconds)`` allowed per API key, every attempt
-                counted; the service's documented limit by default. ``None`` turns it off.
 
         Raises:
-            ValueError: a bad ``concurrency`` or ``rate_limit`` (at once, not when iterated).
+            ValueError: a bad ``concurrency`` (at once, not when iterated).
         """
-        from ._bulk import check_balances  # noqa: PLC0415 - see the TYPE_CHECKING imports
-        from ._ratelimit import KeyRateLimiter  # noqa: PLC0415
-
-        base = self
-        if rate_limit is not None:
-            requests, window = rate_limit
-            limiter = KeyRateLimiter(requests, window, clock=self._clock, sleep=self._wait)
-            base = self._view(self._config, self._retry, limiter)
         check_count("concurrency", concurrency)
-        return check_balances(base, targets, concurrency=concurrency, ordered=ordered)
+        views: dict[str, StabilitySession] = {}
 
-    async def watch_balance(
+        async def check(target: Any) -> Balance:
+            key = target.api_key
+            if key is None:
+                return await self.balance(organization=target.organization)
+            view = views.get(key)
+            if view is None:
+                if len(views) >= _VIEWS_PER_RUN:
+                    del views[next(iter(views))]  # oldest first: bounded memory
+                view = views[key] = self.with_options(api_key=key)
+            return await view.balance(organization=target.organization)
+
+        return check_balances(check, targets, concurrency=concurrency, ordered=ordered)
+
+    def watch_balance(
         self,
         interval: float = 60.0,
         below: float | None = None,
@@ -367,39 +435,35 @@ class StabilitySession:
             interval: seconds between the end of one poll and the start of the next.
             below: the low-balance threshold, in credits.
             organization: the organization to watch, else the session's default.
-        """
-        from ._bulk import BalanceReading  # noqa: PLC0415 - see the TYPE_CHECKING imports
 
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
-        sleep = self._wait
-        was_below: bool | None = None
-        while True:
-            balance: Balance | None = None
-            error: Exception | None = None
-            try:
-                balance = await self.balance(organization=organization)
-            except StabilityError as exc:
-                error = exc
-            is_below = None if balance is None or below is None else balance.credits < below
-            crossing: Literal["below", "recovered"] | None = None
-            if is_below is not None:
-                if is_below and not was_below:
-                    crossing = "below"
-                elif not is_below and was_below:
-                    crossing = "recovered"
-                was_below = is_below
-            yield BalanceReading(balance, error, is_below, crossing, self._clock())
-            await sleep(interval)
+        Raises:
+            ValueError: an ``interval`` that is not a finite number > 0, or a ``below``
+                that is not a finite number (at once, not when iterated).
+        """
+        interval = check_seconds("interval", interval)
+        if below is not None:
+            check_seconds("below", abs(below), zero=True)  # finite; negative is allowed
+        state = self._state
+        return watch(
+            lambda: self.balance(organization=organization),
+            interval=interval,
+            threshold=Threshold(below),
+            sleep=state.sleep,
+            clock=state.clock,
+        )
 
     async def close(self) -> None:
-        """Close the session and its connection pool; idempotent.
+        """Close the session, its connection pool and its rate-limit store; idempotent.
 
         On a view from :meth:`with_options`, only the view is closed.
         """
         self._closed = True
         if self._owner:
-            await self._transport.aclose()
+            state = self._state
+            if self._owns_transport:
+                await state.transport.aclose()
+            if state.limiter is not None:
+                await state.limiter.aclose()
 
     async def __aenter__(self) -> StabilitySession:
         """Return the session itself."""
@@ -415,8 +479,13 @@ class StabilitySession:
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        """Warn about a session dropped unclosed; nothing is scheduled from here."""
-        if getattr(self, "_owner", False) and not self._transport.closed:
+        """Warn about a session dropped with its connections open; nothing is scheduled here."""
+        if (
+            getattr(self, "_owner", False)
+            and self._owns_transport
+            and not self._closed
+            and getattr(self._state.transport, "holds_connections", False)
+        ):
             _warn(
                 f"unclosed {self!r}: use 'async with StabilitySession()' or await close()",
                 ResourceWarning,

@@ -1,25 +1,65 @@
 """The aiohttp transport: sends a :class:`Request`, returns a fully read :class:`Response`.
 
-This is the only module that talks to aiohttp. It reads every body whole (up to
-the size cap) and releases the connection before returning, never follows a
-redirect, and maps aiohttp's and asyncio's failures to the library's own errors
-at this one boundary (``raise APIConnectionError(...) from exc``).
+This is the only module that talks to aiohttp. It reads every body (decoded,
+up to the size cap) and releases the connection before returning, never
+follows a redirect, and maps aiohttp's and asyncio's failures to the library's
+own errors at this one boundary (``raise APIConnectionError(...) from exc``),
+with any text aiohttp quotes from the server redacted of the secrets sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import ssl as ssl_module
+import urllib.request
+from collections.abc import Mapping
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from ._checks import check_count
+from ._checks import check_count, check_type, is_loopback
 from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
 from ._http import Request, Response
+from ._secrets import display_text, redact
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "mask_proxy"]
 
 _CHUNK: Final = 65536
+_CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
+_CLOSED: Final = "this StabilitySession is closed"
+_AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
+
+
+def mask_proxy(proxy: str) -> str:
+    """A proxy URL with its password hidden, for reprs and messages."""
+    url = URL(proxy)
+    return str(url.with_password("***")) if url.password is not None else proxy
+
+
+def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
+    if proxy is None:
+        return ()
+    url = URL(proxy)
+    if url.password is None:
+        return ()
+    # aiohttp sends the credentials as Basic auth: a proxy could echo either form.
+    basic = base64.b64encode(f"{url.user or ''}:{url.password}".encode()).decode()
+    return (url.password, basic)
+
+
+def _check_ssl(context: object) -> ssl_module.SSLContext | None:
+    if context is None:
+        return None
+    check_type("ssl", context, ssl_module.SSLContext)
+    assert isinstance(context, ssl_module.SSLContext)  # noqa: S101 - for the type checker
+    if context.verify_mode != ssl_module.CERT_REQUIRED or not context.check_hostname:
+        # Certificate checks are what keeps the key from a machine in the middle.
+        raise ValueError("ssl must verify certificates and host names (CERT_REQUIRED)")
+    return context
 
 
 class AiohttpTransport:
@@ -30,17 +70,31 @@ class AiohttpTransport:
     A semaphore of ``max_connections`` slots is taken before each request, so the
     per-attempt timeout runs from sending, not from queueing for a connection:
     thousands of tasks may share one transport without timing out in the queue.
+
+    Args:
+        http_session: an ``aiohttp.ClientSession`` of the caller's, never closed here.
+        max_connections: the pool's size and the requests in flight at once.
+        max_body_size: the most bytes of a body read, after decompression.
+        proxy: an ``http://`` proxy URL for every request (credentials allowed).
+        trust_env: read ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``, as aiohttp does.
+        ssl: an ``ssl.SSLContext`` for a custom CA bundle or client certificates.
     """
 
     __slots__ = (
         "_closed",
+        "_frozen",
         "_http_session",
         "_loop",
         "_max_body_size",
         "_max_connections",
         "_owns_session",
+        "_proxies",
+        "_proxy",
+        "_secrets",
         "_slots",
+        "_ssl",
         "_timeouts",
+        "_trust_env",
     )
 
     def __init__(
@@ -49,30 +103,54 @@ class AiohttpTransport:
         http_session: aiohttp.ClientSession | None = None,
         max_connections: int = 100,
         max_body_size: int = 1_048_576,
+        proxy: str | None = None,
+        trust_env: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        """Use ``http_session`` (never closed here) or create one lazily."""
+        """Check the options; nothing is opened until the first request."""
         check_count("max_connections", max_connections)
         check_count("max_body_size", max_body_size)
+        if proxy is not None:
+            check_type("proxy", proxy, str)
+            if URL(proxy).scheme not in ("http", "https") or not URL(proxy).host:
+                raise ValueError(f"proxy must be an http:// URL, got {mask_proxy(proxy)!r}")
         self._http_session = http_session
         self._owns_session = http_session is None
         self._max_connections = max_connections
         self._max_body_size = max_body_size
+        self._proxy = proxy
+        self._trust_env = bool(trust_env)
+        self._ssl = _check_ssl(ssl)
+        self._secrets = _proxy_secrets(proxy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
-        # aiohttp.ClientTimeout is built once per distinct value, not per request.
+        # Built once per distinct value, not per request.
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._frozen: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str]]] = {}
+        self._proxies: dict[str, str | None] = {}
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` has been called."""
         return self._closed
 
+    @property
+    def holds_connections(self) -> bool:
+        """Whether it opened a connection pool of its own that is not closed yet."""
+        session = self._http_session
+        return self._owns_session and session is not None and not session.closed
+
+    @property
+    def proxy(self) -> str | None:
+        """The explicit proxy, its password masked."""
+        return None if self._proxy is None else mask_proxy(self._proxy)
+
     def _bind(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
-                raise StabilityError("this StabilitySession is closed")
+                raise StabilityError(_CLOSED)
             if self._loop is not None:
                 raise StabilityError(
                     "this StabilitySession was first used in another event loop; "
@@ -82,7 +160,11 @@ class AiohttpTransport:
             self._slots = asyncio.Semaphore(self._max_connections)
             if self._http_session is None:
                 self._http_session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                    connector=aiohttp.TCPConnector(
+                        limit=self._max_connections,
+                        limit_per_host=0,
+                        ssl=self._ssl if self._ssl is not None else True,
+                    ),
                     # The API sets no cookies worth keeping; a jar only costs time
                     # and could carry state from one key's calls into another's.
                     cookie_jar=aiohttp.DummyCookieJar(),
@@ -90,11 +172,13 @@ class AiohttpTransport:
         session, slots = self._http_session, self._slots
         assert session is not None  # noqa: S101 - both are set together above
         assert slots is not None  # noqa: S101
+        return session, slots
+
+    def _check_open(self, session: aiohttp.ClientSession) -> None:
         if self._closed:
-            raise StabilityError("this StabilitySession is closed")
+            raise StabilityError(_CLOSED)
         if session.closed:
             raise StabilityError("the aiohttp.ClientSession given as http_session is closed")
-        return session, slots
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
@@ -104,51 +188,131 @@ class AiohttpTransport:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
+    def _headers(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+        # aiohttp takes a CIMultiDictProxy as it is; any other mapping it copies into
+        # one on every request. A request's headers are built once per key and
+        # reused, so the frozen copy (with aiohttp's User-Agent token) is cached.
+        cached = self._frozen.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            return cached[1]
+        frozen = CIMultiDict(headers)
+        agent = frozen.get("User-Agent")
+        if agent is not None and _AIOHTTP_TOKEN not in agent:
+            frozen["User-Agent"] = f"{agent} {_AIOHTTP_TOKEN}"
+        proxy = CIMultiDictProxy(frozen)
+        if len(self._frozen) >= _CACHE_LIMIT:
+            self._frozen.clear()
+        self._frozen[id(headers)] = (headers, proxy)
+        return proxy
+
+    def _proxy_for(self, url: str) -> str | None:
+        # Loopback never goes through a proxy: a clear-text request (the key in it)
+        # must not travel to another machine, whatever the environment says.
+        if url in self._proxies:
+            return self._proxies[url]
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        proxy: str | None = None
+        if not is_loopback(host):
+            if self._proxy is not None:
+                proxy = self._proxy
+            elif self._trust_env and not urllib.request.proxy_bypass(host):
+                proxy = urllib.request.getproxies().get(parts.scheme)
+        if len(self._proxies) >= _CACHE_LIMIT:
+            self._proxies.clear()
+        self._proxies[url] = proxy
+        return proxy
+
     async def __call__(self, request: Request) -> Response:
         """Send ``request`` and return its response, read whole, connection released.
 
         Raises:
             APITimeoutError: the attempt took longer than ``request.timeout``.
             APIConnectionError: the connection failed before a whole response came.
-            ResponseValidationError: the body is larger than ``max_body_size``.
+            ResponseValidationError: the decoded body is larger than ``max_body_size``.
             StabilityError: the session is closed or bound to another event loop.
         """
         session, slots = self._bind()
+        self._check_open(session)
         async with slots:
+            # close() may have run while this call queued for a slot.
+            self._check_open(session)
             try:
                 async with session.request(
                     request.method,
                     request.url,
-                    headers=request.headers,
+                    headers=self._headers(request.headers),
                     allow_redirects=False,
                     timeout=self._timeout(request.timeout),
+                    proxy=self._proxy_for(request.url),
                 ) as resp:
                     body = await self._read(resp)
-                    return Response(resp.status, resp.headers, body)
+                    return Response(resp.status, resp.headers, body, request.attempt, request)
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise APITimeoutError(
-                    f"{request.method} {request.url} took longer than {request.timeout:g} s"
+                    f"{request.method} {request.url} took longer than {request.timeout:g} s",
+                    attempts=request.attempt,
                 ) from exc
             except aiohttp.ClientError as exc:
-                raise APIConnectionError(
-                    f"{request.method} {request.url} failed: {_describe(exc)}"
-                ) from exc
+                error = self._connection_error(request, exc)
+                if self._quotes_a_secret(request, exc):
+                    # aiohttp's message quotes what the server sent, the key in it: a
+                    # traceback would print it. The redacted message has what matters.
+                    raise error from None
+                raise error from exc
+            except RuntimeError as exc:
+                # aiohttp's "Session is closed", when close() won the race.
+                if session.closed:
+                    raise StabilityError(_CLOSED) from exc
+                raise
+
+    def _quotes_a_secret(self, request: Request, exc: BaseException) -> bool:
+        text = f"{exc!s} {exc!r} {getattr(exc, 'message', '')}"
+        return redact(text, (request.api_key, *self._secrets)) != text
+
+    def _connection_error(self, request: Request, exc: aiohttp.ClientError) -> APIConnectionError:
+        secrets = (request.api_key, *self._secrets)
+        origin = _origin(request.url)
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            reason = display_text(str(exc.certificate_error), secrets)
+            return APIConnectionError(
+                f"certificate verification failed for {origin}: {reason} "
+                "(a TLS-inspecting proxy needs its CA: pass ssl= or --ca-bundle)",
+                attempts=request.attempt,
+                retryable=False,  # the same certificate will fail again
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            return APIConnectionError(
+                f"cannot connect to {origin} ({display_text(reason.lower(), secrets)})",
+                attempts=request.attempt,
+            )
+        text = display_text(str(exc), secrets)
+        name = type(exc).__name__
+        return APIConnectionError(
+            f"{request.method} {request.url} failed: {name}: {text}" if text else name,
+            attempts=request.attempt,
+        )
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self._max_body_size
         length = resp.content_length
-        if length is not None and length <= cap:
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if length is not None and not encoded:
+            if length > cap:
+                resp.close()  # drop the connection: the rest of the body is never read
+                raise _too_large(resp.status, f"announces {length} bytes")
             return await resp.read()
-        if length is not None:
-            resp.close()  # drop the connection: the rest of the body is never read
-            raise _too_large(resp.status, f"announces {length} bytes")
+        # Unknown length, or compressed: what counts is the decoded size, so read
+        # (and inflate) a chunk at a time and stop at the cap: a compression bomb
+        # never grows past it.
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(_CHUNK):
             size += len(chunk)
             if size > cap:
                 resp.close()
-                raise _too_large(resp.status, f"exceeds {cap} bytes")
+                raise _too_large(resp.status, f"decodes to more than {cap} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -160,13 +324,12 @@ class AiohttpTransport:
             await session.close()
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _too_large(status: int, what: str) -> ResponseValidationError:
     return ResponseValidationError(
         f"{status} response refused: its body {what}, over max_body_size", status=status
     )
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    text = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name

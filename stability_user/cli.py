@@ -32,8 +32,8 @@ except ImportError as exc:  # pragma: no cover - only without the cli extra
 
 from ._bulk import BalanceResult, BalanceTarget
 from ._errors import AuthenticationError, StabilityError
-from ._http import mask_secret
 from ._retry import RetryPolicy
+from ._secrets import mask_secret
 from ._session import StabilitySession
 from ._version import __version__
 from .testing import StabilityEmulator
@@ -43,7 +43,6 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 _BATCH = 1000  # target lines read per trip to the reader thread
-_NO_SESSION_KEY = "no-session-key"  # every bulk target carries its own key
 
 
 class _Options:
@@ -109,8 +108,8 @@ async def _session(
     }
     if options.emulator is None:
         key = _read_key(options)
-        if key is None and not require_key:
-            key = _NO_SESSION_KEY
+        if key is None and require_key:
+            raise StabilityError("no API key: set STABILITY_API_KEY or pass --key-file")
         async with StabilitySession(key, base_url=options.base_url, **common) as session:
             yield session, []
         return
@@ -121,7 +120,7 @@ async def _session(
             credits = round((number * 37.5) % 250 + (number % 7) * 0.25, 2)
             key = emulator.add_account(email=f"demo-{number}@example.com", credits=credits)
             targets.append(BalanceTarget(api_key=key, label=f"demo-{number}"))
-        first_key = targets[0].api_key if targets else _NO_SESSION_KEY
+        first_key = targets[0].api_key if targets else None
         async with StabilitySession(first_key, base_url=emulator.base_url, **common) as session:
             yield session, targets
 

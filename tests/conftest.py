@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from stability_user import RetryPolicy, StabilitySession
+from stability_user import MemoryRateLimitStore, RetryPolicy, StabilitySession
 from stability_user.testing import StabilityEmulator
 
 from . import aioresponses_compat
 from .fakes import FakeClock
+from .hostile import HostileServer, start_hostile
 
 aioresponses_compat.install()
 
 pytest_plugins = ["pytester"]
 
 KEY = "sk-test0123456789abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_rate_limits() -> Iterator[None]:
+    """Each test starts with the process's rate-limit state empty: no lockout carries over."""
+    MemoryRateLimitStore._shared = None
+    yield
+    MemoryRateLimitStore._shared = None
 
 
 @pytest.fixture(name="clock")
@@ -57,3 +66,10 @@ async def _session(
         timeout=5.0,
     ) as session:
         yield session
+
+
+@pytest.fixture(name="hostile")
+async def _hostile() -> AsyncIterator[HostileServer]:
+    """A server on 127.0.0.1 that answers with whatever bytes the test scripts."""
+    async for server in start_hostile():
+        yield server

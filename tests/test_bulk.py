@@ -1,15 +1,14 @@
-"""Bulk balance checks, the per-key rate limiter, and balance watching."""
+"""Bulk balance checks: results, laziness, bounds, cancellation, and the shared rate limit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from stability_user import (
-    APIConnectionError,
     AuthenticationError,
     Balance,
     BalanceResult,
@@ -21,8 +20,7 @@ from stability_user import (
     ServerError,
     StabilitySession,
 )
-from stability_user._ratelimit import KeyRateLimiter
-from stability_user.testing import EmulatedOrganization, Fault, RateLimit, StabilityEmulator
+from stability_user.testing import Fault, RateLimit, StabilityEmulator
 
 from .fakes import FakeClock
 
@@ -32,12 +30,22 @@ async def collect(results: AsyncIterator[BalanceResult]) -> list[BalanceResult]:
 
 
 def checks_running() -> list[asyncio.Task[object]]:
-    """The library's per-target tasks still alive (the emulator's own tasks are not counted)."""
+    """The library's bulk workers still alive (the emulator's own tasks are not counted)."""
     return [
         t
         for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__qualname__", "").endswith("<locals>.worker") and not t.done()
+        if getattr(t.get_coro(), "__qualname__", "") == "_worker" and not t.done()
     ]
+
+
+async def settle() -> None:
+    """Let every task that can run, run: the transport below is in memory, no I/O waits.
+
+    Not a sleep standing in for an event: nothing here depends on time, only on
+    tasks getting their turns, and a few dozen turns let runaway workers run far.
+    """
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
 def make_keys(emulator: StabilityEmulator, count: int) -> list[str]:
@@ -86,7 +94,7 @@ async def test_one_failure_never_stops_the_run(
         BalanceTarget(api_key=good[0]),
         BalanceTarget(api_key="sk-not-a-real-key"),
         BalanceTarget(api_key=good[1], organization="org-elsewhere"),
-        BalanceTarget(api_key=good[2], organization="bad\r\nheader"),
+        "bad\r\nheader",  # a plain str that cannot be sent: that target's failure
         "org-000001",  # a plain str: an organization under the session's key
         BalanceTarget(api_key=good[2]),
     ]
@@ -95,6 +103,7 @@ async def test_one_failure_never_stops_the_run(
     assert isinstance(results[1].error, AuthenticationError)
     assert isinstance(results[2].error, PermissionDeniedError)
     assert isinstance(results[3].error, ValueError)
+    assert results[3].target.label == "(invalid target)"
     assert results[4].target == BalanceTarget(organization="org-000001")
     assert results[4].balance == Balance(12.5)
 
@@ -158,31 +167,51 @@ async def test_targets_are_consumed_lazily(
     assert pulled <= 10 + 2 * 4 + 1  # what was yielded, plus at most 2 x concurrency ahead
 
 
-async def test_ordered_buffer_is_bounded(
-    session: StabilitySession, emulator: StabilityEmulator
-) -> None:
-    emulator.rate_limit = None
-    keys = make_keys(emulator, 2)
-    emulator.script(Fault.stall(30), api_key=keys[0])
+async def test_ordered_buffer_is_bounded(clock: FakeClock) -> None:
+    stalled = asyncio.Event()  # never set: the first target's answer never comes
+    sent: list[str] = []
+
+    async def transport(request: Request) -> Response:
+        sent.append(request.headers["Authorization"])
+        if request.headers["Authorization"] == "sk-first-target-0123456789":
+            await stalled.wait()
+        return Response(200, {}, b'{"credits": 1}', request.attempt, request)
+
     pulled = 0
 
     def targets() -> Iterator[BalanceTarget]:
         nonlocal pulled
-        yield BalanceTarget(api_key=keys[0])
+        yield BalanceTarget(api_key="sk-first-target-0123456789")
         while True:
             pulled += 1
-            yield BalanceTarget(api_key=keys[1])
+            yield BalanceTarget(api_key="sk-other-target-0123456789")
 
-    stream = session.balances(targets(), concurrency=2, ordered=True)
-    first = asyncio.ensure_future(anext(stream))
-    await emulator.wait_for_requests(8)  # 1 stalled + 7 more: the window is 4 x concurrency
-    await asyncio.sleep(0.05)  # give it room to (wrongly) run further ahead
-    assert not first.done()
-    assert pulled <= 8
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    await stream.aclose()
+    async with StabilitySession(transport=_Transport(transport), clock=clock) as session:
+        stream = session.balances(targets(), concurrency=2, ordered=True)
+        first = asyncio.ensure_future(anext(stream))
+        await settle()
+        assert not first.done()
+        # 1 stalled + 7 answered: results held back in order are bounded by 4 x concurrency.
+        assert len(sent) == 8
+        assert pulled <= 8
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await stream.aclose()
+
+
+class _Transport:
+    """A transport made of a function, closed by nobody."""
+
+    def __init__(self, send: Callable[[Request], Awaitable[Response]]) -> None:
+        self.send = send
+
+    async def __call__(self, request: Request) -> Response:
+        response: Response = await self.send(request)
+        return response
+
+    async def aclose(self) -> None:
+        pass
 
 
 async def test_breaking_out_cancels_in_flight_checks(
@@ -235,10 +264,26 @@ async def test_without_the_limiter_one_key_hits_429(
     emulator: StabilityEmulator, key: str, clock: FakeClock
 ) -> None:
     async with StabilitySession(
-        key, base_url=emulator.base_url, retry=RetryPolicy(max_attempts=1), clock=clock
+        key,
+        base_url=emulator.base_url,
+        retry=RetryPolicy(max_attempts=1),
+        clock=clock,
+        rate_limit=None,
     ) as session:
-        results = await collect(session.balances([BalanceTarget()] * 200, rate_limit=None))
+        results = await collect(session.balances([BalanceTarget()] * 200))
     assert sum(not r.ok for r in results) == 50
+
+
+async def test_two_runs_at_once_on_one_key_share_the_limit(
+    session: StabilitySession, emulator: StabilityEmulator, clock: FakeClock
+) -> None:
+    runs = [collect(session.balances([BalanceTarget()] * 200, concurrency=16)) for _ in range(2)]
+    first, second = await asyncio.gather(*runs)
+    assert all(r.ok for r in first + second)
+    assert {r.status for r in emulator.requests} == {200}  # not a single 429
+    times = sorted(r.time for r in emulator.requests)
+    # No window of 10 s (on the emulator's clock, shared with the session) holds over 150.
+    assert max(sum(1 for t in times if start <= t < start + 10.0) for start in times) <= 150
 
 
 async def test_many_keys_are_not_slowed_by_the_limiter(
@@ -253,10 +298,6 @@ async def test_many_keys_are_not_slowed_by_the_limiter(
 async def test_argument_checks(session: StabilitySession) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         session.balances([], concurrency=0)
-    with pytest.raises(ValueError, match="rate limit requests"):
-        session.balances([], rate_limit=(0, 10.0))
-    with pytest.raises(ValueError, match="window"):
-        session.balances([], rate_limit=(5, 0.0))
     with pytest.raises(TypeError, match="BalanceTarget or str"):
         await collect(session.balances([42]))  # type: ignore[list-item]
     assert await collect(session.balances([])) == []
@@ -274,119 +315,21 @@ def test_reprs_never_show_a_whole_key() -> None:
     assert "api_key=None" in repr(BalanceTarget())
 
 
-class TestRateLimiter:
-    async def test_waits_until_the_oldest_request_leaves_the_window(self, clock: FakeClock) -> None:
-        limiter = KeyRateLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
-        for _ in range(2):
-            limiter.release(await limiter.acquire("k"))
-            clock.advance(1)
-        start = clock.now
-        limiter.release(await limiter.acquire("k"))
-        assert clock.sleeps == [8.0]  # first finished at t0, now is t0+2: wait until t0+10
-        assert clock.now == start + 8.0
-
-    async def test_keys_are_independent_and_forgotten_when_idle(self, clock: FakeClock) -> None:
-        limiter = KeyRateLimiter(1, 10.0, clock=clock, sleep=clock.sleep)
-        for key in ("a", "b", "c"):
-            limiter.release(await limiter.acquire(key))
-        assert clock.sleeps == []
-        assert len(limiter) == 3
-        clock.advance(10)
-        limiter.release(await limiter.acquire("d"))
-        assert len(limiter) == 1
-
-    async def test_in_flight_requests_hold_their_slots(self, clock: FakeClock) -> None:
-        limiter = KeyRateLimiter(1, 10.0, clock=clock, sleep=clock.sleep)
-        held = await limiter.acquire("k")
-        second = asyncio.ensure_future(limiter.acquire("k"))
-        await asyncio.sleep(0)
-        assert not second.done()
-        limiter.release(held)
-        limiter.release(await second)
-        assert clock.sleeps == [10.0]
-
-    async def test_as_middleware_every_attempt_counts(self, clock: FakeClock) -> None:
-        limiter = KeyRateLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
-        sent: list[float] = []
-
-        async def transport(request: Request) -> Response:
-            sent.append(clock.now)
-            return Response(200, {}, b"")
-
-        request = Request("GET", "https://x/", {"Authorization": "k"}, 1.0)
-        for _ in range(3):
-            await limiter(request, transport)
-        assert sent == [1000.0, 1000.0, 1010.0]
-
-
-class TestWatch:
-    async def test_readings_and_crossings(
-        self, session: StabilitySession, emulator: StabilityEmulator, key: str, clock: FakeClock
-    ) -> None:
-        credits = iter([12.0, 9.0, 8.0, 11.0, 10.0, 3.0])
-        readings = []
-        async with contextlib.aclosing(session.watch_balance(interval=60, below=10)) as watch:
-            emulator.set_balance(key, next(credits))
-            async for reading in watch:
-                readings.append(reading)
-                value = next(credits, None)
-                if value is None:
-                    break
-                emulator.set_balance(key, value)
-        assert [
-            (r.balance.credits if r.balance else None, r.below, r.crossing) for r in readings
-        ] == [
-            (12.0, False, None),
-            (9.0, True, "below"),
-            (8.0, True, None),
-            (11.0, False, "recovered"),
-            (10.0, False, None),
-            (3.0, True, "below"),
-        ]
-        assert clock.sleeps == [60.0] * 5
-        assert [r.time for r in readings] == [1000.0 + 60 * n for n in range(6)]
-
-    async def test_failed_poll_is_a_reading_not_the_end(
-        self, session: StabilitySession, emulator: StabilityEmulator, clock: FakeClock
-    ) -> None:
-        emulator.script(Fault.reset(), Fault.reset(), Fault.reset())
-        readings = []
-        async with contextlib.aclosing(session.watch_balance(interval=5, below=1)) as watch:
-            async for reading in watch:
-                readings.append(reading)
-                if len(readings) == 2:
-                    break
-        assert not readings[0].ok
-        assert isinstance(readings[0].error, APIConnectionError)
-        assert (readings[0].below, readings[0].crossing) == (None, None)
-        assert readings[1].ok
-        assert readings[1].below is False
-
-    async def test_organization_and_no_threshold(
-        self, emulator: StabilityEmulator, clock: FakeClock
-    ) -> None:
-        key = emulator.add_account(
-            organizations=[
-                EmulatedOrganization("org-a", "A", is_default=True, credits=1),
-                EmulatedOrganization("org-b", "B", credits=2),
-            ]
-        )
-        async with StabilitySession(key, base_url=emulator.base_url, sleep=clock.sleep) as s:
-            watch = s.watch_balance(organization="org-b")
-            reading = await anext(watch)
-            await watch.aclose()
-        assert reading.balance == Balance(2.0)
-        assert (reading.below, reading.crossing) == (None, None)
-
-    async def test_bad_interval(self, session: StabilitySession) -> None:
-        with pytest.raises(ValueError, match="interval"):
-            await anext(session.watch_balance(interval=0))
-
-
-async def test_rate_limiter_memory_is_bounded_by_max_keys(clock: FakeClock) -> None:
-    limiter = KeyRateLimiter(150, 10.0, clock=clock, sleep=clock.sleep, max_keys=100)
-    for n in range(1000):
-        limiter.release(await limiter.acquire(f"key-{n}"))
-    assert len(limiter) == 100
-    with pytest.raises(ValueError, match="max_keys"):
-        KeyRateLimiter(1, 1.0, clock=clock, sleep=clock.sleep, max_keys=0)
+@pytest.mark.parametrize(
+    ("fields", "error", "name"),
+    [
+        ({"api_key": 123}, TypeError, "BalanceTarget.api_key"),
+        ({"api_key": b"sk-bytes-0123456789abcdef"}, TypeError, "BalanceTarget.api_key"),
+        ({"api_key": ""}, ValueError, "BalanceTarget.api_key"),
+        ({"api_key": "sk-0123456789abcdef\r\nX: 1"}, ValueError, "BalanceTarget.api_key"),
+        ({"organization": 123}, TypeError, "BalanceTarget.organization"),
+        ({"organization": "org\n1"}, ValueError, "BalanceTarget.organization"),
+        ({"label": 7}, TypeError, "BalanceTarget.label"),
+    ],
+)
+def test_targets_refuse_bad_fields_where_they_are_built(
+    fields: dict[str, object], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=name) as info:
+        BalanceTarget(**fields)  # type: ignore[arg-type]
+    assert "0123456789abcdef" not in str(info.value)  # a key is never echoed

@@ -355,7 +355,7 @@ def test_pytest_plugin_gives_fixtures_without_imports(pytester: pytest.Pytester)
             account = await stability_session.account()
             assert account.email == "demo@example.com"
             assert [r.path for r in stability_emulator.requests] == [
-                "/v1alpha/user/balance", "/v1alpha/user/account"
+                "/v1/user/balance", "/v1/user/account"
             ]
         """
     )

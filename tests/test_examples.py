@@ -122,16 +122,22 @@ async def check_backend(get: object, live: StabilityEmulator, key: str) -> None:
     )
     status, _, body = await get("/credits?organization=org-z")  # type: ignore[operator]
     assert status == 403
-    live.script(Fault.respond(429, retry_after=30), api_key=key)
-    status, retry_after, body = await get("/credits")  # type: ignore[operator]
-    assert (status, retry_after) == (503, "30")  # 30 s is past max_retry_after: no waiting
-    assert "rate limited" in body["error"]
     live.script(Fault.respond(401), api_key=key)
     status, _, body = await get("/credits")  # type: ignore[operator]
     assert status == 502  # the upstream refusing our key is not the caller's fault, nor a crash
     assert key not in str(body)
     status, _, body = await get("/credits?organization=a%0D%0Ab")  # type: ignore[operator]
     assert status == 400
+    live.script(Fault.respond(429, retry_after=30), api_key=key)
+    status, retry_after, body = await get("/credits")  # type: ignore[operator]
+    assert (status, retry_after) == (503, "30")  # 30 s is past max_retry_after: no waiting
+    assert "rate limited" in body["error"]
+    # The service locked the key out: the next call knows, and is not even sent.
+    sent = len(live.requests)
+    status, retry_after, _ = await get("/account")  # type: ignore[operator]
+    assert status == 503
+    assert 0 < int(retry_after) <= 30
+    assert len(live.requests) == sent
 
 
 async def test_aiohttp_app(live: StabilityEmulator, service_env: str) -> None:
@@ -269,5 +275,5 @@ async def test_arq_worker_process_and_enqueuer(
         "low": False,
         "error": "unknown label",
     }
-    assert {r.path for r in live.requests} == {"/v1alpha/user/balance"}
+    assert {r.path for r in live.requests} == {"/v1/user/balance"}
     assert len(live.requests) == 12

@@ -3,8 +3,16 @@ import stability_user
 PROMISED = {
     "StabilitySession",
     "RetryPolicy",
+    "RateLimit",
+    "RateLimitStore",
+    "RateLimitWait",
+    "MemoryRateLimitStore",
     "Request",
     "Response",
+    "Transport",
+    "BalanceTarget",
+    "BalanceResult",
+    "BalanceReading",
     "Account",
     "OrganizationMembership",
     "Balance",
@@ -25,7 +33,7 @@ PROMISED = {
 
 
 def test_all_is_exactly_the_documented_public_api() -> None:
-    assert set(stability_user.__all__) >= PROMISED
+    assert set(stability_user.__all__) == PROMISED
     assert list(stability_user.__all__) == sorted(stability_user.__all__)
     for name in stability_user.__all__:
         assert hasattr(stability_user, name), name

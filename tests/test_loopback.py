@@ -122,7 +122,7 @@ async def test_redirect_is_not_followed(serve, clock: FakeClock) -> None:  # typ
         with pytest.raises(APIError, match="redirect to /elsewhere not followed") as info:
             await session.balance()
     assert info.value.status == 302
-    assert hits == ["/v1alpha/user/balance"]
+    assert hits == ["/v1/user/balance"]
 
 
 async def test_chunked_body_over_the_cap(serve, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
@@ -142,7 +142,7 @@ async def test_chunked_body_over_the_cap(serve, clock: FakeClock) -> None:  # ty
 
     server = await serve(handler)
     async with session_for(server.url, clock, max_body_size=100_000) as session:
-        with pytest.raises(ResponseValidationError, match="exceeds 100000 bytes"):
+        with pytest.raises(ResponseValidationError, match="more than 100000 bytes"):
             await session.balance()
 
 

@@ -9,8 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stability_user import APIConnectionError, APITimeoutError, Request, Response, RetryPolicy
-from stability_user._retry import RATE_LIMIT_LOCKOUT, send_with_retries
+from stability_user import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    Request,
+    Response,
+    RetryPolicy,
+    ServerError,
+)
+from stability_user._config import make_config
+from stability_user._retry import RATE_LIMIT_LOCKOUT, call_with_retries
+from stability_user._sansio import error_for_response
 
 from .fakes import FakeClock
 
@@ -112,14 +122,22 @@ class ScriptedHandler:
         return Response(outcome, headers, b"{}")
 
 
+CONFIG = make_config("k", environ={})
+
+
+def decode(response: Response) -> Response:
+    """A 2xx is the result; anything else raises its typed error, as the real decoding does."""
+    if response.status == 200:
+        return response
+    raise error_for_response(response, CONFIG, now=0.0)
+
+
 async def send(handler: ScriptedHandler, policy: RetryPolicy, clock: FakeClock) -> Response:
-    return await send_with_retries(
+    return await call_with_retries(
         REQUEST,
         handler,
+        decode,
         policy,
-        retry_after=lambda r: (
-            float(r.headers["Retry-After"]) if "Retry-After" in r.headers else None
-        ),
         sleep=clock.sleep,
         clock=clock,
         jitter=lambda: 0.0,
@@ -139,22 +157,53 @@ class TestLoop:
         assert (response.status, response.attempt) == (200, 1)
         assert clock.sleeps == []
 
-    async def test_last_response_returned_when_attempts_run_out(self, clock: FakeClock) -> None:
-        response = await send(ScriptedHandler(503, 502, 500), RetryPolicy(), clock)
-        assert (response.status, response.attempt) == (500, 3)
+    async def test_last_error_raised_when_attempts_run_out(self, clock: FakeClock) -> None:
+        with pytest.raises(ServerError) as info:
+            await send(ScriptedHandler(503, 502, 500), RetryPolicy(), clock)
+        assert (info.value.status, info.value.attempts) == (500, 3)
 
     async def test_last_error_raised_with_attempts(self, clock: FakeClock) -> None:
-        first, last = APIConnectionError("first"), APIConnectionError("last")
+        first = APIConnectionError("first", attempts=1)
+        last = APIConnectionError("last", attempts=3)
         with pytest.raises(APIConnectionError) as info:
             await send(ScriptedHandler(first, 503, last), RetryPolicy(), clock)
+        # Raised as the transport made it: the loop never rewrites an error.
         assert info.value is last
         assert info.value.attempts == 3
         assert str(info.value) == "last (after 3 attempts)"
 
-    async def test_non_retryable_status_returns_at_once(self, clock: FakeClock) -> None:
+    async def test_every_attempt_request_carries_its_number(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, APIConnectionError("reset"), 200)
+        await send(handler, RetryPolicy(), clock)
+        assert [r.attempt for r in handler.requests] == [1, 2, 3]
+        assert handler.requests[0] is REQUEST  # the first attempt is sent as built
+
+    async def test_error_counts_the_attempt_a_middleware_answered(self, clock: FakeClock) -> None:
+        async def answers_alone(request: Request) -> Response:
+            return Response(503, {}, b"")  # attempt defaults to 1, no request
+
+        with pytest.raises(ServerError) as info:
+            await call_with_retries(
+                REQUEST, answers_alone, decode, RetryPolicy(), sleep=clock.sleep, clock=clock
+            )
+        assert info.value.attempts == 3
+
+    async def test_non_retryable_status_raises_at_once(self, clock: FakeClock) -> None:
         handler = ScriptedHandler(401, 200)
-        response = await send(handler, RetryPolicy(), clock)
-        assert response.status == 401
+        with pytest.raises(AuthenticationError):
+            await send(handler, RetryPolicy(), clock)
+        assert len(handler.requests) == 1
+
+    async def test_statuses_outside_the_policy_are_not_retried(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, 200)
+        with pytest.raises(ServerError):
+            await send(handler, RetryPolicy(retry_statuses={502}), clock)
+        assert len(handler.requests) == 1
+
+    async def test_unverifiable_certificate_is_not_retried(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(APIConnectionError("certificate", retryable=False), 200)
+        with pytest.raises(APIConnectionError, match="certificate"):
+            await send(handler, RetryPolicy(), clock)
         assert len(handler.requests) == 1
 
     async def test_other_exceptions_propagate_unretried(self, clock: FakeClock) -> None:
@@ -175,14 +224,17 @@ class TestLoop:
 
     async def test_no_wait_that_would_end_past_the_deadline(self, clock: FakeClock) -> None:
         handler = ScriptedHandler(503, 200, clock=clock, cost=4.8)
-        response = await send(handler, RetryPolicy(deadline=5.0), clock)
-        assert response.status == 503
+        with pytest.raises(ServerError):
+            await send(handler, RetryPolicy(deadline=5.0), clock)
         assert clock.sleeps == []
 
     async def test_timeout_cut_by_deadline_says_so(self, clock: FakeClock) -> None:
-        handler = ScriptedHandler(APITimeoutError("slow"), clock=clock, cost=2.0)
-        with pytest.raises(APITimeoutError, match="deadline of 2 s"):
+        slow = APITimeoutError("slow")
+        handler = ScriptedHandler(slow, clock=clock, cost=2.0)
+        with pytest.raises(APITimeoutError, match="deadline of 2 s") as info:
             await send(handler, RetryPolicy(deadline=2.0), clock)
+        assert info.value.__cause__ is slow  # a new error, the transport's left as it was
+        assert str(slow) == "slow"
 
     async def test_cancel_during_wait_cancels_at_once(self) -> None:
         started = asyncio.Event()
@@ -193,9 +245,7 @@ class TestLoop:
 
         handler = ScriptedHandler(503, 200)
         task = asyncio.ensure_future(
-            send_with_retries(
-                REQUEST, handler, RetryPolicy(), retry_after=lambda r: None, sleep=sleep_forever
-            )
+            call_with_retries(REQUEST, handler, decode, RetryPolicy(), sleep=sleep_forever)
         )
         await started.wait()
         task.cancel()

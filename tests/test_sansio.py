@@ -7,7 +7,6 @@ import pickle
 import platform
 from email.utils import formatdate
 
-import aiohttp
 import attrs
 import pytest
 from hypothesis import given
@@ -29,19 +28,16 @@ from stability_user import (
     StabilityError,
     __version__,
 )
-from stability_user._sansio import (
-    decode_account,
-    decode_balance,
-    error_for_response,
-    make_config,
-    parse_retry_after,
-    redact,
-)
+from stability_user._config import ClientConfig, derive_config, key_id_of, make_config
+from stability_user._endpoints import ACCOUNT, API_VERSIONS, BALANCE
+from stability_user._sansio import build_request, decode, error_for_response, parse_retry_after
 
 from .conftest import KEY
 
+NOW = 1_700_000_000.0
 
-def config(**kwargs: object):  # type: ignore[no-untyped-def]
+
+def config(**kwargs: object) -> ClientConfig:
     return make_config(KEY, environ={}, **kwargs)  # type: ignore[arg-type]
 
 
@@ -50,30 +46,47 @@ def response(status: int, body: object = None, headers: dict[str, str] | None = 
     return Response(status, headers or {}, raw)
 
 
+def decode_balance(resp: Response, cfg: ClientConfig) -> Balance:
+    return decode(resp, BALANCE, cfg, now=NOW)
+
+
+def decode_account(resp: Response, cfg: ClientConfig) -> Account:
+    return decode(resp, ACCOUNT, cfg, now=NOW)
+
+
+def error_of(resp: Response, cfg: ClientConfig | None = None) -> APIError:
+    return error_for_response(resp, cfg or config(), now=NOW)
+
+
 class TestConfig:
     def test_key_from_environment(self) -> None:
         cfg = make_config(environ={"STABILITY_API_KEY": KEY})
         assert cfg.api_key == KEY
 
     def test_no_key_names_the_variable(self) -> None:
-        with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
-            make_config(environ={})
-        with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
-            make_config(environ={"STABILITY_API_KEY": ""})
+        for environ in ({}, {"STABILITY_API_KEY": ""}):
+            cfg = make_config(environ=environ)
+            with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+                build_request(cfg, BALANCE)
 
     def test_defaults(self) -> None:
         cfg = config()
         assert cfg.base_url == "https://api.stability.ai"
-        assert cfg.api_version == "v1alpha"
-        assert cfg.account_request.url == "https://api.stability.ai/v1alpha/user/account"
-        assert cfg.balance_request.url == "https://api.stability.ai/v1alpha/user/balance"
+        assert cfg.api_version == "v1" == API_VERSIONS[0]
+        assert build_request(cfg, ACCOUNT).url == "https://api.stability.ai/v1/user/account"
+        assert build_request(cfg, BALANCE).url == "https://api.stability.ai/v1/user/balance"
+
+    def test_no_key_is_allowed_until_a_request_needs_it(self) -> None:
+        cfg = make_config(environ={})
+        assert cfg.api_key is None
+        assert cfg.key_id is None
 
     def test_host_and_version_from_environment(self) -> None:
         cfg = make_config(
             KEY,
             environ={"STABILITY_API_HOST": "https://proxy.example/", "STABILITY_API_VERSION": "v1"},
         )
-        assert cfg.account_request.url == "https://proxy.example/v1/user/account"
+        assert build_request(cfg, ACCOUNT).url == "https://proxy.example/v1/user/account"
 
     def test_arguments_beat_the_environment(self) -> None:
         cfg = make_config(
@@ -82,12 +95,13 @@ class TestConfig:
             api_version="v1alpha",
             environ={"STABILITY_API_HOST": "https://b.example", "STABILITY_API_VERSION": "v1"},
         )
-        assert cfg.account_request.url == "https://a.example/v1alpha/user/account"
+        assert build_request(cfg, ACCOUNT).url == "https://a.example/v1alpha/user/account"
 
-    @pytest.mark.parametrize("version", ["v2", "V1", "", "v1beta"])
+    @pytest.mark.parametrize("version", ["v2", "V1", "", "v1beta", " v1"])
     def test_unknown_api_version(self, version: str) -> None:
+        # The empty string too: an explicit value is never replaced by the default.
         with pytest.raises(ValueError, match="api_version"):
-            make_config(KEY, api_version=version or "x", environ={})
+            make_config(KEY, api_version=version, environ={"STABILITY_API_VERSION": "v1"})
 
     @pytest.mark.parametrize(
         "url",
@@ -111,11 +125,32 @@ class TestConfig:
             config(base_url=url)
 
     @pytest.mark.parametrize(
-        "url", ["ftp://x", "api.stability.ai", "https://", "https://u:p@h", "https://h/?q=1"]
+        "url",
+        [
+            "ftp://x",
+            "api.stability.ai",
+            "https://",
+            "https://u:p@h",
+            "https://h/?q=1",
+            "https://h/#f",
+            # Parsed as aiohttp parses them: what is checked is what would be sent.
+            "http://127.0.0.1:80.evil.com",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1/\r\nX-Injected: 1",
+            "https://api.stability.ai\t",
+            "http://evil.example\\@127.0.0.1",
+            "http://127.0.0.1@evil.example",
+        ],
     )
     def test_malformed_base_urls(self, url: str) -> None:
-        with pytest.raises(StabilityError, match="base_url"):
+        with pytest.raises(StabilityError, match=r"base_url|clear-text"):
             config(base_url=url)
+
+    @pytest.mark.parametrize("value", [123, b"https://x", None.__class__])
+    def test_base_url_of_the_wrong_type(self, value: object) -> None:
+        with pytest.raises(TypeError, match="base_url"):
+            config(base_url=value)
 
     @pytest.mark.parametrize("field", ["organization", "client_id", "client_version"])
     @pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\0b"])
@@ -123,11 +158,29 @@ class TestConfig:
         with pytest.raises(ValueError, match=field):
             config(**{field: bad})
 
-    @pytest.mark.parametrize("bad", ["sk-1\r\nX-Evil: 1", "sk\0", " sk-1"])
+    @pytest.mark.parametrize("bad", ["sk-1\r\nX-Evil: 1", "sk\0", " sk-1", ""])
     def test_bad_keys_are_refused_without_echoing_them(self, bad: str) -> None:
         with pytest.raises(ValueError, match="api_key") as info:
             make_config(bad, environ={})
-        assert bad.strip() not in str(info.value)
+        assert not bad.strip() or bad.strip() not in str(info.value)
+
+    @pytest.mark.parametrize("bad", [123, b"sk-bytes-key-0123456789"])
+    def test_keys_of_the_wrong_type_are_refused_without_echoing_them(self, bad: object) -> None:
+        with pytest.raises(TypeError, match="api_key") as info:
+            make_config(bad, environ={})  # type: ignore[arg-type]
+        assert "0123456789" not in str(info.value)
+
+    def test_derive_checks_only_what_changes(self) -> None:
+        cfg = config(organization="org-1")
+        assert derive_config(cfg, organization=None).organization is None
+        assert derive_config(cfg, timeout=2).timeout == 2.0
+        with pytest.raises(ValueError, match="api_key"):
+            derive_config(cfg, api_key="")
+        with pytest.raises(ValueError, match="timeout"):
+            derive_config(cfg, timeout=float("inf"))
+        other = derive_config(cfg, api_key="Bearer " + KEY)
+        assert other.key_id == cfg.key_id == key_id_of(KEY)  # the same account
+        assert KEY not in cfg.key_id
 
     @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True])
     def test_bad_timeouts(self, timeout: float) -> None:
@@ -141,43 +194,47 @@ class TestConfig:
 
 class TestRequests:
     def test_constant_headers(self) -> None:
-        request = config(client_id="my-app", client_version="1.2").account_request
+        request = build_request(config(client_id="my-app", client_version="1.2"), ACCOUNT)
         assert request.method == "GET"
+        assert request.attempt == 1
         assert request.headers["Authorization"] == KEY
         assert request.headers["Accept"] == "application/json"
         assert request.headers["Stability-Client-ID"] == "my-app"
         assert request.headers["Stability-Client-Version"] == "1.2"
+        # The transport adds its own token (aiohttp/...): this layer knows no transport.
         assert request.headers["User-Agent"] == (
-            f"stability-user/{__version__} aiohttp/{aiohttp.__version__} "
-            f"Python/{platform.python_version()}"
+            f"stability-user/{__version__} Python/{platform.python_version()}"
         )
         assert "Organization" not in request.headers
 
     def test_client_headers_are_absent_unless_set(self) -> None:
-        headers = config().account_request.headers
+        headers = build_request(config(), ACCOUNT).headers
         assert "Stability-Client-ID" not in headers
         assert "Stability-Client-Version" not in headers
 
     def test_bearer_key_is_sent_as_given(self) -> None:
         cfg = make_config("Bearer " + KEY, environ={})
-        assert cfg.account_request.headers["Authorization"] == "Bearer " + KEY
+        assert build_request(cfg, ACCOUNT).headers["Authorization"] == "Bearer " + KEY
 
     def test_account_never_sends_organization(self) -> None:
-        assert "Organization" not in config(organization="org-1").account_request.headers
+        cfg = config(organization="org-1")
+        assert "Organization" not in build_request(cfg, ACCOUNT).headers
+        with pytest.raises(ValueError, match="takes no organization"):
+            build_request(cfg, ACCOUNT, organization="org-2")
 
     def test_balance_organization_default_and_override(self) -> None:
         cfg = config(organization="org-default")
-        assert cfg.request_balance().headers["Organization"] == "org-default"
-        assert cfg.request_balance("org-2").headers["Organization"] == "org-2"
-        assert "Organization" not in config().request_balance().headers
-        assert cfg.request_balance() is cfg.request_balance()  # built once, not per call
+        assert build_request(cfg, BALANCE).headers["Organization"] == "org-default"
+        assert build_request(cfg, BALANCE, organization="org-2").headers["Organization"] == "org-2"
+        assert "Organization" not in build_request(config(), BALANCE).headers
 
-    def test_per_call_organization_injection_refused(self) -> None:
+    @pytest.mark.parametrize("bad", ["org\r\nX: y", "org\0"])
+    def test_per_call_organization_injection_refused(self, bad: str) -> None:
         with pytest.raises(ValueError, match="organization"):
-            config().request_balance("org\r\nX: y")
+            build_request(config(), BALANCE, organization=bad)
 
     def test_request_repr_masks_authorization(self) -> None:
-        request = config().account_request
+        request = build_request(config(), ACCOUNT)
         assert KEY not in repr(request)
         assert "Authorization" in repr(request)
 
@@ -225,46 +282,47 @@ class TestDecoding:
         assert str(error).startswith(f"{status} some_name: what happened")
 
     def test_error_without_json_body_uses_the_reason_phrase(self) -> None:
-        error = error_for_response(Response(502, {}, b"<html>bad gateway</html>"), config())
+        error = error_of(Response(502, {}, b"<html>bad gateway</html>"))
         assert error.error is None
         assert str(error) == "502 Bad Gateway"
 
     def test_v2beta_errors_list_is_the_message(self) -> None:
         body = {"id": "1", "name": "invalid_request", "errors": ["a is wrong", "b is missing"]}
-        error = error_for_response(response(400, body), config())
+        error = error_of(response(400, body))
         assert str(error) == "400 invalid_request: a is wrong; b is missing"
 
     def test_v1alpha_404_points_to_v1(self) -> None:
-        error = error_for_response(response(404, {"name": "not_found"}), config())
+        error = error_of(response(404, {"name": "not_found"}), config(api_version="v1alpha"))
         assert "api_version='v1'" in str(error)
         assert "retired" in str(error)
-        v1_error = error_for_response(
-            response(404, {"name": "not_found"}), config(api_version="v1")
-        )
+        v1_error = error_of(response(404, {"name": "not_found"}), config(api_version="v1"))
         assert "retired" not in str(v1_error)
 
     def test_redirect_is_an_error_naming_the_location(self) -> None:
-        error = error_for_response(
-            Response(301, {"Location": "https://elsewhere/x"}, b""), config()
-        )
+        error = error_of(Response(301, {"Location": "https://elsewhere/x"}, b""))
         assert "redirect to https://elsewhere/x not followed" in str(error)
+
+    @pytest.mark.parametrize("status", [300, 399])
+    def test_every_3xx_is_a_redirect_error(self, status: int) -> None:
+        error = error_of(Response(status, {"location": "/x"}, b""))
+        assert type(error) is APIError
+        assert "redirect to /x not followed" in str(error)
+        assert "redirect" not in str(error_of(Response(400, {"Location": "/x"}, b"")))
 
     def test_key_quoted_by_the_server_is_redacted(self) -> None:
         body = {"name": "unauthorized", "message": f"key {KEY} is invalid", "errors": [KEY]}
-        error = error_for_response(response(401, body), config())
+        error = error_of(response(401, body))
         assert KEY not in str(error)
         assert error.error is not None
         assert KEY not in repr(error.error)
         assert "[redacted]" in str(error)
 
     def test_key_in_redirect_location_is_redacted(self) -> None:
-        error = error_for_response(
-            Response(302, {"Location": f"https://x/?k={KEY}"}, b""), config()
-        )
+        error = error_of(Response(302, {"Location": f"https://x/?k={KEY}"}, b""))
         assert KEY not in str(error)
 
     def test_retry_after_seconds_on_429(self) -> None:
-        error = error_for_response(response(429, {}, {"Retry-After": "7"}), config(), now=0)
+        error = error_of(response(429, {}, {"Retry-After": "7"}))
         assert isinstance(error, RateLimitError)
         assert error.retry_after == 7.0
         assert "retry after 7 s" in str(error)
@@ -279,16 +337,21 @@ class TestDecoding:
         assert error.retry_after == 30.0
 
     def test_attempts_come_from_the_response(self) -> None:
-        error = error_for_response(Response(500, {}, b"", attempt=3), config())
+        error = error_of(Response(500, {}, b"", attempt=3))
         assert error.attempts == 3
 
     def test_errors_pickle_with_their_state(self) -> None:
-        error = error_for_response(
-            response(429, {"name": "slow"}, {"Retry-After": "3"}), config(), now=0
+        error = error_of(
+            response(429, {"name": "slow"}, {"Retry-After": "3", "x-request-id": "r-1"})
         )
         clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
         assert type(clone) is RateLimitError
         assert (clone.status, clone.retry_after, str(clone)) == (429, 3.0, str(error))
+        assert (clone.request_id, clone.headers, clone.error) == (
+            "r-1",
+            error.headers,
+            error.error,
+        )
 
 
 class TestRetryAfter:
@@ -317,11 +380,6 @@ class TestRetryAfter:
     def test_date_round_trips(self, offset: int) -> None:
         now = 1_700_000_000.0
         assert parse_retry_after(formatdate(now + offset, usegmt=True), now=now) == offset
-
-
-def test_redact_handles_bearer_prefix() -> None:
-    assert redact(f"x {KEY} y", "Bearer " + KEY) == "x [redacted] y"
-    assert redact("nothing here", KEY) == "nothing here"
 
 
 def test_request_is_frozen() -> None:

@@ -7,6 +7,7 @@ import gc
 import logging
 
 import aiohttp
+import attrs
 import pytest
 
 from stability_user import (
@@ -23,6 +24,8 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
+from stability_user._http import Request, Response
+from stability_user._transport import AiohttpTransport
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
 from .conftest import KEY
@@ -84,10 +87,12 @@ async def test_both_api_versions(emulator: StabilityEmulator, key: str, api_vers
 async def test_retired_v1alpha_names_the_fix(key: str) -> None:
     async with StabilityEmulator(retire_v1alpha=True) as emulator:
         emulator.add_account(api_key=key)
-        async with StabilitySession(key, base_url=emulator.base_url) as session:
+        old = StabilitySession(key, base_url=emulator.base_url, api_version="v1alpha")
+        async with old as session:
             with pytest.raises(NotFoundError, match="api_version='v1'"):
                 await session.balance()
-        async with StabilitySession(key, base_url=emulator.base_url, api_version="v1") as session:
+        async with StabilitySession(key, base_url=emulator.base_url) as session:
+            assert session.api_version == "v1"  # the default
             assert (await session.balance()).credits == 100.0
 
 
@@ -127,7 +132,7 @@ async def test_retry_after_too_long_raises_at_once(
 async def test_emulated_rate_limit_lockout(emulator: StabilityEmulator, clock: FakeClock) -> None:
     key = emulator.add_account()
     async with StabilitySession(
-        key, base_url=emulator.base_url, retry=RetryPolicy(max_attempts=1)
+        key, base_url=emulator.base_url, retry=RetryPolicy(max_attempts=1), rate_limit=None
     ) as session:
         for _ in range(150):
             await session.balance()
@@ -160,6 +165,16 @@ async def test_extra_fields_are_ignored(
     assert (await session.account()).email == "a@example.com"
 
 
+class _OpenTransport:
+    holds_connections = True
+
+    async def __call__(self, request: Request) -> Response:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        pass
+
+
 class TestLifecycle:
     async def test_close_is_idempotent_and_use_after_close_fails(
         self, emulator: StabilityEmulator, key: str
@@ -180,7 +195,8 @@ class TestLifecycle:
         view = parent.with_options(api_key=other_key)
         assert (await parent.balance()).credits == 12.5
         assert (await view.balance()).credits == 3.0
-        assert view._transport is parent._transport
+        assert view._state.transport is parent._state.transport
+        assert view._state.limiter is parent._state.limiter
         await view.close()
         assert view.closed
         assert (await parent.balance()).credits == 12.5  # closing a view closes nothing shared
@@ -200,8 +216,10 @@ class TestLifecycle:
     async def test_unclosed_session_warns(self, emulator: StabilityEmulator, key: str) -> None:
         session = StabilitySession(key, base_url=emulator.base_url)
         await session.balance()
-        await session._transport.aclose()  # release the socket; the session stays unclosed
-        session._transport._closed = False
+        # Release the socket behind the session's back; the session stays unclosed
+        # and still believes its transport holds connections.
+        await session._state.transport.aclose()
+        session._state = attrs.evolve(session._state, transport=_OpenTransport())
         # Dropping the last reference and collecting are one act here.
         with pytest.warns(ResourceWarning, match="unclosed <StabilitySession") as record:  # noqa: PT031
             del session
@@ -228,10 +246,21 @@ class TestLifecycle:
             first.close()
             second.close()
 
-    def test_no_key_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def test_no_key_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("STABILITY_API_KEY", raising=False)
-        with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
-            StabilitySession()
+        # A session without a key is fine until a call needs the session's own key.
+        async with StabilitySession() as session:
+            with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+                await session.balance()
+            with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+                await session.account()
+            with pytest.raises(StabilityError, match="STABILITY_API_KEY"):
+                await session.balance(organization="org-1")
+
+    def test_unused_session_holds_nothing_and_does_not_warn(self) -> None:
+        session = StabilitySession(KEY)
+        del session
+        gc.collect()  # filterwarnings=error: a ResourceWarning here fails the test
 
     def test_key_from_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("STABILITY_API_KEY", KEY)
@@ -239,15 +268,12 @@ class TestLifecycle:
         session = StabilitySession()
         assert session.api_version == "v1"
         assert session.base_url == "https://api.stability.ai"
-        session._transport._closed = True  # never opened; silence the unclosed warning
+        assert session._state.config.api_key == KEY
 
     def test_repr_never_shows_the_key(self) -> None:
         session = StabilitySession(KEY)
-        try:
-            assert KEY not in repr(session)
-            assert "sk-…" in repr(session)
-        finally:
-            session._transport._closed = True
+        assert KEY not in repr(session)
+        assert "sk-…" in repr(session)
 
 
 async def test_key_never_in_logs(
@@ -260,16 +286,20 @@ async def test_key_never_in_logs(
     emulator.script(503, Fault.drop(), Fault.drop())
     await session.balance()
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "retrying GET /v1alpha/user/balance" in text
+    assert "retrying GET /v1/user/balance" in text
     assert key not in text
 
 
 async def test_many_concurrent_calls_share_one_session(emulator: StabilityEmulator) -> None:
     emulator.rate_limit = None
     key = emulator.add_account(credits=5.0)
-    async with StabilitySession(key, base_url=emulator.base_url, max_connections=20) as session:
+    async with StabilitySession(
+        key, base_url=emulator.base_url, max_connections=20, rate_limit=None
+    ) as session:
         results = await asyncio.gather(*(session.balance() for _ in range(500)))
-        connector = session._transport._http_session.connector  # type: ignore[union-attr]
+        transport = session._state.transport
+        assert isinstance(transport, AiohttpTransport)
+        connector = transport._http_session.connector  # type: ignore[union-attr]
         assert connector is not None
         assert len(connector._conns.get(next(iter(connector._conns)), [])) <= 20
     assert results == [Balance(5.0)] * 500

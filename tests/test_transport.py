@@ -26,7 +26,7 @@ from .conftest import KEY
 from .fakes import FakeClock
 
 BASE = "https://api.stability.ai"
-BALANCE = f"{BASE}/v1alpha/user/balance"
+BALANCE = f"{BASE}/v1/user/balance"
 REQUEST = Request("GET", BALANCE, {"Authorization": KEY}, 5.0)
 
 
@@ -124,9 +124,9 @@ async def test_middleware_sees_every_attempt_in_order(
 
     def recorder(name: str):  # type: ignore[no-untyped-def]
         async def middleware(request, handler):  # type: ignore[no-untyped-def]
-            seen.append((name, "in"))
+            seen.append((name, f"in {request.attempt}"))
             response = await handler(request)
-            seen.append((name, f"out {response.status}"))
+            seen.append((name, f"out {response.status} {response.attempt}"))
             return response
 
         return middleware
@@ -135,15 +135,16 @@ async def test_middleware_sees_every_attempt_in_order(
         KEY, middlewares=[recorder("outer"), recorder("inner")], sleep=clock.sleep, clock=clock
     ) as session:
         await session.balance()
+    # Each middleware knows which attempt it sends, and which one a response answers.
     assert seen == [
-        ("outer", "in"),
-        ("inner", "in"),
-        ("inner", "out 500"),
-        ("outer", "out 500"),
-        ("outer", "in"),
-        ("inner", "in"),
-        ("inner", "out 200"),
-        ("outer", "out 200"),
+        ("outer", "in 1"),
+        ("inner", "in 1"),
+        ("inner", "out 500 1"),
+        ("outer", "out 500 1"),
+        ("outer", "in 2"),
+        ("inner", "in 2"),
+        ("inner", "out 200 2"),
+        ("outer", "out 200 2"),
     ]
 
 

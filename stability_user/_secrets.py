@@ -1,0 +1,115 @@
+r"""Keeping secrets out of text: masking keys for display, redacting what a server echoes.
+
+Everything a server sends is hostile input. A server (a compromised proxy, a
+buggy gateway) may echo the API key it was sent in an error message, a header
+or a malformed status line, and not always as it was sent: JSON-escaped
+(``\u0073k-...``), percent-encoded (``sk%2D...``), as an HTML entity, or inside
+the ``repr`` of some bytes. :func:`redact` looks for the secret in the text and
+in the text with those escapes decoded, and :func:`display_text` also escapes
+control characters and caps the length, so what reaches an exception message,
+a log record or a terminal is one safe line.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import unquote
+
+__all__ = ["REDACTED", "display_text", "escape_controls", "mask_secret", "redact"]
+
+REDACTED: Final = "[redacted]"
+
+_MAX_DISPLAY: Final = 500  # characters of server text quoted in one message
+
+# \uXXXX, \UXXXXXXXX and \xNN: JSON strings and Python reprs of str and bytes.
+_BACKSLASH_ESCAPE: Final = re.compile(
+    r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|x([0-9a-fA-F]{2}))"
+)
+
+# C0 and C1 controls, DEL, zero-width and bidirectional marks, line and paragraph
+# separators, the byte-order mark: what can move a terminal's cursor, set its
+# title, split a log line or make text read differently from what it is.
+_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def mask_secret(secret: str) -> str:
+    """Show enough of a secret to tell keys apart, never enough to use it.
+
+    Keys of 20 characters or more keep their last four (``sk-…abcd``); shorter
+    ones show nothing (``…``). A ``Bearer`` prefix is dropped first.
+    """
+    secret = _bare(secret)
+    if len(secret) >= 20:
+        prefix = "sk-" if secret.startswith("sk-") else ""
+        return f"{prefix}…{secret[-4:]}"
+    return "…"
+
+
+def _bare(secret: str) -> str:
+    return secret[7:] if secret.startswith("Bearer ") else secret
+
+
+def _codepoint(match: re.Match[str]) -> str:
+    digits = match.group(1) or match.group(2) or match.group(3)
+    value = int(digits, 16)
+    return chr(value) if value <= 0x10FFFF else match.group(0)
+
+
+def _unescape(text: str) -> str:
+    # Undo the escapes a server (or aiohttp quoting its bytes) can wrap a secret
+    # in, repeatedly: a secret may be escaped twice, or two ways at once.
+    for _ in range(4):
+        decoded = html.unescape(unquote(_BACKSLASH_ESCAPE.sub(_codepoint, text)))
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret replaced by ``[redacted]``, in any form it was echoed.
+
+    A secret given as ``Bearer <key>`` is looked for without the prefix too. When
+    a secret is found only after decoding percent-, HTML- or backslash-escapes,
+    the decoded text is returned, redacted: the escapes were hiding it.
+    """
+    bare = [_bare(secret) for secret in secrets if secret]
+    if not bare:
+        return text
+    for secret in bare:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if "%" in text or "\\" in text or "&" in text:
+        decoded = _unescape(text)
+        if any(secret in decoded for secret in bare):
+            for secret in bare:
+                decoded = decoded.replace(secret, REDACTED)
+            return decoded
+    return text
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    r"""``text`` with control characters written as escapes (``\x1b``, ``\u202e``).
+
+    What is left cannot move a terminal's cursor, change its title, start a new
+    log line, or reorder what a reader sees.
+    """
+    return _CONTROLS.sub(_escape, text)
+
+
+def display_text(
+    text: str, secrets: Iterable[str | None] = (), *, limit: int = _MAX_DISPLAY
+) -> str:
+    """Server text made safe to show: redacted, control characters escaped, at most ``limit``."""
+    text = escape_controls(redact(text, secrets))
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text) - limit} more characters)"
+    return text

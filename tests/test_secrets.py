@@ -1,0 +1,108 @@
+"""Keeping the key out of text: masking, redaction in every echoed form, safe display."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stability_user._secrets import REDACTED, display_text, escape_controls, mask_secret, redact
+
+from .conftest import KEY
+
+
+class TestMask:
+    def test_long_keys_keep_their_last_four(self) -> None:
+        assert mask_secret(KEY) == f"sk-…{KEY[-4:]}"
+        assert mask_secret("x" * 19 + "wxyz") == "…wxyz"
+
+    def test_bearer_prefix_is_dropped_first(self) -> None:
+        assert mask_secret("Bearer " + KEY) == mask_secret(KEY)
+
+    @pytest.mark.parametrize("short", ["", "k", "sk-short", "x" * 19, "Bearer " + "x" * 19])
+    def test_short_keys_show_nothing(self, short: str) -> None:
+        assert mask_secret(short) == "…"
+
+
+def json_escaped(text: str, every: bool) -> str:
+    """``text`` as a server could write it inside a JSON string: \\u-escaped."""
+    if every:
+        return "".join(f"\\u{ord(c):04x}" for c in text)
+    return f"\\u{ord(text[0]):04x}{text[1:]}"
+
+
+ECHOES = {
+    "plain": KEY,
+    "json, one character": json_escaped(KEY, every=False),
+    "json, every character": json_escaped(KEY, every=True),
+    "percent, one character": "sk%2D" + KEY[3:],
+    "percent, every character": "".join(f"%{ord(c):02X}" for c in KEY),
+    "percent, lower case": quote(KEY, safe="").replace("-", "%2d"),
+    "bytes repr": "".join(f"\\x{ord(c):02x}" for c in KEY),
+    "html entities": "".join(f"&#{ord(c)};" for c in KEY),
+    "html hex entities": "".join(f"&#x{ord(c):x};" for c in KEY),
+    "escaped twice": quote(json_escaped(KEY, every=True), safe=""),
+}
+
+
+class TestRedact:
+    @pytest.mark.parametrize("form", ECHOES)
+    def test_every_echoed_form_is_redacted(self, form: str) -> None:
+        text = redact(f"bad key {ECHOES[form]} here", [KEY])
+        assert KEY not in text
+        assert REDACTED in text
+        assert text.startswith("bad key ")
+
+    @pytest.mark.parametrize("form", ECHOES)
+    def test_a_bearer_secret_is_found_bare(self, form: str) -> None:
+        assert KEY not in redact(f"x {ECHOES[form]} y", ["Bearer " + KEY])
+
+    def test_text_without_the_secret_is_untouched(self) -> None:
+        for text in ("nothing here", "100% sure", "a \\u0041 b", "a &amp; b", ""):
+            assert redact(text, [KEY]) == text
+
+    def test_no_secret_no_change(self) -> None:
+        assert redact(f"x {KEY}", []) == f"x {KEY}"
+        assert redact(f"x {KEY}", [None, ""]) == f"x {KEY}"
+
+    def test_several_secrets(self) -> None:
+        other = "proxy-password-1234"
+        assert redact(f"{KEY} and {other}", [KEY, other]) == f"{REDACTED} and {REDACTED}"
+
+    @given(
+        before=st.text(max_size=30),
+        after=st.text(max_size=30),
+        form=st.sampled_from(sorted(ECHOES)),
+    )
+    def test_never_returns_the_key_whatever_surrounds_it(
+        self, before: str, after: str, form: str
+    ) -> None:
+        assert KEY not in redact(before + ECHOES[form] + after, [KEY])
+
+
+class TestDisplay:
+    @pytest.mark.parametrize(
+        ("raw", "shown"),
+        [
+            ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
+            ("\x1b[2J", "\\x1b[2J"),
+            ("line\nbreak\r", "line\\x0abreak\\x0d"),
+            ("\x9b31m", "\\x9b31m"),
+            ("abc\u202etxt.exe", "abc\\u202etxt.exe"),
+            ("zero\u200bwidth", "zero\\u200bwidth"),
+            ("plain é ü 漢字 🙂", "plain é ü 漢字 🙂"),
+        ],
+    )
+    def test_control_characters_are_escaped(self, raw: str, shown: str) -> None:
+        assert escape_controls(raw) == shown
+
+    def test_long_text_is_capped(self) -> None:
+        shown = display_text("x" * 10_000, limit=50)
+        assert shown == "x" * 50 + "… (9950 more characters)"
+
+    def test_redacts_then_escapes(self) -> None:
+        body = json.loads(json.dumps({"m": f"\x1b[2J{KEY}"}))["m"]
+        assert display_text(body, [KEY]) == f"\\x1b[2J{REDACTED}"
