@@ -10,13 +10,13 @@ middleware sees the response, so no middleware ever holds a connection.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
 from ._secrets import display_text, mask_secret, redact
 
-__all__ = ["Handler", "Middleware", "Request", "Response", "Transport", "header"]
+__all__ = ["AroundCall", "Handler", "Middleware", "Request", "Response", "Transport", "header"]
 
 _REQUEST_ID_HEADER = "x-request-id"
 
@@ -110,6 +110,14 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 Middleware = Callable[[Request, Handler], Awaitable[Response]]
 """Sees every attempt: ``async def middleware(request, handler) -> Response``."""
+
+AroundCall = Callable[..., Awaitable[Any]]
+"""``async def around_call(request, *, proceed)``: wraps a whole call, retries included.
+
+A middleware object with this method is called once per call (``proceed(request)``
+runs every attempt and returns the model or raises the final error), as well as
+once per attempt: how a tracing middleware opens one span over all attempts.
+"""
 
 
 class Transport(Protocol):

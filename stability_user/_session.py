@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ssl as ssl_module
 import time
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +33,7 @@ from ._checks import check_count, check_seconds, check_type
 from ._config import ClientConfig, derive_config, make_config
 from ._endpoints import ACCOUNT, BALANCE
 from ._errors import StabilityError
-from ._http import Handler, Middleware, Request, Response, Transport
+from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
 from ._models import Account, Balance
 from ._ratelimit import RateLimit, RateLimiter, RateLimitWait
 from ._retry import RetryPolicy, call_with_retries
@@ -65,6 +73,27 @@ def _bind_middleware(middleware: Middleware, handler: Handler) -> Handler:
     return call
 
 
+async def _around(state: _State, request: Request, decoder: Callable[[Response], Any]) -> Any:
+    """The call wrapped by every middleware's ``around_call``, the first outermost."""
+
+    async def call(sent: Request) -> Any:
+        return await call_with_retries(
+            sent,
+            state.handler,
+            decoder,
+            state.retry,
+            limiter=state.limiter,
+            key_id=state.config.key_id,
+            sleep=state.sleep,
+            clock=state.clock,
+        )
+
+    proceed: Callable[[Request], Awaitable[Any]] = call
+    for around in reversed(state.around_call):
+        proceed = functools.partial(around, proceed=proceed)
+    return await proceed(request)
+
+
 @attrs.frozen
 class _State:
     """Everything a call of a session (or view) uses; derived parts are built once."""
@@ -77,12 +106,18 @@ class _State:
     sleep: Sleep
     clock: Clock
     handler: Handler = attrs.field(init=False, eq=False, repr=False)
+    around_call: tuple[AroundCall, ...] = attrs.field(init=False, eq=False, repr=False)
     account_request: Request | None = attrs.field(init=False, eq=False, repr=False)
     balance_request: Request | None = attrs.field(init=False, eq=False, repr=False)
 
     @handler.default
     def _handler(self) -> Handler:
         return _chain(self.middlewares, self.transport)
+
+    @around_call.default
+    def _around_call(self) -> tuple[AroundCall, ...]:
+        # A middleware may also wrap whole calls (a tracing span over all attempts).
+        return tuple(m.around_call for m in self.middlewares if hasattr(m, "around_call"))
 
     @account_request.default
     def _account_request(self) -> Request | None:
@@ -121,7 +156,9 @@ class StabilitySession:
         client_version: sent as ``Stability-Client-Version`` when set.
         timeout: seconds per attempt, from sending to the last body byte.
         retry: the :class:`RetryPolicy`; ``RetryPolicy(max_attempts=1)`` disables retries.
-        middlewares: called on every attempt, the first outermost, inside the retry loop.
+        middlewares: called on every attempt, the first outermost, inside the retry loop;
+            one that also has an ``around_call(request, proceed)`` method wraps each
+            whole call in it too, all attempts and waits included.
         rate_limit: the limit per API key every request passes (:class:`RateLimit`,
             the service's documented numbers by default); ``None`` turns it off.
         rate_limit_store: where the limiter's state is kept: ``"memory"`` (this
@@ -315,8 +352,10 @@ class StabilitySession:
         if self.closed:
             raise StabilityError(_CLOSED)
         state = self._state
-        if request is None:  # a session without a key, asked for its own
+        if request is None:  # a session without a key, asked for its own: raises
             request = build_request(state.config, ACCOUNT)
+        if state.around_call:
+            return await _around(state, request, decoder)
         return await call_with_retries(
             request,
             state.handler,

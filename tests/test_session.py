@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import Any
 
 import aiohttp
 import attrs
@@ -24,7 +25,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._http import Request, Response
+from stability_user._http import Handler, Request, Response
 from stability_user._transport import AiohttpTransport
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
@@ -311,3 +312,32 @@ async def test_caller_owned_http_session(emulator: StabilityEmulator, key: str) 
         async with StabilitySession(key, base_url=emulator.base_url, http_session=http) as session:
             assert (await session.balance()).credits == 12.5
         assert not http.closed
+
+
+async def test_a_middleware_may_wrap_whole_calls(session: StabilitySession) -> None:
+    events: list[str] = []
+
+    class Tracing:
+        async def __call__(self, request: Request, handler: Handler) -> Response:
+            events.append(f"attempt {request.attempt}")
+            return await handler(request)
+
+        async def around_call(self, request: Request, *, proceed: Any) -> Any:
+            events.append(f"call {request.url.rsplit('/', 1)[1]}")
+            try:
+                return await proceed(request)
+            finally:
+                events.append("end")
+
+    outer = session.with_options()
+    traced = StabilitySession(
+        outer._state.config.api_key,
+        base_url=outer.base_url,
+        middlewares=[Tracing()],
+        sleep=outer._state.sleep,
+        clock=outer._state.clock,
+    )
+    async with traced:
+        await traced.balance()
+        await traced.account()
+    assert events == ["call balance", "attempt 1", "end", "call account", "attempt 1", "end"]
