@@ -26,6 +26,8 @@ from ._errors import (
 from ._http import Request, Response, Transport
 from ._models import Account, Balance, ErrorBody, OrganizationMembership
 from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
+from ._ratelimit_local import LocalRateLimitStore
+from ._ratelimit_redis import RedisRateLimitStore
 from ._retry import RetryPolicy
 from ._session import StabilitySession
 from ._version import __version__
@@ -47,6 +49,7 @@ __all__ = [
     "BalanceResult",
     "BalanceTarget",
     "ErrorBody",
+    "LocalRateLimitStore",
     "MemoryRateLimitStore",
     "NotFoundError",
     "OrganizationMembership",
@@ -55,6 +58,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitStore",
     "RateLimitWait",
+    "RedisRateLimitStore",
     "Request",
     "Response",
     "ResponseValidationError",

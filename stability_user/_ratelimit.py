@@ -48,6 +48,9 @@ __all__ = [
 
 logger = logging.getLogger("stability_user")
 
+MAX_LOCKOUT: Final = 600.0
+"""The longest lockout a 429 can impose on the shared state: ten times the documented one."""
+
 
 def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     check_count(f"rate limit {attribute.name}", value)
@@ -343,8 +346,12 @@ class RateLimiter:
             await self.store.release(slot.key_id, slot.token, self.limit)
 
     async def lock(self, key_id: str, api_key: str, retry_after: float | None) -> None:
-        """The service answered 429: every call on the key waits out the lockout."""
-        seconds = self.limit.lockout if retry_after is None else retry_after
+        """The service answered 429: every call on the key waits out the lockout.
+
+        A ``Retry-After`` longer than :data:`MAX_LOCKOUT` is cut to it: a hostile or
+        broken answer must not lock a key out of every process for a year.
+        """
+        seconds = self.limit.lockout if retry_after is None else min(retry_after, MAX_LOCKOUT)
         if seconds > 0 and await self.store.lock(key_id, seconds):
             # One line per lockout, not one per call that meets it.
             logger.warning(

@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from typing import Final, Union
 
 from ._ratelimit import MemoryRateLimitStore, RateLimitStore
+from ._ratelimit_local import LocalRateLimitStore
+from ._ratelimit_redis import RedisRateLimitStore
 from ._types import Clock
 
 __all__ = ["ENV_RATE_LIMIT_STORE", "STORE_NAMES", "RateLimitStoreLike", "open_store"]
 
 ENV_RATE_LIMIT_STORE: Final = "STABILITY_RATE_LIMIT_STORE"
 STORE_NAMES: Final = ("memory", "local", "redis://...")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 RateLimitStoreLike = Union[str, RateLimitStore]  # noqa: UP007 - a runtime alias on 3.10
 """A store's name (``"memory"``, ``"local"``), a ``redis://`` URL, or a store."""
@@ -35,6 +38,7 @@ def open_store(
     Returns the store and whether the caller made it (and so closes it).
 
     Raises:
+        ImportError: the store needs an extra that is not installed.
         ValueError: a name that is none of the stores'.
     """
     if spec is None:
@@ -47,6 +51,12 @@ def open_store(
         if clock is time.monotonic:
             return MemoryRateLimitStore.shared(), False
         return MemoryRateLimitStore(clock=clock), True
+    if spec == "local":
+        return LocalRateLimitStore(), True
+    if spec.startswith(_REDIS_SCHEMES):
+        return RedisRateLimitStore(spec), True
+    # Never echo what may be a URL with a password in it, however mistyped.
+    shown = "a value with credentials" if "@" in spec else repr(spec)
     raise ValueError(
-        f"rate_limit_store must be 'memory', 'local', a redis:// URL or a store, got {spec!r}"
+        f"rate_limit_store must be 'memory', 'local', a redis:// URL or a store, got {shown}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from stability_user.testing import StabilityEmulator
 from . import aioresponses_compat
 from .fakes import FakeClock
 from .hostile import HostileServer, start_hostile
+from .servers import redis_server
 
 aioresponses_compat.install()
 
@@ -73,3 +75,13 @@ async def _hostile() -> AsyncIterator[HostileServer]:
     """A server on 127.0.0.1 that answers with whatever bytes the test scripts."""
     async for server in start_hostile():
         yield server
+
+
+@pytest.fixture(name="redis_url", scope="session")
+def _redis_url() -> Iterator[str]:
+    """A real Redis on loopback: $REDIS_URL (as .ci/run provides), else one started here."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with redis_server() as url:
+        yield url

@@ -7,6 +7,8 @@ PROMISED = {
     "RateLimitStore",
     "RateLimitWait",
     "MemoryRateLimitStore",
+    "LocalRateLimitStore",
+    "RedisRateLimitStore",
     "Request",
     "Response",
     "Transport",

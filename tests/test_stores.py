@@ -1,0 +1,374 @@
+"""The shared rate-limit stores: machine-wide (SQLite) and fleet-wide (a real Redis).
+
+Every store is checked against one reference model, written from the definition,
+with random acquisitions, releases, 429s and clock steps; then what only each
+store has: files and their modes, Redis keys that expire and share a cluster
+slot, Redis going away in the middle of a run and coming back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from redis.crc import key_slot
+
+from stability_user import (
+    BalanceTarget,
+    LocalRateLimitStore,
+    MemoryRateLimitStore,
+    RateLimit,
+    RateLimitStore,
+    RedisRateLimitStore,
+    RetryPolicy,
+    StabilitySession,
+)
+from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait
+from stability_user._stores import open_store
+from stability_user.testing import StabilityEmulator
+
+from .fakes import FakeClock
+from .servers import free_port, redis_server
+
+LIMIT = RateLimit(3, 10.0, 60.0)
+StoreFactory = Callable[[FakeClock], RateLimitStore]
+
+
+def approx_wait(seconds: float, *, lockout: bool = False) -> Any:
+    # Redis keeps milliseconds: a wait is right to the millisecond.
+    return Wait(pytest.approx(seconds, abs=0.002), lockout=lockout)  # type: ignore[arg-type]
+
+
+def make_model(factory: StoreFactory, leases: bool) -> type[RuleBasedStateMachine]:
+    class StoreModel(RuleBasedStateMachine):
+        """One key, random steps; the model decides each acquisition from scratch.
+
+        A slot is held from taking until a window after completion; with leases, a
+        slot not released by then frees ``lease + window`` after it was taken (and a
+        late release changes nothing); a lockout
+        refuses every acquisition; a wait is until the first completed slot frees,
+        or a window when every held slot is in flight.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.clock = FakeClock()
+            self.store = factory(self.clock)
+            self.key = uuid.uuid4().hex
+            self.taken: dict[int | str, tuple[float, float]] = {}  # token -> (taken, lease)
+            self.completed: dict[int | str, float] = {}
+            self.locked_until = 0.0
+
+        def run(self, awaitable: Any) -> Any:
+            return self.loop.run_until_complete(awaitable)
+
+        def teardown(self) -> None:
+            self.run(self.store.aclose())
+            self.loop.close()
+
+        def frees(self, now: float) -> tuple[list[float], list[float]]:
+            """When each held slot frees: completed ones, and those in flight."""
+            window = LIMIT.window
+            done = [c + window for c in self.completed.values() if c + window > now]
+            flying = [
+                taken + lease + window
+                for token, (taken, lease) in self.taken.items()
+                if token not in self.completed and (not leases or taken + lease + window > now)
+            ]
+            return done, flying
+
+        @rule(lease=st.sampled_from([0.5, 5.0, 30.0]))
+        def acquire(self, lease: float) -> None:
+            now = self.clock.now
+            answer = self.run(self.store.acquire(self.key, LIMIT, lease))
+            if self.locked_until > now:
+                assert answer == approx_wait(self.locked_until - now, lockout=True)
+                return
+            done, flying = self.frees(now)
+            if len(done) + len(flying) < LIMIT.requests:
+                assert not isinstance(answer, Wait)
+                self.taken[answer] = (now, lease)
+            else:
+                assert answer == approx_wait(min(done) - now if done else LIMIT.window)
+
+        @precondition(lambda self: len(self.completed) < len(self.taken))
+        @rule(data=st.data())
+        def release(self, data: st.DataObject) -> None:
+            flying = [t for t in self.taken if t not in self.completed]
+            token = data.draw(st.sampled_from(flying))
+            self.run(self.store.release(self.key, token, LIMIT))
+            taken, lease = self.taken[token]
+            if leases and taken + lease + LIMIT.window <= self.clock.now:
+                del self.taken[token]  # its lease ran out: the slot was handed on already
+            else:
+                self.completed[token] = self.clock.now
+
+        @rule(seconds=st.sampled_from([1.0, 20.0, 90.0]))
+        def answered_429(self, seconds: float) -> None:
+            fresh = self.run(self.store.lock(self.key, seconds))
+            assert fresh == (self.locked_until <= self.clock.now)
+            self.locked_until = max(self.locked_until, self.clock.now + seconds)
+
+        @rule(seconds=st.sampled_from([0.25, 1.0, 4.0, 9.5, 15.0, 40.0]))
+        def time_passes(self, seconds: float) -> None:
+            self.clock.advance(seconds)
+
+        @invariant()
+        def never_more_slots_than_the_limit(self) -> None:
+            done, flying = self.frees(self.clock.now)
+            assert len(done) + len(flying) <= LIMIT.requests
+
+    StoreModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+    return StoreModel
+
+
+def memory_store(clock: FakeClock) -> RateLimitStore:
+    return MemoryRateLimitStore(clock=clock)
+
+
+TestMemoryModel = make_model(memory_store, leases=False).TestCase
+
+
+@pytest.fixture(name="local_model", scope="module")
+def _local_model(tmp_path_factory: pytest.TempPathFactory) -> type[RuleBasedStateMachine]:
+    folder = tmp_path_factory.mktemp("local-store")
+    return make_model(
+        lambda clock: LocalRateLimitStore(folder / f"{uuid.uuid4().hex}.sqlite3", clock=clock),
+        leases=True,
+    )
+
+
+def test_local_store_against_the_model(local_model: type[RuleBasedStateMachine]) -> None:
+    local_model.TestCase().runTest()
+
+
+def test_redis_store_against_the_model(redis_url: str) -> None:
+    model = make_model(lambda clock: RedisRateLimitStore(redis_url, clock=clock), leases=True)
+    model.TestCase().runTest()
+
+
+class TestLocal:
+    async def test_file_and_folder_are_private(self, tmp_path: Path) -> None:
+        store = LocalRateLimitStore(tmp_path / "cache" / "limits.sqlite3")
+        try:
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+        finally:
+            await store.aclose()
+        assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(store.path.parent).st_mode) == 0o700
+
+    def test_default_path_is_under_the_users_cache(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        store = LocalRateLimitStore()
+        assert store.path == tmp_path / "stability-user" / "ratelimit.sqlite3"
+        assert str(tmp_path) in repr(store)
+
+    async def test_two_stores_on_one_file_share_the_state(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        first = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        second = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        try:
+            for store in (first, second, first):
+                assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            assert await second.acquire("k", LIMIT, 5.0) == Wait(10.0)
+            assert await first.lock("k", 30.0) is True
+            assert await second.acquire("k", LIMIT, 5.0) == Wait(30.0, lockout=True)
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    async def test_a_clock_that_went_back_does_not_block_a_key(self, tmp_path: Path) -> None:
+        clock = FakeClock(start=10_000.0)
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        try:
+            for _ in range(3):
+                await store.acquire("k", LIMIT, 5.0)
+            clock.now -= 3600  # the machine's clock was set an hour back
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+        finally:
+            await store.aclose()
+
+    async def test_old_rows_of_every_key_are_swept(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        try:
+            for n in range(300):
+                token = await store.acquire(f"key-{n}", LIMIT, 5.0)
+                await store.release(f"key-{n}", token, LIMIT)  # type: ignore[arg-type]
+                clock.advance(0.1)
+            clock.advance(20)
+            for _ in range(256):
+                await store.acquire("last", RateLimit(1000, 10.0), 5.0)
+            (rows,) = await store._run(
+                lambda db: db.execute("SELECT COUNT(*) FROM slots").fetchone()
+            )
+        finally:
+            await store.aclose()
+        assert rows < 300  # what expired is gone, not only for the keys still in use
+
+    def test_needs_platformdirs_only_without_a_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(__import__("sys").modules, "platformdirs", None)
+        with pytest.raises(ImportError, match=r"stability-user\[local\]"):
+            LocalRateLimitStore()
+        assert LocalRateLimitStore(tmp_path / "x.sqlite3").path.name == "x.sqlite3"
+
+
+class TestRedis:
+    async def test_a_keys_state_shares_one_cluster_slot_and_never_names_the_key(
+        self, redis_url: str
+    ) -> None:
+        store = RedisRateLimitStore(redis_url)
+        key_id = uuid.uuid4().hex
+        names = store._keys(key_id)
+        assert len({key_slot(name.encode()) for name in names}) == 1
+        assert all(f"{{{key_id}}}" in name for name in names)
+        await store.aclose()
+
+    async def test_keys_expire_with_their_last_entry(self, redis_url: str) -> None:
+        store = RedisRateLimitStore(redis_url)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        key_id = uuid.uuid4().hex
+        try:
+            token = await store.acquire(key_id, LIMIT, 5.0)
+            in_flight, done, lockout = store._keys(key_id)
+            assert 14_000 < await client.pttl(in_flight) <= 15_001  # lease 5 + window 10
+            await store.release(key_id, token, LIMIT)  # type: ignore[arg-type]
+            assert await client.exists(in_flight) == 0  # empty sets are deleted
+            assert 9_000 < await client.pttl(done) <= 10_001
+            await store.lock(key_id, 30.0)
+            assert 29_000 < await client.pttl(lockout) <= 30_001
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    def test_url_password_is_never_shown(self) -> None:
+        store = RedisRateLimitStore("redis://user:hunter2@127.0.0.1:1/0")
+        assert "hunter2" not in repr(store)
+        assert "hunter2" not in store.where
+        with pytest.raises(ValueError, match="url or a client"):
+            RedisRateLimitStore()
+        with pytest.raises(ValueError, match="rate_limit_store") as info:
+            open_store("redis:/user:hunter2@typo")
+        assert "hunter2" not in str(info.value)
+
+    async def test_a_callers_client_is_used_and_left_open(self, redis_url: str) -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = RedisRateLimitStore(client=client)
+        assert isinstance(await store.acquire(uuid.uuid4().hex, LIMIT, 5.0), str)
+        await store.aclose()
+        assert await client.ping()
+        await client.aclose()
+
+    async def test_unavailable_then_back(self, caplog: pytest.LogCaptureFixture) -> None:
+        port = free_port()
+        url = f"redis://127.0.0.1:{port}"
+        store = RedisRateLimitStore(url)
+        key_id = uuid.uuid4().hex
+        try:
+            # Nothing listens: limited in this process, one warning.
+            tokens = [await store.acquire(key_id, LIMIT, 5.0) for _ in range(3)]
+            assert all(isinstance(t, int) for t in tokens)
+            assert await store.acquire(key_id, LIMIT, 5.0) == Wait(10.0)
+            for token in tokens:
+                await store.release(key_id, token, LIMIT)  # type: ignore[arg-type]
+            warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(warnings) == 1
+            assert "unavailable" in warnings[0]
+            assert f"127.0.0.1:{port}" in warnings[0]
+            with redis_server(port):
+                store._down_since = -1e9  # the retry interval has passed
+                assert isinstance(await store.acquire(key_id, LIMIT, 5.0), str)
+            assert "is back" in caplog.records[-1].getMessage()
+        finally:
+            await store.aclose()
+
+
+class TestLimiterOnStores:
+    async def test_a_years_retry_after_locks_for_ten_minutes_at_most(self, tmp_path: Path) -> None:
+        clock = FakeClock()
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
+        try:
+            await limiter.lock("k", "sk-" + "k" * 20, 365 * 86400.0)
+            assert await store.acquire("k", LIMIT, 5.0) == Wait(MAX_LOCKOUT, lockout=True)
+        finally:
+            await store.aclose()
+
+    @pytest.mark.parametrize("name", ["local", "redis"])
+    async def test_a_session_owns_and_closes_a_store_it_made(
+        self,
+        name: str,
+        redis_url: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        emulator: StabilityEmulator,
+        key: str,
+    ) -> None:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        spec = redis_url if name == "redis" else "local"
+        monkeypatch.setenv("STABILITY_RATE_LIMIT_STORE", spec)  # as a worker would be told
+        async with StabilitySession(key, base_url=emulator.base_url) as session:
+            assert (await session.balance()).credits == 12.5
+            limiter = session._state.limiter
+            assert limiter is not None
+            store = limiter.store
+            assert isinstance(
+                store, LocalRateLimitStore if name == "local" else RedisRateLimitStore
+            )
+        if isinstance(store, LocalRateLimitStore):
+            assert store._connection is None
+        else:
+            assert store._client is None
+
+
+@contextlib.asynccontextmanager
+async def stoppable_redis() -> AsyncIterator[tuple[str, Callable[[], None]]]:
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(redis_server(port))
+        yield url, stack.close
+
+
+async def test_redis_stopped_in_the_middle_of_a_run(
+    emulator: StabilityEmulator, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    keys = [emulator.add_account(credits=float(n)) for n in range(40)]
+    async with (
+        stoppable_redis() as (url, stop_redis),
+        StabilitySession(
+            rate_limit_store=url,
+            base_url=emulator.base_url,
+            retry=RetryPolicy(max_attempts=1),
+            sleep=clock.sleep,
+            clock=clock,
+        ) as session,
+    ):
+        results = []
+        async for result in session.balances(
+            [BalanceTarget(api_key=k) for k in keys], concurrency=4
+        ):
+            results.append(result)
+            if len(results) == 10:
+                stop_redis()
+    assert len(results) == 40
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    warnings = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1
