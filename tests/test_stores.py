@@ -23,6 +23,7 @@ import redis.asyncio
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from stability_user import (
@@ -40,7 +41,7 @@ from stability_user._stores import open_store
 from stability_user.testing import StabilityEmulator
 
 from .fakes import FakeClock
-from .servers import free_port, redis_server
+from .servers import free_port, redis_cluster, redis_server
 
 LIMIT = RateLimit(3, 10.0, 60.0)
 StoreFactory = Callable[[FakeClock], RateLimitStore]
@@ -275,6 +276,26 @@ class TestRedis:
         await store.aclose()
         assert await client.ping()
         await client.aclose()
+
+    async def test_works_on_a_redis_cluster(self, tmp_path: Path) -> None:
+        with redis_cluster(tmp_path) as (host, port):
+            client = RedisCluster(host=host, port=port)
+            store = RedisRateLimitStore(client=client)
+            limit = RateLimit(2, 10.0)
+            try:
+                for _ in range(10):  # keys spread over the nodes' slots
+                    key_id = uuid.uuid4().hex
+                    first = await store.acquire(key_id, limit, 5.0)
+                    assert isinstance(first, str)
+                    assert isinstance(await store.acquire(key_id, limit, 5.0), str)
+                    assert await store.acquire(key_id, limit, 5.0) == Wait(10.0)
+                    await store.release(key_id, first, limit)
+                    assert await store.lock(key_id, 30.0) is True
+                    assert await store.acquire(key_id, limit, 5.0) == approx_wait(
+                        30.0, lockout=True
+                    )
+            finally:
+                await client.aclose()
 
     async def test_unavailable_then_back(self, caplog: pytest.LogCaptureFixture) -> None:
         port = free_port()
