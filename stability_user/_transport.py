@@ -245,6 +245,7 @@ class AiohttpTransport:
                     allow_redirects=False,
                     timeout=self._timeout(request.timeout),
                     proxy=self._proxy_for(request.url),
+                    ssl=self._ssl if self._ssl is not None else True,
                 ) as resp:
                     body = await self._read(resp)
                     return Response(resp.status, resp.headers, body, request.attempt, request)
