@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from stability_user import MemoryRateLimitStore, RetryPolicy, StabilitySession
 from stability_user.testing import StabilityEmulator
@@ -16,6 +17,10 @@ from .hostile import HostileServer, start_hostile
 from .servers import redis_server
 
 aioresponses_compat.install()
+
+# Mutation testing runs every test twice in one process (README, "Mutation testing"):
+# `--hypothesis-profile mutation` lets a test class run on two instances.
+settings.register_profile("mutation", suppress_health_check=[HealthCheck.differing_executors])
 
 pytest_plugins = ["pytester"]
 
