@@ -28,6 +28,7 @@ from ._models import Account, Balance, ErrorBody, OrganizationMembership
 from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
 from ._retry import RetryPolicy
 from ._session import StabilitySession
+from ._targets import TargetFileError, read_targets
 from ._version import __version__
 from ._watch import BalanceReading
 
@@ -62,6 +63,8 @@ __all__ = [
     "ServerError",
     "StabilityError",
     "StabilitySession",
+    "TargetFileError",
     "Transport",
     "__version__",
+    "read_targets",
 ]

@@ -29,6 +29,8 @@ PROMISED = {
     "APITimeoutError",
     "ResponseValidationError",
     "__version__",
+    "read_targets",
+    "TargetFileError",
 }
 
 
