@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from stability_user import StabilitySession, __version__
+import stability_user
+from stability_user import __version__
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 from stability_user.testing import RateLimit as EmulatorRateLimit
 from stability_user.testing import __main__ as standalone_emulator
@@ -225,21 +226,13 @@ async def test_the_emulator_command_is_the_standalone_emulator() -> None:
     assert process.returncode == 0
 
 
-async def local_store_available() -> bool:
-    """Whether this library has the machine-wide ``local`` rate-limit store."""
-    try:
-        session = StabilitySession("sk-" + "0" * 40, rate_limit_store="local")
-    except ValueError:
-        return False
-    await session.close()
-    return True
-
-
+@pytest.mark.skipif(
+    not hasattr(stability_user, "LocalRateLimitStore"),
+    reason="the library has no machine-wide 'local' rate-limit store yet",
+)
 async def test_back_to_back_runs_share_one_window_through_the_local_store(
     tmp_path: pathlib.Path,
 ) -> None:
-    if not await local_store_available():
-        pytest.skip("the library has no machine-wide 'local' rate-limit store yet")
     # The service's limit scaled down: 20 requests per second, 3 s of 429 past it.
     limit = EmulatorRateLimit(requests=20, window=1.0, lockout=3.0)
     async with StabilityEmulator(rate_limit=limit) as emulator:

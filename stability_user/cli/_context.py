@@ -152,7 +152,8 @@ def _session(
             # The default machine-wide store, where this version of the library
             # lacks it: this process's own limit still keeps the run under it.
             return _make_session(settings, key, base_url, "memory", on_wait)
-    except (StabilityError, TypeError, ValueError) as error:  # e.g. an unsafe --base-url
+    # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
+    except (StabilityError, ImportError, TypeError, ValueError) as error:
         raise UsageFailure(redact(describe(error), settings.secrets)) from None
 
 
