@@ -250,3 +250,27 @@ async def test_back_to_back_runs_share_one_window_through_the_local_store(
         statuses = [request.status for request in emulator.requests]
     assert len(statuses) == 40
     assert statuses.count(429) == 0
+
+
+# Run apart: importing the command line here would add `cli` to the package's attributes.
+LIST_OPTIONS = """
+import json
+from stability_user.cli._app import cli
+options = [o for p in cli.params for o in p.opts if o.startswith("--")]
+for name, command in cli.commands.items():
+    options += [f"``{name}"] + [o for p in command.params for o in p.opts if o.startswith("-")]
+print(json.dumps(options))
+"""
+
+
+async def test_the_docs_describe_every_command_option_and_exit_code() -> None:
+    listed = await run_program(sys.executable, "-c", LIST_OPTIONS)
+    assert listed.code == 0, listed.err
+    options = json.loads(listed.out)
+    assert "``balances" in options
+    assert "--rate-limit-store" in options
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "cli.rst").read_text()
+    missing = [opt for opt in options if opt not in text and opt not in ("--help", "--version")]
+    assert missing == []
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n{code}" in text
