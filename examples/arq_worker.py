@@ -4,12 +4,17 @@ Each worker process opens one StabilitySession in ``on_startup`` and closes it i
 ``on_shutdown``; the ``check_balance`` job checks one target and flags it when it
 is below a threshold. The enqueuer fans a bulk check out as one job per target.
 
-Jobs carry a key's *label*, never the key: job arguments are stored in Redis,
-and API keys do not belong there. Each worker reads the labels' keys from
-``STABILITY_KEYS_FILE`` (CSV lines of ``label,api_key``) at start-up.
+Jobs carry a target's *label*, never its key: job arguments are stored in Redis,
+and API keys do not belong there. Each worker reads the targets from
+``STABILITY_KEYS_FILE``, in the format ``stability-user balances`` reads
+(``key,organization,label`` lines; every target needs a label here).
+
+The workers share one rate limit per key through the Redis arq already uses
+(``rate_limit_store=REDIS_URL``): however many processes or machines run
+workers, together they stay under the service's limit.
 
     export REDIS_URL=redis://127.0.0.1:6379 STABILITY_KEYS_FILE=keys.csv
-    arq examples.arq_worker.WorkerSettings           # or: python examples/arq_worker.py worker
+    python examples/arq_worker.py worker             # or: arq arq_worker.WorkerSettings
     python examples/arq_worker.py enqueue --below 10 # fan out one job per label, print results
     python examples/arq_worker.py                    # the whole thing on the bundled emulator
 
@@ -20,40 +25,91 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
-from arq.jobs import Job
+from arq.jobs import Job, JobStatus
 from arq.worker import Worker, run_worker
 
-from stability_user import StabilityError, StabilitySession
+from stability_user import (
+    BalanceTarget,
+    StabilityError,
+    StabilitySession,
+    TargetFileError,
+    read_targets,
+)
 from stability_user.testing import StabilityEmulator
+
+KEYS_FILE = "STABILITY_KEYS_FILE"
+
+
+class SetupError(Exception):
+    """The environment is not set up for this example; the message says what to set."""
+
+
+def redis_url() -> str:
+    """Where Redis is: ``$REDIS_URL``, else the local default port."""
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def shown(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redis_settings() -> RedisSettings:
-    """Where Redis is: ``$REDIS_URL``, else the local default port."""
-    return RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
+    """arq's connection settings for :func:`redis_url`."""
+    return RedisSettings.from_dsn(redis_url())
 
 
-def read_keys(path: str | os.PathLike[str]) -> dict[str, str]:
-    """``label -> api_key`` from CSV lines of ``label,api_key``."""
-    with open(path, newline="") as lines:
-        return {row[0].strip(): row[1].strip() for row in csv.reader(lines) if len(row) >= 2}
+def keys_file() -> str:
+    """The path in ``$STABILITY_KEYS_FILE``."""
+    path = os.environ.get(KEYS_FILE)
+    if not path:
+        raise SetupError(
+            f"set {KEYS_FILE} to a file of key,organization,label lines "
+            "(the stability-user balances format; every target needs a label)"
+        )
+    return path
+
+
+def read_labelled(path: str) -> dict[str, BalanceTarget]:
+    """``label -> target`` from a target file; every target must have a label."""
+    targets: dict[str, BalanceTarget] = {}
+    for target in read_targets(path):
+        if not target.label:
+            # display_name is the masked key here: safe to print.
+            raise SetupError(
+                f"{path}: {target.display_name} has no label (jobs name targets by it)"
+            )
+        targets[target.label] = target
+    return targets
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     """One session per worker process, shared by all of its jobs."""
-    keys = read_keys(os.environ["STABILITY_KEYS_FILE"])
-    ctx["keys"] = keys
+    path = keys_file()
+    ctx["targets"] = read_labelled(path)
     ctx["views"] = {}
-    # The session's own key is never used: every job names the key it checks with.
-    ctx["stability"] = StabilitySession(api_key=next(iter(keys.values()), "unused"))
+    # No key of its own (every job names one); the rate limit is shared through Redis.
+    ctx["stability"] = StabilitySession(rate_limit_store=redis_url())
+    print(
+        f"worker running: jobs from {shown(redis_url())}, "
+        f"{len(ctx['targets'])} targets from {path}",
+        flush=True,
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -61,19 +117,17 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["stability"].close()
 
 
-async def check_balance(
-    ctx: dict[str, Any], label: str, organization: str | None = None, below: float = 10.0
-) -> dict[str, Any]:
+async def check_balance(ctx: dict[str, Any], label: str, below: float = 10.0) -> dict[str, Any]:
     """Check one target's balance; flag it when under ``below`` credits."""
-    api_key = ctx["keys"].get(label)
-    if api_key is None:
+    target: BalanceTarget | None = ctx["targets"].get(label)
+    if target is None or target.api_key is None:
         return {"label": label, "credits": None, "low": False, "error": "unknown label"}
     views: dict[str, StabilitySession] = ctx["views"]
-    session = views.get(api_key)
+    session = views.get(target.api_key)
     if session is None:
-        session = views[api_key] = ctx["stability"].with_options(api_key=api_key)
+        session = views[target.api_key] = ctx["stability"].with_options(api_key=target.api_key)
     try:
-        balance = await session.balance(organization=organization)
+        balance = await session.balance(organization=target.organization)
     except StabilityError as error:
         # str() of a library error never contains the key: safe to store in Redis.
         return {"label": label, "credits": None, "low": False, "error": str(error)}
@@ -86,7 +140,7 @@ async def check_balance(
 
 
 class WorkerSettings:
-    """``arq examples.arq_worker.WorkerSettings`` runs a worker."""
+    """``arq arq_worker.WorkerSettings`` runs a worker."""
 
     functions = [check_balance]  # noqa: RUF012 - arq reads these class attributes
     on_startup = startup
@@ -96,9 +150,24 @@ class WorkerSettings:
 
 
 async def enqueue_checks(pool: ArqRedis, labels: list[str], below: float) -> list[Job]:
-    """Fan out one job per label."""
-    jobs = [await pool.enqueue_job("check_balance", label, below=below) for label in labels]
+    """Fan out one job per label; a job no worker starts within 10 minutes is dropped."""
+    jobs = [
+        await pool.enqueue_job("check_balance", label, below=below, _expires=600)
+        for label in labels
+    ]
     return [job for job in jobs if job is not None]
+
+
+async def wait_for_a_worker(jobs: list[Job], seconds: float) -> None:
+    """Return once a worker has taken a job; fail after ``seconds`` if none has."""
+    deadline = time.monotonic() + seconds
+    while jobs and await jobs[0].status() == JobStatus.queued:
+        if time.monotonic() >= deadline:
+            raise SetupError(
+                f"no worker took a job within {seconds:g} s: start one with "
+                f"'python examples/arq_worker.py worker' (REDIS_URL={shown(redis_url())})"
+            )
+        await asyncio.sleep(0.1)  # polling Redis: arq offers no notification for this
 
 
 async def collect(jobs: list[Job]) -> list[dict[str, Any]]:
@@ -106,11 +175,15 @@ async def collect(jobs: list[Job]) -> list[dict[str, Any]]:
     return [await job.result(timeout=120) for job in jobs]
 
 
-async def enqueue_and_collect(labels: list[str], below: float) -> list[dict[str, Any]]:
+async def enqueue_and_collect(
+    labels: list[str], below: float, *, worker_wait: float = 10.0
+) -> list[dict[str, Any]]:
     """Fan out the checks to whatever workers are running, and collect the results."""
     pool = await create_pool(redis_settings())
     try:
-        return await collect(await enqueue_checks(pool, labels, below))
+        jobs = await enqueue_checks(pool, labels, below)
+        await wait_for_a_worker(jobs, worker_wait)
+        return await collect(jobs)
     finally:
         await pool.aclose()
 
@@ -127,23 +200,23 @@ def report(results: list[dict[str, Any]]) -> None:
     print(f"checked {len(results)} in jobs, failed {failed}, low {low}")
 
 
-DEMO_ENVIRONMENT = ("STABILITY_KEYS_FILE", "STABILITY_API_HOST")
+DEMO_ENVIRONMENT = (KEYS_FILE, "STABILITY_API_HOST")
 
 
 async def demo(accounts: int = 20, below: float = 10.0) -> list[dict[str, Any]]:
     """Emulator, keys file, one in-process worker and the enqueuer: the whole flow."""
     async with StabilityEmulator() as emulator:
         with tempfile.TemporaryDirectory() as scratch:
-            keys_file = Path(scratch) / "keys.csv"
+            path = Path(scratch) / "keys.csv"
             labels = [f"customer-{n}" for n in range(1, accounts + 1)]
-            keys_file.write_text(
+            path.write_text(
                 "".join(
-                    f"{label},{emulator.add_account(credits=float(n * 3))}\n"
+                    f"{emulator.add_account(credits=float(n * 3))},,{label}\n"
                     for n, label in enumerate(labels)
                 )
             )
             saved = {name: os.environ.get(name) for name in DEMO_ENVIRONMENT}
-            os.environ["STABILITY_KEYS_FILE"] = str(keys_file)
+            os.environ[KEYS_FILE] = str(path)
             os.environ["STABILITY_API_HOST"] = emulator.base_url
             pool = await create_pool(redis_settings())
             try:
@@ -173,20 +246,37 @@ async def demo(accounts: int = 20, below: float = 10.0) -> list[dict[str, Any]]:
     return results
 
 
-def main(argv: list[str]) -> None:
-    """``worker``, ``enqueue`` or, with no command, the demo."""
+def main(argv: list[str]) -> int:
+    """``worker``, ``enqueue`` or, with no command, the demo; returns the exit status."""
     parser = argparse.ArgumentParser(description="stability-user with arq")
     parser.add_argument("command", nargs="?", choices=["worker", "enqueue", "demo"], default="demo")
     parser.add_argument("--below", type=float, default=10.0)
+    parser.add_argument(
+        "--worker-wait",
+        type=float,
+        default=10.0,
+        help="seconds enqueue waits for a worker to take a job (default 10)",
+    )
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        run_worker(WorkerSettings)  # type: ignore[arg-type]
-    elif args.command == "enqueue":
-        labels = list(read_keys(os.environ["STABILITY_KEYS_FILE"]))
-        report(asyncio.run(enqueue_and_collect(labels, args.below)))
-    else:
-        asyncio.run(demo(below=args.below))
+    try:
+        if args.command == "worker":
+            read_labelled(keys_file())  # a bad file fails here, not in every worker start-up
+            run_worker(WorkerSettings)  # type: ignore[arg-type]
+        elif args.command == "enqueue":
+            labels = list(read_labelled(keys_file()))
+            report(
+                asyncio.run(enqueue_and_collect(labels, args.below, worker_wait=args.worker_wait))
+            )
+        else:
+            asyncio.run(demo(below=args.below))
+    except (SetupError, TargetFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

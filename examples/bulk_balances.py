@@ -1,50 +1,49 @@
 """Check the balances of many keys at once and summarise them.
 
-    python examples/bulk_balances.py keys.csv      # lines of label,api_key
+    python examples/bulk_balances.py keys.csv      # the CLI's target format, below
     python examples/bulk_balances.py               # 50 demo accounts on the bundled emulator
 
-The keys file stays on your machine: keys are never passed on the command line.
+The keys file has one target per line, the format ``stability-user balances``
+reads: ``key``, ``key,organization`` or ``key,organization,label`` (or CSV with
+a header naming ``api_key``, ``organization``, ``label``); ``#`` starts a comment.
+It stays on your machine: keys are never passed on the command line, and only
+labels or masked keys (``sk-…abcd``) are printed.
+
+Exit status: 0 when every check succeeded, 1 when any failed, 2 when the file
+cannot be read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterable
 
-from stability_user import BalanceTarget, StabilitySession
+from stability_user import BalanceTarget, StabilitySession, TargetFileError, read_targets
 from stability_user.testing import StabilityEmulator
 
 LOW = 25.0  # credits under which a key is reported as low
 
 
-def read_targets(path: Path) -> Iterator[BalanceTarget]:
-    """One target per ``label,api_key`` line, read lazily."""
-    with path.open(newline="") as lines:
-        for row in csv.reader(lines):
-            if len(row) >= 2 and not row[0].startswith("#"):
-                yield BalanceTarget(api_key=row[1].strip(), label=row[0].strip())
-
-
 async def summarise(
-    session: StabilitySession, targets: Iterator[BalanceTarget]
+    session: StabilitySession, targets: Iterable[BalanceTarget]
 ) -> dict[str, float]:
     """Check every target; print the low and failed ones and a summary, and return it."""
     checked = failed = low = 0
     total = 0.0
     async for result in session.balances(targets, concurrency=32):
         checked += 1
+        # display_name is the label, else the masked key: safe to print.
+        name = result.target.display_name
         if result.balance is None:
             failed += 1
-            print(f"FAILED {result.target.display_name}: {result.error}")
+            print(f"FAILED {name}: {result.error}")
             continue
         total += result.balance.credits
         if result.balance.credits < LOW:
             low += 1
-            print(f"LOW    {result.target.display_name}: {result.balance.credits:,.2f} credits")
+            print(f"LOW    {name}: {result.balance.credits:,.2f} credits")
     print(f"checked {checked}, failed {failed}, low {low}, total {total:,.2f} credits")
     return {"checked": checked, "failed": failed, "low": low, "total": total}
 
@@ -59,18 +58,27 @@ async def demo() -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
             )
             for n in range(1, 51)
         ]
-        async with StabilitySession(targets[0].api_key, base_url=emulator.base_url) as session:
+        async with StabilitySession(base_url=emulator.base_url) as session:
             yield session, targets
 
 
 async def main(argv: list[str]) -> dict[str, float]:
-    """Check the keys in ``argv[0]``, or the demo accounts when no file is given."""
+    """Check the targets in ``argv[0]``, or the demo accounts when no file is given."""
     if argv:
-        async with StabilitySession(api_key="unused: every target has its own") as session:
-            return await summarise(session, read_targets(Path(argv[0])))
+        # No key of its own: every target brings one.
+        async with StabilitySession() as session:
+            return await summarise(session, read_targets(argv[0]))
     async with demo() as (session, targets):
-        return await summarise(session, iter(targets))
+        return await summarise(session, targets)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    try:
+        summary = asyncio.run(main(sys.argv[1:]))
+    except TargetFileError as error:  # names the file and line, never quotes the key
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(1 if summary["failed"] else 0)

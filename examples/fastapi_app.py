@@ -8,20 +8,55 @@ python examples/fastapi_app.py                           # on the bundled emulat
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import uvicorn
-from _errors_to_http import http_answer
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from stability_user import RetryPolicy, StabilityError, StabilitySession
+from stability_user import (
+    APITimeoutError,
+    AuthenticationError,
+    PermissionDeniedError,
+    RateLimitError,
+    RetryPolicy,
+    StabilityError,
+    StabilitySession,
+)
 from stability_user.testing import StabilityEmulator
 
 # A web request cannot wait out a 60-second lockout: bound every call.
 RETRY = RetryPolicy(deadline=10.0, max_retry_after=2.0)
+
+
+def http_answer(error: Exception) -> tuple[int, str, dict[str, str]]:
+    """The status, message and headers to answer a failed call with.
+
+    A 401 from the Stability API means *this service's* key is wrong: not the
+    caller's fault, and not a crash either (502). A 429 becomes a 503 with
+    ``Retry-After``, so the caller backs off.
+    """
+    if isinstance(error, ValueError):
+        return 400, str(error), {}
+    if isinstance(error, PermissionDeniedError):
+        return 403, "this service's key has no access to that organization", {}
+    if isinstance(error, RateLimitError):
+        retry_after = error.retry_after if error.retry_after is not None else 60.0
+        return (
+            503,
+            "credit checks are rate limited; try again later",
+            {"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+    if isinstance(error, AuthenticationError):
+        return 502, "the Stability API rejected this service's key", {}
+    if isinstance(error, APITimeoutError):
+        return 504, "the Stability API did not answer in time", {}
+    if isinstance(error, StabilityError):
+        return 502, "the Stability API failed; try again later", {}
+    raise error
 
 
 @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from ._ratelimit_local import LocalRateLimitStore
 from ._ratelimit_redis import RedisRateLimitStore
 from ._retry import RetryPolicy
 from ._session import StabilitySession
+from ._targets import TargetFileError, read_targets
 from ._version import __version__
 from ._watch import BalanceReading
 
@@ -66,6 +67,8 @@ __all__ = [
     "ServerError",
     "StabilityError",
     "StabilitySession",
+    "TargetFileError",
     "Transport",
     "__version__",
+    "read_targets",
 ]

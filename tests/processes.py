@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sys
 
 import attrs
 
@@ -37,3 +39,19 @@ async def run_program(
     out, err = await process.communicate(stdin.encode() if stdin is not None else None)
     assert process.returncode is not None
     return Run(process.returncode, out.decode(), err.decode())
+
+
+CLI = shutil.which("stability-user", path=os.path.dirname(sys.executable))
+
+
+async def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run the installed ``stability-user`` console script with ``args``."""
+    assert CLI is not None, "the stability-user console script is not installed"
+    return await run_program(CLI, *args, stdin=stdin, env=env)
+
+
+def no_key_in(result: Run, *keys: str) -> None:
+    """Assert that no key appears anywhere in what the program printed."""
+    for key in keys:
+        assert key not in result.out
+        assert key not in result.err

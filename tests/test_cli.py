@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import inspect
 import json
-import os
 import pathlib
-import pty
-import shutil
-import struct
+import signal
 import sys
-import termios
 
+import pytest
+
+import stability_user
 from stability_user import __version__
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
+from stability_user.testing import RateLimit as EmulatorRateLimit
+from stability_user.testing import __main__ as standalone_emulator
 
-from .processes import Run, run_program
-
-EXECUTABLE = shutil.which("stability-user", path=os.path.dirname(sys.executable))
-
-
-async def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
-    assert EXECUTABLE is not None, "the stability-user console script is not installed"
-    return await run_program(EXECUTABLE, *args, stdin=stdin, env=env)
-
-
-def no_key_in(result: Run, *keys: str) -> None:
-    for key in keys:
-        assert key not in result.out
-        assert key not in result.err
+from .processes import CLI, no_key_in, run_program
+from .processes import run_cli as run
 
 
 async def test_offline_main_job() -> None:
@@ -60,11 +49,14 @@ async def test_account_and_balance(live: StabilityEmulator) -> None:
         "  org-b  Beta  [MEMBER]",
     ]
     as_json = json.loads((await run("account", "--json", env=env)).out)
-    assert as_json["organizations"][1] == {
-        "id": "org-b",
-        "name": "Beta",
-        "role": "MEMBER",
-        "is_default": False,
+    assert as_json == {
+        "id": "user-1",
+        "email": "me@example.com",
+        "profile_picture": None,
+        "organizations": [
+            {"id": "org-a", "name": "Alpha", "role": "OWNER", "is_default": True},
+            {"id": "org-b", "name": "Beta", "role": "MEMBER", "is_default": False},
+        ],
     }
     assert (await run("balance", env=env)).out == "12.50 credits\n"
     balance_json = json.loads((await run("balance", "-o", "org-b", "--json", env=env)).out)
@@ -82,7 +74,25 @@ async def test_key_from_a_file(live: StabilityEmulator, tmp_path: pathlib.Path) 
     empty.write_text("\n")
     usage = await run("--key-file", str(empty), "--base-url", live.base_url, "balance")
     assert usage.code == 2
-    assert "holds no API key" in usage.err
+    assert (
+        usage.err
+        == f"stability-user: error: --key-file {empty} holds no API key on its first line\n"
+    )
+    missing = await run("--key-file", str(tmp_path / "nope"), "balance")
+    assert (missing.code, missing.err) == (
+        2,
+        f"stability-user: error: --key-file {tmp_path / 'nope'}: no such file or directory\n",
+    )
+
+
+async def test_a_byte_order_mark_is_not_part_of_the_key(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    key = live.add_account(credits=9)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"\xef\xbb\xbf" + key.encode() + b"\r\n")  # as Notepad saves it
+    result = await run("--key-file", str(key_file), "--base-url", live.base_url, "balance")
+    assert (result.code, result.out, result.err) == (0, "9.00 credits\n", "")
 
 
 async def test_errors_are_one_line_without_traceback(live: StabilityEmulator) -> None:
@@ -93,7 +103,7 @@ async def test_errors_are_one_line_without_traceback(live: StabilityEmulator) ->
     assert result.out == ""
     assert result.err.count("\n") == 1
     assert result.err.startswith("stability-user: error: 401 unauthorized")
-    assert "STABILITY_API_KEY" in result.err
+    assert result.err.endswith(": check STABILITY_API_KEY or --key-file\n")
     assert "Traceback" not in result.err
     no_key_in(result, bad_key)
     debug = await run("--debug", "balance", env=env)
@@ -102,98 +112,63 @@ async def test_errors_are_one_line_without_traceback(live: StabilityEmulator) ->
     assert "AuthenticationError" in debug.err
 
 
-async def test_missing_key_says_what_to_do() -> None:
+async def test_missing_key_is_a_usage_error_naming_both_ways() -> None:
     result = await run("balance")
-    assert result.code == 1
-    assert "STABILITY_API_KEY" in result.err
+    assert result.code == 2
+    assert result.err == (
+        "stability-user: error: no API key: set STABILITY_API_KEY or pass --key-file FILE "
+        "(a file whose first line is the key)\n"
+    )
 
 
 async def test_usage_errors_exit_2() -> None:
     assert (await run("balances")).code == 2  # no source and no emulator
     assert (await run("--timeout", "0", "balance")).code == 2
     assert (await run("nonsense")).code == 2
+    assert (await run("--api-version", "v1beta", "balance")).code == 2
+    assert (await run("--emulator", "1", "watch", "--below", "nan")).code == 2
+    limit = await run("--rate-limit", "fast", "--emulator", "1", "balances")
+    assert limit.code == 2
+    assert "rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'fast'" in limit.err
 
 
-async def test_balances_from_a_file_in_every_line_form(
-    live: StabilityEmulator, tmp_path: pathlib.Path
-) -> None:
-    one = live.add_account(credits=1)
-    two = live.add_account(
-        organizations=[
-            EmulatedOrganization("org-x", "X", is_default=True, credits=2),
-            EmulatedOrganization("org-y", "Y", credits=20),
-        ]
-    )
-    targets = tmp_path / "targets.txt"
-    targets.write_text(f"# customers\n{one}\n\n{two},org-y\n{two},org-x,acme\n")
-    result = await run(
-        "--base-url",
-        live.base_url,
-        "balances",
-        str(targets),
-        "--format",
-        "json",
-        "--ordered",
-    )
-    assert result.code == 0
-    rows = [json.loads(line) for line in result.out.splitlines()]
-    assert [(r["index"], r["organization"], r["label"], r["credits"]) for r in rows] == [
-        (0, None, None, 1.0),
-        (1, "org-y", None, 20.0),
-        (2, "org-x", "acme", 2.0),
-    ]
-    assert rows[0]["key"] == f"sk-…{one[-4:]}"
-    no_key_in(result, one, two)
-
-
-async def test_balances_csv_with_header_from_stdin(live: StabilityEmulator) -> None:
-    one, two = live.add_account(credits=5), live.add_account(credits=6)
-    stdin = f"label,api_key\nfirst,{one}\nsecond,{two}\n"
-    result = await run(
-        "--base-url",
-        live.base_url,
-        "balances",
-        "-",
-        "--format",
-        "csv",
-        "--ordered",
-        stdin=stdin,
-    )
-    assert result.code == 0
-    lines = result.out.splitlines()
-    assert lines[0] == "index,label,key,organization,credits,ok,low,error_type,error"
-    assert lines[1].startswith("0,first,sk-…")
-    assert lines[1].endswith(",5.0,True,False,,")
-    assert "checked 2, failed 0, total credits 11.00" in result.err
-    no_key_in(result, one, two)
-
-
-async def test_failures_are_reported_and_exit_1(live: StabilityEmulator) -> None:
-    good = live.add_account(credits=5)
-    unknown = "sk-" + "9" * 48
-    live.script(503, 503, api_key=good)  # retried, then fine
-    result = await run(
-        "--base-url",
-        live.base_url,
-        "balances",
-        "-",
-        "--ordered",
-        stdin=f"{good}\n{unknown}\n",
-    )
+async def test_a_connection_refused_is_one_line_with_what_to_do() -> None:
+    env = {"STABILITY_API_KEY": "sk-" + "4" * 48}
+    result = await run("--base-url", "http://127.0.0.1:1", "balance", env=env)
     assert result.code == 1
-    lines = result.out.splitlines()
-    assert lines[1].split()[-1] == "ok"
-    assert "AuthenticationError: 401 unauthorized" in lines[2]
-    assert "checked 2, failed 1, total credits 5.00" in result.err
-    no_key_in(result, good, unknown)
+    # One line: no retry notices before it (the attempts are counted in it), no traceback.
+    assert result.err.count("\n") == 1
+    assert result.err.startswith("stability-user: error: cannot connect to http://127.0.0.1:1 (")
+    assert result.err.endswith(
+        ") after 3 attempts: is the service or emulator running? check --base-url\n"
+    )
+    debug = await run("--debug", "--base-url", "http://127.0.0.1:1", "balance", env=env)
+    assert debug.err.count("stability-user: warning: retrying GET /v1/user/balance") == 2
+    assert "Traceback" in debug.err
 
 
-async def test_malformed_target_line_is_a_usage_error(tmp_path: pathlib.Path) -> None:
-    targets = tmp_path / "t.txt"
-    targets.write_text("a,b,c,d\n")
-    result = await run("--base-url", "http://127.0.0.1:9", "balances", str(targets))
-    assert result.code == 2
-    assert "t.txt:1: expected key[,organization[,label]]" in result.err
+async def test_a_forbidden_organization_points_to_the_account_command(
+    live: StabilityEmulator,
+) -> None:
+    key = live.add_account(credits=1)
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
+    result = await run("balance", "-o", "org-not-mine", env=env)
+    assert result.code == 1
+    assert result.err.startswith("stability-user: error: 403 ")
+    assert result.err.endswith(": 'stability-user account' lists the organizations of the key\n")
+
+
+async def test_api_version_defaults_to_v1_and_offers_the_library_versions(
+    live: StabilityEmulator,
+) -> None:
+    key = live.add_account(credits=1)
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
+    assert (await run("balance", env=env)).code == 0
+    assert (await run("--api-version", "v1alpha", "balance", env=env)).code == 0
+    assert [r.path for r in live.requests] == ["/v1/user/balance", "/v1alpha/user/balance"]
+    help_text = " ".join((await run("--help")).out.split())
+    assert "--api-version [v1|v1alpha]" in help_text
+    assert "default v1]" in help_text
 
 
 async def test_watch_once_for_cron(live: StabilityEmulator) -> None:
@@ -206,45 +181,96 @@ async def test_watch_once_for_cron(live: StabilityEmulator) -> None:
     assert fine.code == 0
     assert fine.out.rstrip().endswith("8.00 credits")
     live.script(Fault.reset(), api_key=key)
-    failed = await run("--max-attempts", "1", "watch", "--once", env=env)
-    assert failed.code == 1
-    assert "poll failed" in failed.err
-
-
-async def test_progress_bar_only_on_a_terminal() -> None:
-    leader, follower = pty.openpty()
-    # A terminal has a size; tqdm draws nothing on one zero columns wide.
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    try:
-        assert EXECUTABLE is not None
-        process = await asyncio.create_subprocess_exec(
-            EXECUTABLE,
-            "--emulator",
-            "5",
-            "balances",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=follower,
-        )
-        os.close(follower)
-        out, _ = await process.communicate()
-        assert process.returncode == 0
-        err = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the follower side is closed: all of it has been read
-                break
-            if not chunk:
-                break
-            err += chunk
-    finally:
-        os.close(leader)
-    assert b"0/5 [" in err  # tqdm's bar, drawn on the terminal
-    assert b"checks/s" in err
-    assert b"checked 5, failed 0" in err
-    assert len(out.decode().splitlines()) == 6
+    failed = await run("--max-attempts", "1", "watch", "--once", "--below", "5", env=env)
+    assert failed.code == 3  # not 1: "could not check" is not "below the threshold"
+    assert failed.out == ""
+    assert "poll failed: " in failed.err
+    assert "1 below it, 3 when the balance could not be read" in " ".join(
+        (await run("watch", "--help")).out.split()
+    )
 
 
 async def test_version_and_help() -> None:
     assert (await run("--version")).out.strip().endswith(__version__)
     assert "Check many balances" in (await run("balances", "--help")).out
+
+
+async def test_runs_as_a_module() -> None:
+    result = await run_program(sys.executable, "-m", "stability_user.cli", "--version")
+    assert (result.code, result.out.strip()) == (0, f"stability-user, version {__version__}")
+
+
+def takes_prog() -> bool:
+    """Whether the standalone emulator's main() takes prog= (the emulator branch adds it)."""
+    return "prog" in inspect.signature(standalone_emulator.main).parameters
+
+
+@pytest.mark.skipif(not takes_prog(), reason="needs the emulator's main(argv, prog=...)")
+async def test_the_emulator_command_is_the_standalone_emulator() -> None:
+    help_text = await run("emulator", "--help")
+    assert help_text.code == 0
+    assert help_text.out.startswith("usage: stability-user emulator ")
+    assert "--rate-limit" in help_text.out
+    wrong = await run("emulator", "--port", "nope")
+    assert wrong.code == 2
+    assert wrong.err.startswith("stability-user emulator: error: ")
+    assert CLI is not None
+    process = await asyncio.create_subprocess_exec(
+        CLI, "emulator", "--port", "0", "--accounts", "1", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    first = await process.stdout.readline()
+    assert first.startswith(b"Stability user API emulator on http://127.0.0.1:")
+    process.send_signal(signal.SIGINT)
+    await process.communicate()
+    assert process.returncode == 0
+
+
+@pytest.mark.skipif(
+    not hasattr(stability_user, "LocalRateLimitStore"),
+    reason="the library has no machine-wide 'local' rate-limit store yet",
+)
+async def test_back_to_back_runs_share_one_window_through_the_local_store(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The service's limit scaled down: 20 requests per second, 3 s of 429 past it.
+    limit = EmulatorRateLimit(requests=20, window=1.0, lockout=3.0)
+    async with StabilityEmulator(rate_limit=limit) as emulator:
+        key = emulator.add_account(credits=1)
+        targets = tmp_path / "targets.txt"
+        targets.write_text(f"{key}\n" * 20)
+        env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # a private machine-wide store
+        args = (
+            *("--base-url", emulator.base_url, "--rate-limit", "20/1"),
+            *("--rate-limit-store", "local", "balances", str(targets), "--summary", "none"),
+        )
+        first = await run(*args, env=env)
+        second = await run(*args, env=env)
+        assert (first.code, second.code) == (0, 0), first.err + second.err
+        statuses = [request.status for request in emulator.requests]
+    assert len(statuses) == 40
+    assert statuses.count(429) == 0
+
+
+# Run apart: importing the command line here would add `cli` to the package's attributes.
+LIST_OPTIONS = """
+import json
+from stability_user.cli._app import cli
+options = [o for p in cli.params for o in p.opts if o.startswith("--")]
+for name, command in cli.commands.items():
+    options += [f"``{name}"] + [o for p in command.params for o in p.opts if o.startswith("-")]
+print(json.dumps(options))
+"""
+
+
+async def test_the_docs_describe_every_command_option_and_exit_code() -> None:
+    listed = await run_program(sys.executable, "-c", LIST_OPTIONS)
+    assert listed.code == 0, listed.err
+    options = json.loads(listed.out)
+    assert "``balances" in options
+    assert "--rate-limit-store" in options
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "cli.rst").read_text()
+    missing = [opt for opt in options if opt not in text and opt not in ("--help", "--version")]
+    assert missing == []
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n{code}" in text

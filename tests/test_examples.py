@@ -20,12 +20,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
 from arq.connections import RedisSettings
 
+import stability_user
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
 from .processes import Run, clean_environment, run_program
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
-# The web examples import their shared error mapping the way `python examples/x.py` does.
+# The examples are imported as `python examples/x.py` would find them.
 sys.path.insert(0, str(EXAMPLES))
 
 import aiohttp_app  # noqa: E402
@@ -81,20 +82,38 @@ class TestBulkBalances:
         assert (low, sum(credits)) == (14, 2325)
         assert result.out.splitlines()[-1] == "checked 50, failed 0, low 14, total 2,325.00 credits"
 
-    async def test_keys_file(self, live: StabilityEmulator, tmp_path: pathlib.Path) -> None:
+    async def test_keys_file_in_the_cli_format(
+        self, live: StabilityEmulator, tmp_path: pathlib.Path
+    ) -> None:
         rich, poor = live.add_account(credits=500), live.add_account(credits=3)
+        broken = f"sk-{'2' * 48}"
         keys = tmp_path / "keys.csv"
-        keys.write_text(f"# label,key\nrich,{rich}\npoor,{poor}\nbroken,sk-{'2' * 48}\n")
+        keys.write_text(f"# key,organization,label\n{rich},,rich\n{poor},,poor\n{broken}\n")
         result = await run_example(
             "bulk_balances.py", str(keys), env={"STABILITY_API_HOST": live.base_url}
         )
-        assert result.code == 0, result.err
+        assert result.code == 1, result.err  # a check failed
         lines = sorted(result.out.splitlines())
-        assert lines[0].startswith("FAILED broken: 401 unauthorized")
+        assert lines[0].startswith("FAILED sk-…2222: 401 unauthorized")  # masked: no label
         assert lines[1] == "LOW    poor: 3.00 credits"
         assert lines[2] == "checked 3, failed 1, low 1, total 503.00 credits"
-        assert rich not in result.out
-        assert poor not in result.out
+        for key in (rich, poor, broken):
+            assert key not in result.out + result.err
+
+    async def test_a_line_it_cannot_read(self, tmp_path: pathlib.Path) -> None:
+        keys = tmp_path / "keys.csv"
+        keys.write_text(f"sk-{'3' * 48},org-1,a label,one field too many\n")
+        result = await run_example("bulk_balances.py", str(keys))
+        assert result.code == 2
+        assert result.err == (
+            f"error: {keys}:1: expected key[,organization[,label]], got 4 fields\n"
+        )
+        missing = await run_example("bulk_balances.py", str(tmp_path / "nope.csv"))
+        assert missing.code == 2
+        assert (
+            missing.err
+            == f"error: cannot read {tmp_path / 'nope.csv'}: No such file or directory\n"
+        )
 
 
 @pytest.fixture(name="service_env")
@@ -148,6 +167,16 @@ async def test_aiohttp_app(live: StabilityEmulator, service_env: str) -> None:
             return response.status, response.headers.get("Retry-After"), await response.json()
 
         await check_backend(get, live, service_env)
+
+
+@pytest.mark.parametrize("name", ["aiohttp_app.py", "fastapi_app.py"])
+async def test_a_web_example_runs_when_copied_on_its_own(name: str, tmp_path: pathlib.Path) -> None:
+    copy = tmp_path / name
+    shutil.copy(EXAMPLES / name, copy)
+    # Load it as a module of its own, away from the other examples: it must need none of them.
+    code = f"import runpy; runpy.run_path({str(copy)!r}, run_name='copied'); print('loaded')"
+    result = await run_program(sys.executable, "-I", "-c", code)
+    assert (result.code, result.out) == (0, "loaded\n"), result.err
 
 
 @contextlib.asynccontextmanager
@@ -225,6 +254,14 @@ ARQ_DEPRECATED_CLOSE = pytest.mark.filterwarnings(
 )
 
 
+# The workers share their rate limit through Redis: the library's Redis store.
+NEEDS_REDIS_STORE = pytest.mark.skipif(
+    not hasattr(stability_user, "RedisRateLimitStore"),
+    reason="the library has no Redis rate-limit store yet",
+)
+
+
+@NEEDS_REDIS_STORE
 @ARQ_DEPRECATED_CLOSE
 async def test_arq_demo_in_one_process(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
@@ -236,6 +273,7 @@ async def test_arq_demo_in_one_process(redis_url: str, monkeypatch: pytest.Monke
     assert all(r["error"] is None for r in results)
 
 
+@NEEDS_REDIS_STORE
 async def test_arq_worker_process_and_enqueuer(
     redis_url: str, live: StabilityEmulator, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,7 +281,7 @@ async def test_arq_worker_process_and_enqueuer(
     keys = tmp_path / "keys.csv"
     labels = [f"c{n}" for n in range(12)]
     keys.write_text(
-        "".join(f"{label},{live.add_account(credits=n)}\n" for n, label in enumerate(labels))
+        "".join(f"{live.add_account(credits=n)},,{label}\n" for n, label in enumerate(labels))
     )
     env = {
         "REDIS_URL": redis_url,
@@ -255,10 +293,15 @@ async def test_arq_worker_process_and_enqueuer(
         str(EXAMPLES / "arq_worker.py"),
         "worker",
         env=clean_environment(env),
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert worker.stdout is not None
     try:
+        running = await asyncio.wait_for(worker.stdout.readline(), 30)
+        assert (
+            running.decode() == f"worker running: jobs from {redis_url}, 12 targets from {keys}\n"
+        )
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         results = await asyncio.wait_for(arq_worker.enqueue_and_collect([*labels, "nobody"], 5), 60)
@@ -277,3 +320,44 @@ async def test_arq_worker_process_and_enqueuer(
     }
     assert {r.path for r in live.requests} == {"/v1/user/balance"}
     assert len(live.requests) == 12
+
+
+async def test_arq_setup_errors_are_one_line(redis_url: str, tmp_path: pathlib.Path) -> None:
+    for command in ("worker", "enqueue"):
+        result = await run_example("arq_worker.py", command, env={"REDIS_URL": redis_url})
+        assert result.code == 2
+        assert result.err == (
+            "error: set STABILITY_KEYS_FILE to a file of key,organization,label lines "
+            "(the stability-user balances format; every target needs a label)\n"
+        )
+    unlabelled = tmp_path / "keys.csv"
+    unlabelled.write_text(f"sk-{'5' * 48},org-1\n")
+    env = {"REDIS_URL": redis_url, "STABILITY_KEYS_FILE": str(unlabelled)}
+    result = await run_example("arq_worker.py", "worker", env=env)
+    assert result.code == 2
+    assert (
+        result.err
+        == f"error: {unlabelled}: sk-…5555 org-1 has no label (jobs name targets by it)\n"
+    )
+
+
+async def test_arq_enqueue_says_when_no_worker_is_running(
+    redis_url: str, tmp_path: pathlib.Path
+) -> None:
+    await flush(redis_url)
+    keys = tmp_path / "keys.csv"
+    keys.write_text(f"sk-{'6' * 48},,only\n")
+    env = {"REDIS_URL": redis_url, "STABILITY_KEYS_FILE": str(keys)}
+    result = await run_example("arq_worker.py", "enqueue", "--worker-wait", "0.3", env=env)
+    await flush(redis_url)  # the job nobody took
+    assert result.code == 2
+    assert result.err == (
+        "error: no worker took a job within 0.3 s: start one with "
+        f"'python examples/arq_worker.py worker' (REDIS_URL={redis_url})\n"
+    )
+
+
+def test_arq_shows_redis_urls_without_their_password() -> None:
+    assert arq_worker.shown("redis://user:hunter2@cache:6380/1") == "redis://user:***@cache:6380/1"
+    assert arq_worker.shown("redis://:hunter2@cache") == "redis://:***@cache"
+    assert arq_worker.shown("redis://cache:6379") == "redis://cache:6379"

@@ -31,6 +31,8 @@ PROMISED = {
     "APITimeoutError",
     "ResponseValidationError",
     "__version__",
+    "read_targets",
+    "TargetFileError",
 }
 
 

@@ -1,0 +1,39 @@
+"""The ``stability-user`` command line; it needs the extra: ``pip install stability-user[cli]``.
+
+Keys come from ``STABILITY_API_KEY`` or a file, never from the command line
+itself (arguments leak into shell history and ``ps``), and any key printed is
+masked. Errors are one line on stderr; ``--debug`` shows the traceback.
+
+Exit codes:
+
+* 0: success;
+* 1: a call failed, or any target of ``balances`` failed, or ``watch --once``
+  found the balance below ``--below``;
+* 2: a usage error: a wrong option, no API key, an unreadable key, CA or
+  target file, a target file without targets;
+* 3: ``watch --once`` could not read the balance;
+* 130: interrupted (Ctrl-C); ``balances`` prints a partial summary first.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+INTERRUPTED = 130  # the shell's 128 + SIGINT
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line (the ``stability-user`` console script)."""
+    try:
+        # Imported here, not at the top, so that Ctrl-C while click, tqdm and the
+        # commands load is caught below too.
+        from ._app import run  # noqa: PLC0415
+
+        code = run(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("stability-user: interrupted\n")
+        code = INTERRUPTED
+    raise SystemExit(code)

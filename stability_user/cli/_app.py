@@ -1,0 +1,169 @@
+"""The ``stability-user`` command group: the global options, and running a command line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .._endpoints import API_VERSIONS, DEFAULT_API_VERSION
+from .._ratelimit import RateLimit
+from .._version import __version__
+from . import INTERRUPTED
+from ._balances import balances
+from ._context import Settings, load_ca_bundle, mask_url
+from ._failures import PROG, Interrupted, UsageFailure, install_log_handler
+from ._single import account, balance, emulator, watch
+
+__all__ = ["cli", "run"]
+
+_DEFAULT_LIMIT = RateLimit()
+_STORE_HELP = (
+    "Where the rate limit's state is kept: 'local' (every stability-user run and "
+    "program of yours on this machine shares the window), 'memory' (this run only) "
+    "or a redis:// URL (a fleet) [env: STABILITY_RATE_LIMIT_STORE; default local]."
+)
+
+
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> RateLimit:
+    if value is None:
+        return _DEFAULT_LIMIT
+    try:
+        return RateLimit.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
+def _store(value: str) -> str:
+    if value in ("memory", "local") or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise UsageFailure(
+        f"--rate-limit-store must be memory, local or a redis:// URL, got {mask_url(value)!r}"
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+@click.option(
+    "--key-file",
+    metavar="FILE",
+    help="Read the API key from this file's first line (else STABILITY_API_KEY).",
+)
+@click.option(
+    "--base-url",
+    envvar="STABILITY_API_HOST",
+    metavar="URL",
+    help="The service's base URL [env: STABILITY_API_HOST; default https://api.stability.ai].",
+)
+@click.option(
+    "--api-version",
+    envvar="STABILITY_API_VERSION",
+    type=click.Choice(API_VERSIONS),
+    default=DEFAULT_API_VERSION,
+    help=f"The API's paths [env: STABILITY_API_VERSION; default {DEFAULT_API_VERSION}].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds per attempt.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Attempts per call, the first included.",
+)
+@click.option(
+    "--rate-limit",
+    envvar="STABILITY_RATE_LIMIT",
+    metavar="REQUESTS/SECONDS",
+    callback=_rate_limit,
+    help=(
+        "Requests per key per window; calls wait for a free slot "
+        f"[env: STABILITY_RATE_LIMIT; default {_DEFAULT_LIMIT.requests}/"
+        f"{_DEFAULT_LIMIT.window:g}, the service's limit]."
+    ),
+)
+@click.option(
+    "--rate-limit-store",
+    envvar="STABILITY_RATE_LIMIT_STORE",
+    metavar="memory|local|URL",
+    default="local",
+    help=_STORE_HELP,
+)
+@click.option(
+    "--proxy",
+    envvar="STABILITY_PROXY",
+    metavar="URL",
+    help="An http:// proxy for every request [env: STABILITY_PROXY; else HTTPS_PROXY, NO_PROXY].",
+)
+@click.option(
+    "--ca-bundle",
+    envvar="STABILITY_CA_BUNDLE",
+    metavar="FILE",
+    help="Also trust the CA certificates of this PEM file, e.g. a TLS-inspecting "
+    "proxy's [env: STABILITY_CA_BUNDLE].",
+)
+@click.option(
+    "--emulator",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Serve N demo accounts in-process and use them: no key, no network.",
+)
+@click.option("--debug", is_flag=True, help="Show retries, each request, and tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, /, **values: Any) -> None:
+    """Check Stability AI accounts and credit balances.
+
+    Rows go to stdout; progress, warnings, summaries and errors to stderr.
+
+    Exit codes: 0 success; 1 a failed call, a failed target of `balances`, or a
+    balance below --below with `watch --once`; 2 a usage error (no key, a bad option,
+    an unreadable file); 3 `watch --once` could not read the balance; 130 interrupted.
+    """
+    source = ctx.get_parameter_source("rate_limit_store")
+    ca_bundle = values["ca_bundle"]
+    ctx.obj = Settings(
+        key_file=values["key_file"],
+        base_url=values["base_url"],
+        api_version=values["api_version"],
+        timeout=values["timeout"],
+        max_attempts=values["max_attempts"],
+        rate_limit=values["rate_limit"],
+        rate_limit_store=_store(values["rate_limit_store"]),
+        store_chosen=source is not click.core.ParameterSource.DEFAULT,
+        proxy=values["proxy"],
+        ssl_context=load_ca_bundle(ca_bundle) if ca_bundle else None,
+        emulator=values["emulator"],
+        debug=values["debug"],
+    )
+    ctx.call_on_close(install_log_handler(debug=values["debug"]))
+
+
+for _command in (account, balance, balances, watch, emulator):
+    cli.add_command(_command)
+
+
+def run(argv: Sequence[str] | None) -> int:
+    """Run one command line and return its exit code."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name=PROG,
+            standalone_mode=False,
+        )
+    except (Interrupted, click.exceptions.Abort):
+        click.echo(f"{PROG}: interrupted", err=True)
+        return INTERRUPTED
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except BrokenPipeError:
+        return 1
+    if isinstance(code, int):
+        return code
+    return 0

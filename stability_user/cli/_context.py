@@ -1,0 +1,211 @@
+"""What the global options say, and the session they make."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import AsyncIterator, Callable
+
+import attrs
+from yarl import URL
+
+from .._bulk import BalanceTarget
+from .._errors import StabilityError
+from .._ratelimit import RateLimit, RateLimitWait
+from .._retry import RetryPolicy
+from .._secrets import redact
+from .._session import StabilitySession
+from ..testing import StabilityEmulator
+from ._failures import UsageFailure, describe
+
+__all__ = [
+    "Settings",
+    "load_ca_bundle",
+    "mask_url",
+    "open_session",
+    "optional_key",
+    "read_key",
+    "require_key",
+    "url_secrets",
+]
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: safe to print."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return "(an invalid URL)"
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """The password of ``url``, if it has one: what must never be printed."""
+    if not url:
+        return ()
+    with contextlib.suppress(TypeError, ValueError):
+        password = URL(url).password
+        if password:
+            return (password,)
+    return ()
+
+
+@attrs.frozen
+class Settings:
+    """The global options, checked; every command gets them."""
+
+    key_file: str | None
+    base_url: str | None
+    api_version: str
+    timeout: float
+    max_attempts: int
+    rate_limit: RateLimit
+    rate_limit_store: str
+    store_chosen: bool  # given on the command line or in the environment, not the default
+    proxy: str | None
+    ssl_context: ssl.SSLContext | None
+    emulator: int | None
+    debug: bool
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Passwords in the options' URLs: never printed."""
+        return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
+
+
+def _reason(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
+
+
+def load_ca_bundle(path: str) -> ssl.SSLContext:
+    """A verifying TLS context trusting the CAs of ``path`` (and the system's).
+
+    Raises:
+        UsageFailure: the file cannot be read or holds no certificate (exit 2).
+    """
+    try:
+        return ssl.create_default_context(cafile=path)
+    except OSError as error:
+        raise UsageFailure(f"--ca-bundle {path}: {_reason(error)}") from None
+    except ssl.SSLError as error:
+        reason = error.reason or error.strerror or "not a PEM bundle of CA certificates"
+        raise UsageFailure(f"--ca-bundle {path}: {str(reason).lower()}") from None
+
+
+def read_key(path: str) -> str:
+    """The API key on the first line of ``path`` (a byte-order mark is skipped).
+
+    Raises:
+        UsageFailure: the file cannot be read, is not text, or its first line is empty (exit 2).
+    """
+    try:
+        with open(path, "rb") as file:
+            first = file.readline()
+    except OSError as error:
+        raise UsageFailure(f"--key-file {path}: {_reason(error)}") from None
+    try:
+        key = first.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise UsageFailure(f"--key-file {path}: its first line is not UTF-8 text") from None
+    if not key:
+        raise UsageFailure(f"--key-file {path} holds no API key on its first line")
+    return key
+
+
+def _make_session(
+    settings: Settings,
+    key: str | None,
+    base_url: str | None,
+    store: str,
+    on_wait: Callable[[RateLimitWait], None] | None,
+) -> StabilitySession:
+    return StabilitySession(
+        key,
+        base_url=base_url,
+        api_version=settings.api_version,
+        timeout=settings.timeout,
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+        rate_limit=settings.rate_limit,
+        rate_limit_store=store,
+        on_rate_limit_wait=on_wait,
+        proxy=settings.proxy,
+        trust_env=True,  # HTTPS_PROXY and NO_PROXY, as every command-line tool honours them
+        ssl=settings.ssl_context,
+    )
+
+
+def _session(
+    settings: Settings,
+    key: str | None,
+    base_url: str | None,
+    store: str,
+    on_wait: Callable[[RateLimitWait], None] | None,
+) -> StabilitySession:
+    """The session, or a one-line usage failure naming the option that is wrong."""
+    try:
+        try:
+            return _make_session(settings, key, base_url, store, on_wait)
+        except ValueError:
+            if settings.store_chosen or store != "local":
+                raise
+            # The default machine-wide store, where this version of the library
+            # lacks it: this process's own limit still keeps the run under it.
+            return _make_session(settings, key, base_url, "memory", on_wait)
+    # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
+    except (StabilityError, ImportError, TypeError, ValueError) as error:
+        raise UsageFailure(redact(describe(error), settings.secrets)) from None
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    settings: Settings,
+    key: str | None,
+    *,
+    on_wait: Callable[[RateLimitWait], None] | None = None,
+) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
+    """A session per the options; with ``--emulator N``, on N in-process demo accounts."""
+    if settings.emulator is None:
+        session = _session(settings, key, settings.base_url, settings.rate_limit_store, on_wait)
+        async with session:
+            yield session, []
+        return
+    async with StabilityEmulator() as emulator:
+        targets = []
+        for number in range(1, settings.emulator + 1):
+            # A spread of balances, a few of them low, so the summary has something to say.
+            credits = round((number * 37.5) % 250 + (number % 7) * 0.25, 2)
+            demo_key = emulator.add_account(email=f"demo-{number}@example.com", credits=credits)
+            targets.append(BalanceTarget(api_key=demo_key, label=f"demo-{number}"))
+        # Demo keys live as long as this process: nothing to share with other runs.
+        session = _session(settings, targets[0].api_key, emulator.base_url, "memory", on_wait)
+        async with session:
+            yield session, targets
+
+
+def require_key(settings: Settings) -> str | None:
+    """The key of ``--key-file`` or ``$STABILITY_API_KEY``; ``None`` with ``--emulator``.
+
+    Raises:
+        UsageFailure: there is none (exit 2).
+    """
+    if settings.emulator is not None:
+        return None
+    if settings.key_file is not None:
+        return read_key(settings.key_file)
+    key = os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip()
+    if not key:
+        raise UsageFailure(
+            "no API key: set STABILITY_API_KEY or pass --key-file FILE "
+            "(a file whose first line is the key)"
+        )
+    return key
+
+
+def optional_key(settings: Settings) -> str | None:
+    """The key when one is given (``balances`` targets may each bring their own)."""
+    if settings.emulator is not None:
+        return None
+    if settings.key_file is not None:
+        return read_key(settings.key_file)
+    return os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip() or None

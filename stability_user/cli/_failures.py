@@ -1,0 +1,194 @@
+"""What the command line says when something fails: one line, and what to do about it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import IO, Any, Final, ParamSpec, TypeVar
+
+import click
+from tqdm import tqdm
+
+from .._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseValidationError,
+    ServerError,
+    StabilityError,
+)
+from .._secrets import escape_controls, redact
+from .._targets import TargetFileError
+
+__all__ = [
+    "Failure",
+    "Interrupted",
+    "UsageFailure",
+    "describe",
+    "install_log_handler",
+    "interruptible",
+    "run_async",
+]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+PROG = "stability-user"
+
+
+class Failure(click.ClickException):
+    """A failure shown as one line, ``stability-user: error: ...``; exit 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print the one line on stderr."""
+        click.echo(f"{PROG}: error: {escape_controls(self.message)}", err=True)
+
+
+class UsageFailure(Failure):
+    """A usage error shown as one line (no key, an unreadable file); exit 2."""
+
+    exit_code = 2
+
+
+class Interrupted(Exception):  # noqa: N818 - it is not an error: the user asked for it
+    """Ctrl-C stopped the work; the command says what was done and exits 130."""
+
+
+def interruptible(callback: Callable[P, T]) -> Callable[P, T]:
+    """``callback`` with Ctrl-C turned into :class:`Interrupted` (exit 130, one line)."""
+
+    @functools.wraps(callback)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    return wrapper
+
+
+def _attempts(error: APIError | APIConnectionError) -> str:
+    return f" after {error.attempts} attempts" if error.attempts > 1 else ""
+
+
+# What to do about each kind of failure, the most specific first.
+_HINTS: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (AuthenticationError, "check STABILITY_API_KEY or --key-file"),
+    (PermissionDeniedError, "'stability-user account' lists the organizations of the key"),
+    (NotFoundError, "check --base-url"),
+    (RateLimitError, "the key is rate limited: try again later"),
+    (ServerError, "the service failed: try again later"),
+    (APITimeoutError, "the service did not answer in time: try again, or raise --timeout"),
+    (APIConnectionError, "is the service or emulator running? check --base-url"),
+    (ResponseValidationError, "is --base-url the Stability API?"),
+)
+
+
+def _hint(error: BaseException, api_version: str | None) -> str | None:
+    """What to do about ``error``, or ``None`` when its message says it all."""
+    if isinstance(error, NotFoundError) and api_version == "v1alpha":
+        return "the service may have retired v1alpha: try --api-version v1"
+    if isinstance(error, RateLimitError) and error.retry_after is not None:
+        return f"the key is rate limited: try again in {math.ceil(error.retry_after)} s"
+    if isinstance(error, APIConnectionError) and not error.retryable:
+        return None  # a certificate failure: its message says what to do
+    return next((hint for kind, hint in _HINTS if isinstance(error, kind)), None)
+
+
+def describe(error: BaseException, *, api_version: str | None = None) -> str:
+    """One line for ``error``: what failed, after how many attempts, and what to do."""
+    if isinstance(error, APIConnectionError):
+        text = f"{error.args[0] if error.args else type(error).__name__}{_attempts(error)}"
+    elif isinstance(error, APIError):
+        text = f"{error}{_attempts(error)}"
+    elif isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        text = f"{where}{error.strerror.lower()}"
+    else:
+        text = str(error) or type(error).__name__
+    hint = _hint(error, api_version)
+    return escape_controls(f"{text}: {hint}" if hint else text)
+
+
+def run_async(
+    work: Coroutine[Any, Any, T],
+    *,
+    debug: bool,
+    api_version: str | None = None,
+    secrets: Sequence[str] = (),
+) -> T:
+    """Run ``work`` in a fresh event loop; a failure becomes a :class:`Failure`.
+
+    Raises:
+        Failure: a library error, a bad value or an OS error (unless ``debug``).
+        Interrupted: Ctrl-C.
+    """
+    try:
+        return asyncio.run(work)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise Interrupted from None
+    except click.ClickException:
+        raise
+    except TargetFileError as error:  # a bad line met mid-run (stdin is not read ahead)
+        raise UsageFailure(str(error)) from None
+    except (StabilityError, ValueError, OSError) as error:
+        if debug:
+            raise
+        raise Failure(redact(describe(error, api_version=api_version), secrets)) from None
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname.lower()
+        return f"{PROG}: {level}: {escape_controls(record.getMessage())}"
+
+
+class _Quiet(logging.Filter):
+    """Retry notices are for ``--debug``: a final error already counts the attempts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and record.msg.startswith("retrying "))
+
+
+class _BarAwareHandler(logging.Handler):
+    """Writes each record on stderr as one line, above a progress bar if one is drawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def install_log_handler(*, debug: bool) -> Callable[[], None]:
+    """Show the library's log on stderr, one line a record; returns the undo."""
+    logger = logging.getLogger("stability_user")
+    handler = _BarAwareHandler()
+    handler.setFormatter(_OneLine())
+    if not debug:
+        handler.addFilter(_Quiet())
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return undo

@@ -1,0 +1,178 @@
+"""How results are written: table, JSON lines or CSV rows, and the summary.
+
+Text meant for a terminal (the table, plain lines) has its control characters
+escaped, whoever wrote it: the service, a label in a file, an e-mail address.
+JSON relies on its encoder. CSV cells are escaped too and, against formula
+injection in spreadsheets (OWASP's "CSV injection"), a text cell that starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from .._bulk import BalanceResult
+from .._models import Account, Balance
+from .._secrets import escape_controls, mask_secret
+
+__all__ = [
+    "CSV_FIELDS",
+    "FORMATS",
+    "Tally",
+    "account_lines",
+    "balance_line",
+    "csv_cell",
+    "formatter",
+    "header",
+]
+
+FORMATS: Final = ("table", "json", "csv")
+CSV_FIELDS: Final = (
+    "index",
+    "label",
+    "key",
+    "organization",
+    "credits",
+    "ok",
+    "low",
+    "error_type",
+    "error",
+)
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_low(result: BalanceResult, below: float | None) -> bool:
+    return below is not None and result.balance is not None and result.balance.credits < below
+
+
+def _row(result: BalanceResult, below: float | None) -> dict[str, Any]:
+    target = result.target
+    error = result.error
+    return {
+        "index": result.index,
+        "label": target.label,
+        "key": mask_secret(target.api_key) if target.api_key else None,
+        "organization": target.organization,
+        "credits": result.balance.credits if result.balance else None,
+        "ok": result.ok,
+        "low": _is_low(result, below),
+        "error_type": type(error).__name__ if error else None,
+        "error": str(error) if error else None,
+    }
+
+
+def csv_cell(value: object) -> str:
+    """One CSV cell: ``true``/``false`` as in JSON, nothing for ``None``, text made inert."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = escape_controls(str(value))
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
+
+
+def _as_csv(fields: Any) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+def header(fmt: str) -> str | None:
+    """The line printed before the rows, if the format has one."""
+    if fmt == "csv":
+        return _as_csv(CSV_FIELDS)
+    if fmt == "table":
+        return f"{'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+    return None
+
+
+def formatter(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
+    """The function turning a result into its line in ``fmt``."""
+    if fmt == "json":
+        return lambda result: json.dumps(_row(result, below))
+    if fmt == "csv":
+        return lambda result: _as_csv(csv_cell(v) for v in _row(result, below).values())
+
+    def as_table(result: BalanceResult) -> str:
+        target = result.target
+        name = escape_controls(target.display_name)
+        organization = escape_controls(target.organization or "(default)")
+        lead = f"{name:<24} {organization:<16}"
+        if result.balance is None:
+            error = escape_controls(f"{type(result.error).__name__}: {result.error}")
+            return f"{lead} {'-':>14}  {error}"
+        status = "LOW" if _is_low(result, below) else "ok"
+        return f"{lead} {result.balance.credits:>14,.2f}  {status}"
+
+    return as_table
+
+
+def account_lines(account: Account, *, as_json: bool) -> list[str]:
+    """The account and its organizations, as text lines or one JSON document."""
+    if as_json:
+        return [json.dumps(attrs.asdict(account), indent=2)]
+    lines = [escape_controls(f"{account.email} ({account.id})")]
+    for org in account.organizations:
+        default = "  (default)" if org.is_default else ""
+        lines.append(escape_controls(f"  {org.id}  {org.name}  [{org.role}]{default}"))
+    return lines
+
+
+def balance_line(balance: Balance, organization: str | None, *, as_json: bool) -> str:
+    """A balance as text or JSON."""
+    if as_json:
+        return json.dumps({"organization": organization, "credits": balance.credits})
+    return f"{balance.credits:,.2f} credits"
+
+
+@attrs.define
+class Tally:
+    """What a bulk run has seen so far; the summary is made from it, even after Ctrl-C."""
+
+    total: int | None
+    below: float | None
+    checked: int = 0
+    failed: int = 0
+    low: int = 0
+    credits: float = 0.0
+
+    def add(self, result: BalanceResult) -> None:
+        """Count one result."""
+        self.checked += 1
+        if result.balance is None:
+            self.failed += 1
+        else:
+            self.credits += result.balance.credits
+            self.low += _is_low(result, self.below)
+
+    def text(self, *, interrupted: bool = False) -> str:
+        """The summary line."""
+        counts = f"failed {self.failed}, total credits {self.credits:,.2f}"
+        if self.below is not None:
+            counts += f", {self.low} below {self.below:g}"
+        if not interrupted:
+            return f"checked {self.checked}, {counts}"
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"interrupted after {self.checked}{of}: {counts}"
+
+    def json(self, *, interrupted: bool = False) -> str:
+        """The summary as one JSON object."""
+        return json.dumps(
+            {
+                "targets": self.total,
+                "checked": self.checked,
+                "failed": self.failed,
+                "low": self.low,
+                "below": self.below,
+                "total_credits": self.credits,
+                "interrupted": interrupted,
+            }
+        )

@@ -1,0 +1,151 @@
+"""The commands about one key: ``account``, ``balance``, ``watch``; and ``emulator``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+from collections.abc import Callable
+
+import click
+
+from ._context import Settings, open_session, require_key
+from ._failures import describe, interruptible, run_async
+from ._output import account_lines, balance_line
+
+__all__ = ["account", "balance", "emulator", "finite", "watch"]
+
+BELOW = 1  # watch --once: the balance is below --below
+CHECK_FAILED = 3  # watch --once: the balance could not be read
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """An option's callback refusing ``nan`` and ``inf``, which click's float accepts."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value!r}", ctx, param)
+    return value
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@interruptible
+def account(settings: Settings, *, as_json: bool) -> int:
+    """Show the account the key belongs to and its organizations."""
+    key = require_key(settings)
+
+    async def work() -> list[str]:
+        async with open_session(settings, key) as (session, _):
+            return account_lines(await session.account(), as_json=as_json)
+
+    lines = run_async(
+        work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
+    )
+    for line in lines:
+        click.echo(line)
+    return 0
+
+
+@click.command()
+@click.option("--organization", "-o", help="An organization other than the default one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@interruptible
+def balance(settings: Settings, *, organization: str | None, as_json: bool) -> int:
+    """Show the credit balance."""
+    key = require_key(settings)
+
+    async def work() -> str:
+        async with open_session(settings, key) as (session, _):
+            found = await session.balance(organization=organization)
+        return balance_line(found, organization, as_json=as_json)
+
+    click.echo(
+        run_async(
+            work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
+        )
+    )
+    return 0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@click.command()
+@click.option("--below", type=float, callback=finite, help="Flag readings under this many credits.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True, max=86400 * 365),
+    default=60.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
+@click.option("--organization", "-o", help="Watch this organization instead of the default.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Check once and exit (for cron): 0 at or above --below, 1 below it, "
+    "3 when the balance could not be read.",
+)
+@click.pass_obj
+@interruptible
+def watch(
+    settings: Settings,
+    *,
+    below: float | None,
+    interval: float,
+    organization: str | None,
+    once: bool,
+) -> int:
+    """Poll the balance; report when it falls below a threshold and when it recovers.
+
+    Each reading is a line on stdout; a failed poll is a line on stderr and the
+    watch goes on (with --once, it exits 3). Stop it with Ctrl-C (exit 130).
+    """
+    key = require_key(settings)
+    hint: Callable[[BaseException], str] = lambda error: describe(  # noqa: E731
+        error, api_version=settings.api_version
+    )
+
+    async def work() -> int:
+        async with open_session(settings, key) as (session, _):
+            readings = session.watch_balance(interval, below, organization)
+            async with contextlib.aclosing(readings):
+                async for reading in readings:
+                    if reading.balance is None:
+                        click.echo(
+                            f"{_now()}  poll failed: {hint(reading.error or Exception())}", err=True
+                        )
+                        if once:
+                            return CHECK_FAILED
+                        continue
+                    text = f"{_now()}  {reading.balance.credits:,.2f} credits"
+                    if reading.crossing == "below":
+                        text += f"  BELOW {below:g}"
+                    elif reading.crossing == "recovered":
+                        text += f"  RECOVERED (at or above {below:g})"
+                    elif reading.below:
+                        text += f"  (below {below:g})"
+                    click.echo(text)
+                    if once:
+                        return BELOW if reading.below else 0
+        return 0  # pragma: no cover - the watch never ends by itself
+
+    return run_async(
+        work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
+    )
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def emulator(arguments: tuple[str, ...]) -> int:
+    """Serve the bundled emulator (python -m stability_user.testing); --help for its options."""
+    from ..testing import __main__ as standalone  # noqa: PLC0415 - only this command needs it
+
+    # The emulator's own command line defines its options; they are handed over as given.
+    serve: Callable[..., int] = standalone.main
+    return serve(list(arguments), prog="stability-user emulator")

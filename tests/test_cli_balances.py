@@ -1,0 +1,277 @@
+"""``stability-user balances``: target files, formats, summaries and the progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import fcntl
+import io
+import json
+import os
+import pathlib
+import pty
+import struct
+import termios
+
+from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
+
+from .processes import CLI, no_key_in, run_cli
+
+BALANCE_HEADER = "index,label,key,organization,credits,ok,low,error_type,error"
+
+
+async def test_a_file_in_every_line_form(live: StabilityEmulator, tmp_path: pathlib.Path) -> None:
+    one = live.add_account(credits=1)
+    two = live.add_account(
+        organizations=[
+            EmulatedOrganization("org-x", "X", is_default=True, credits=2),
+            EmulatedOrganization("org-y", "Y", credits=20),
+        ]
+    )
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"# customers\n{one}\n\n{two},org-y\n{two},org-x,acme\n")
+    result = await run_cli(
+        "--base-url", live.base_url, "balances", str(targets), "--format", "json", "--ordered"
+    )
+    assert result.code == 0
+    rows = [json.loads(line) for line in result.out.splitlines()]
+    assert [(r["index"], r["organization"], r["label"], r["credits"]) for r in rows] == [
+        (0, None, None, 1.0),
+        (1, "org-y", None, 20.0),
+        (2, "org-x", "acme", 2.0),
+    ]
+    assert rows[0]["key"] == f"sk-…{one[-4:]}"
+    assert result.err == "checked 3, failed 0, total credits 23.00\n"
+    no_key_in(result, one, two)
+
+
+async def test_csv_from_stdin_with_a_header_and_a_byte_order_mark(live: StabilityEmulator) -> None:
+    one, two = live.add_account(credits=5), live.add_account(credits=6)
+    stdin = f"\ufeffLabel,API_KEY\nfirst,{one}\nsecond,{two}\n"
+    result = await run_cli(
+        "--base-url", live.base_url, "balances", "-", "--format", "csv", "--ordered", stdin=stdin
+    )
+    assert result.code == 0, result.err
+    rows = list(csv.reader(io.StringIO(result.out)))
+    assert rows[0] == BALANCE_HEADER.split(",")
+    assert rows[1] == ["0", "first", f"sk-…{one[-4:]}", "", "5.0", "true", "false", "", ""]
+    assert rows[2][:2] == ["1", "second"]
+    assert "checked 2, failed 0, total credits 11.00" in result.err
+    no_key_in(result, one, two)
+
+
+async def test_csv_cells_cannot_start_a_formula(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=5)
+    labels = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "plain"]
+    stdin = "".join(f"{key},,{label}\n" for label in labels)
+    result = await run_cli(
+        "--base-url", live.base_url, "balances", "-", "--format", "csv", "--ordered", stdin=stdin
+    )
+    assert result.code == 0, result.err
+    cells = [row[1] for row in csv.reader(io.StringIO(result.out))][1:]
+    assert cells == ['\'=HYPERLINK("http://x")', "'+1", "'-2", "'@SUM(A1)", "plain"]
+
+
+async def test_failures_are_rows_and_exit_1(live: StabilityEmulator) -> None:
+    good = live.add_account(credits=5)
+    unknown = "sk-" + "9" * 48
+    live.script(503, 503, api_key=good)  # retried, then fine
+    stdin = f"{good}\n{unknown}\n"
+    result = await run_cli("--base-url", live.base_url, "balances", "-", "--ordered", stdin=stdin)
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[1].split()[-1] == "ok"
+    assert "AuthenticationError: 401 unauthorized" in lines[2]
+    # The retries of the first target succeeded: no notice of them, only the summary.
+    assert result.err == "checked 2, failed 1, total credits 5.00\n"
+    no_key_in(result, good, unknown)
+
+
+async def test_json_summary_for_scripts(live: StabilityEmulator) -> None:
+    rich, poor = live.add_account(credits=50), live.add_account(credits=2)
+    stdin = f"{rich},,rich\n{poor},,poor\nsk-{'7' * 48},,gone\n"
+    result = await run_cli(
+        "--base-url",
+        live.base_url,
+        "balances",
+        "-",
+        "--below",
+        "10",
+        "--summary",
+        "json",
+        "--format",
+        "json",
+        stdin=stdin,
+    )
+    assert result.code == 1
+    assert json.loads(result.err) == {
+        "targets": None,  # stdin: not known ahead
+        "checked": 3,
+        "failed": 1,
+        "low": 1,
+        "below": 10.0,
+        "total_credits": 52.0,
+        "interrupted": False,
+    }
+    assert len(result.out.splitlines()) == 3
+    quiet = await run_cli(
+        "--base-url", live.base_url, "balances", "-", "--summary", "none", stdin=f"{rich}\n"
+    )
+    assert (quiet.code, quiet.err) == (0, "")
+
+
+async def test_a_file_is_read_through_before_any_call(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    key = live.add_account(credits=1)
+    targets = tmp_path / "t.txt"
+    targets.write_text(f"{key}\n" * 50 + "a,b,c,d\n")
+    result = await run_cli("--base-url", live.base_url, "balances", str(targets))
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err == (
+        f"stability-user: error: {targets}:51: expected key[,organization[,label]], got 4 fields\n"
+    )
+    assert live.requests == []  # nothing was sent
+
+
+async def test_unreadable_target_files_name_the_file_and_line(tmp_path: pathlib.Path) -> None:
+    base = ("--base-url", "http://127.0.0.1:9")
+    binary = tmp_path / "keys.bin"
+    binary.write_bytes(b"sk-" + b"1" * 40 + b"\n\x89PNG\r\n\x1a\n\x00\x00")
+    result = await run_cli(*base, "balances", str(binary))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: {binary}:2: not UTF-8 text (byte 0x89 at column 1): "
+        "is it a binary file?\n"
+    )
+    huge = tmp_path / "huge.txt"
+    huge.write_text("sk-" + "x" * 200_000 + "\n")
+    result = await run_cli(*base, "balances", str(huge))
+    assert result.code == 2
+    assert result.err == (
+        f"stability-user: error: {huge}:1: a field is longer than 131,072 characters: "
+        "not a target\n"
+    )
+    missing = await run_cli(*base, "balances", str(tmp_path / "nope.txt"))
+    assert missing.code == 2
+    assert missing.err == (
+        f"stability-user: error: cannot read {tmp_path / 'nope.txt'}: no such file or directory\n"
+    )
+
+
+async def test_a_bad_line_on_stdin_stops_the_run_with_exit_2() -> None:
+    result = await run_cli("--base-url", "http://127.0.0.1:9", "balances", "-", stdin="a,b,c,d,e\n")
+    assert result.code == 2
+    assert result.err == (
+        "stability-user: error: stdin:1: expected key[,organization[,label]], got 5 fields\n"
+    )
+
+
+async def test_no_targets_is_exit_2(tmp_path: pathlib.Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody yet\n\n")
+    result = await run_cli("--base-url", "http://127.0.0.1:9", "balances", str(empty))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: no targets in {empty}: it holds only blank lines and comments\n"
+    )
+    stdin = await run_cli("--base-url", "http://127.0.0.1:9", "balances", "-", stdin="")
+    assert stdin.code == 2
+    assert stdin.err.endswith("stability-user: error: no targets on stdin\n")
+
+
+async def test_terminal_text_has_its_control_characters_escaped(
+    live: StabilityEmulator,
+) -> None:
+    key = live.add_account(
+        email="\x1b]0;owned\x07me@example.com",
+        organizations=[EmulatedOrganization("org-a", "A\x1b[2J", is_default=True, credits=3)],
+    )
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
+    account = await run_cli("account", env=env)
+    assert account.out.splitlines() == [
+        "\\x1b]0;owned\\x07me@example.com (user-1)",
+        "  org-a  A\\x1b[2J  [MEMBER]  (default)",
+    ]
+    table = await run_cli("balances", "-", env=env, stdin=f"{key},,\x1b[31mred\u202e\n")
+    assert table.code == 0, table.err
+    assert table.out.splitlines()[1].startswith("\\x1b[31mred\\u202e ")
+    assert "\x1b" not in table.out + account.out
+    as_json = await run_cli("account", "--json", env=env)
+    assert json.loads(as_json.out)["email"] == "\x1b]0;owned\x07me@example.com"
+    assert "\x1b" not in as_json.out  # the encoder escapes it
+
+
+async def test_progress_bar_on_a_terminal_shows_the_total_and_the_waits(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    key = live.add_account(credits=1)
+    targets = tmp_path / "t.txt"
+    targets.write_text(f"{key}\n" * 5)
+    leader, follower = pty.openpty()
+    # A terminal has a size; tqdm draws nothing on one zero columns wide.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        assert CLI is not None
+        process = await asyncio.create_subprocess_exec(
+            CLI,
+            "--base-url",
+            live.base_url,
+            "--rate-limit",
+            "2/1",
+            "--rate-limit-store",
+            "memory",
+            "balances",
+            str(targets),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=follower,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")},
+        )
+        os.close(follower)
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+        err = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower side is closed: all of it has been read
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(leader)
+    text = err.decode()
+    assert "0/5 [" in text  # the known total
+    assert "%|" in text  # and so a percentage
+    assert f"waiting 1 s: rate limit, sk-…{key[-4:]}" in text
+    assert "checked 5, failed 0" in text
+    assert len(out.decode().splitlines()) == 6
+    assert sorted(r.time for r in live.requests)[-1] - live.requests[0].time >= 1.0
+
+
+async def test_off_a_terminal_there_is_no_bar() -> None:
+    result = await run_cli("--emulator", "3", "balances")
+    assert result.code == 0
+    assert result.err == "checked 3, failed 0, total credits 226.50\n"
+
+
+async def test_a_lockout_is_one_warning_line(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=1)
+    live.script(Fault.respond(429, retry_after=1), api_key=key)
+    result = await run_cli(
+        "--base-url",
+        live.base_url,
+        "--rate-limit-store",
+        "memory",
+        "balances",
+        "-",
+        stdin=f"{key}\n",
+    )
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        f"stability-user: warning: the service locked sk-…{key[-4:]} out for 1 s (429): "
+        "its calls wait until then",
+        "checked 1, failed 0, total credits 1.00",
+    ]

@@ -1,0 +1,203 @@
+"""The command line against hostile servers, proxies and TLS: no secret is ever printed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from .hostile import HostileServer, json_response
+from .processes import no_key_in, run_cli
+
+KEY = "sk-hostile0123456789abcdefghijklmnopqrstuvwxyz012345"
+
+
+def escaped(text: str) -> str:
+    """``text`` the way a JSON encoder that escapes every letter would write it."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+async def test_a_key_echoed_in_an_error_body_never_reaches_the_terminal(
+    hostile: HostileServer,
+) -> None:
+    body = '{"name": "unauthorized", "message": "bad key ' + escaped(KEY) + '\\u001b[2J"}'
+    answer = json_response("401 Unauthorized", body, {"x-request-id": "req-42"})
+    hostile.script.extend([answer, answer])
+    env = {"STABILITY_API_KEY": KEY}
+    result = await run_cli("--base-url", hostile.url, "balance", env=env)
+    assert result.code == 1
+    assert result.err.count("\n") == 1
+    assert "request id req-42" in result.err
+    assert "[redacted]" in result.err
+    assert "\x1b" not in result.err
+    no_key_in(result, KEY)
+    rows = await run_cli(
+        "--base-url", hostile.url, "balances", "-", "--format", "json", stdin=f"{KEY},,x\n"
+    )
+    assert rows.code == 1
+    assert "[redacted]" in json.loads(rows.out)["error"]
+    no_key_in(rows, KEY)
+
+
+async def test_proxy_credentials_are_never_printed(hostile: HostileServer) -> None:
+    # The proxy (the hostile server) refuses the tunnel; the request never leaves loopback.
+    hostile.script.extend([json_response("403 Forbidden", {"secret": "hunter2"})] * 3)
+    env = {"STABILITY_API_KEY": KEY}
+    proxy = f"http://me:hunter2@127.0.0.1:{hostile.port}"
+    result = await run_cli(
+        "--base-url", "https://stability.invalid", "--proxy", proxy, "balance", env=env
+    )
+    assert result.code == 1
+    assert hostile.requests[0].startswith(b"CONNECT stability.invalid:443 ")
+    assert "hunter2" not in result.out + result.err
+    assert result.err.startswith("stability-user: error: ")
+    no_key_in(result, KEY)
+
+
+async def test_the_environment_s_https_proxy_is_used(hostile: HostileServer) -> None:
+    hostile.script.append(json_response("403 Forbidden", {}))
+    env = {
+        "STABILITY_API_KEY": KEY,
+        "HTTPS_PROXY": hostile.url,
+        "https_proxy": hostile.url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+    result = await run_cli(
+        "--max-attempts", "1", "--base-url", "https://stability.invalid", "balance", env=env
+    )
+    assert result.code == 1
+    assert hostile.requests[0].startswith(b"CONNECT stability.invalid:443 ")
+
+
+async def test_a_redis_password_is_never_printed() -> None:
+    result = await run_cli(
+        "--rate-limit-store",
+        "redis://:hunter2@127.0.0.1:1/0",
+        "--emulator",
+        "1",
+        "--max-attempts",
+        "1",
+        "balance",
+        env={"STABILITY_API_KEY": KEY},
+    )
+    assert "hunter2" not in result.out + result.err
+    wrong = await run_cli(
+        "--rate-limit-store", "mongodb://u:hunter2@h", "--emulator", "1", "balance"
+    )
+    assert wrong.code == 2
+    assert wrong.err == (
+        "stability-user: error: --rate-limit-store must be memory, local or a redis:// URL, "
+        "got 'mongodb://u:***@h'\n"
+    )
+
+
+@pytest.fixture(name="certificate")
+def _certificate(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(name="https_url")
+async def _https_url(certificate: tuple[pathlib.Path, pathlib.Path]) -> AsyncIterator[str]:
+    """A minimal user API over TLS on 127.0.0.1, with the self-signed certificate."""
+
+    async def balance(_: web.Request) -> web.Response:
+        return web.json_response({"credits": 4.5})
+
+    app = web.Application()
+    app.router.add_get("/v1/user/balance", balance)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_ca_bundle_trusts_a_private_ca(
+    https_url: str, certificate: tuple[pathlib.Path, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    env = {"STABILITY_API_KEY": KEY}
+    untrusted = await run_cli("--base-url", https_url, "balance", env=env)
+    assert untrusted.code == 1
+    assert untrusted.err.startswith(
+        f"stability-user: error: certificate verification failed for {https_url}: "
+    )
+    assert untrusted.err.count("\n") == 1
+    trusted = await run_cli(
+        "--base-url", https_url, "--ca-bundle", str(certificate[0]), "balance", env=env
+    )
+    assert (trusted.code, trusted.out) == (0, "4.50 credits\n")
+    from_env = await run_cli(
+        "--base-url", https_url, "balance", env={**env, "STABILITY_CA_BUNDLE": str(certificate[0])}
+    )
+    assert (from_env.code, from_env.out) == (0, "4.50 credits\n")
+    missing = await run_cli("--ca-bundle", str(tmp_path / "nope.pem"), "balance", env=env)
+    assert (missing.code, missing.err) == (
+        2,
+        f"stability-user: error: --ca-bundle {tmp_path / 'nope.pem'}: no such file or directory\n",
+    )
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    bad = await run_cli("--ca-bundle", str(garbage), "balance", env=env)
+    assert bad.code == 2
+    assert bad.err.startswith(f"stability-user: error: --ca-bundle {garbage}: ")
+    assert bad.err.count("\n") == 1
+
+
+async def test_a_stalled_server_is_a_timeout_with_advice(hostile: HostileServer) -> None:
+    hostile.hold = asyncio.Event()  # never answers
+    result = await run_cli(
+        "--base-url",
+        hostile.url,
+        "--timeout",
+        "0.2",
+        "--max-attempts",
+        "1",
+        "balance",
+        env={"STABILITY_API_KEY": KEY},
+    )
+    assert result.code == 1
+    assert result.err == (
+        f"stability-user: error: GET {hostile.url}/v1/user/balance took longer than 0.2 s: "
+        "the service did not answer in time: try again, or raise --timeout\n"
+    )
