@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl as ssl_module
 import urllib.request
 from collections.abc import Mapping
@@ -283,7 +284,13 @@ class AiohttpTransport:
                 retryable=False,  # the same certificate will fail again
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
-            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            os_error = exc.os_error
+            # "connection refused", not "connect call failed ('127.0.0.1', 1)".
+            reason = (
+                os.strerror(os_error.errno)
+                if os_error.errno
+                else str(os_error) or type(os_error).__name__
+            )
             return APIConnectionError(
                 f"cannot connect to {origin} ({display_text(reason.lower(), secrets)})",
                 attempts=request.attempt,

@@ -125,7 +125,6 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
     balance below --below with `watch --once`; 2 a usage error (no key, a bad option,
     an unreadable file); 3 `watch --once` could not read the balance; 130 interrupted.
     """
-    source = ctx.get_parameter_source("rate_limit_store")
     ca_bundle = values["ca_bundle"]
     ctx.obj = Settings(
         key_file=values["key_file"],
@@ -135,7 +134,6 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
         max_attempts=values["max_attempts"],
         rate_limit=values["rate_limit"],
         rate_limit_store=_store(values["rate_limit_store"]),
-        store_chosen=source is not click.core.ParameterSource.DEFAULT,
         proxy=values["proxy"],
         ssl_context=load_ca_bundle(ca_bundle) if ca_bundle else None,
         emulator=values["emulator"],

@@ -62,7 +62,6 @@ class Settings:
     max_attempts: int
     rate_limit: RateLimit
     rate_limit_store: str
-    store_chosen: bool  # given on the command line or in the environment, not the default
     proxy: str | None
     ssl_context: ssl.SSLContext | None
     emulator: int | None
@@ -144,14 +143,7 @@ def _session(
 ) -> StabilitySession:
     """The session, or a one-line usage failure naming the option that is wrong."""
     try:
-        try:
-            return _make_session(settings, key, base_url, store, on_wait)
-        except ValueError:
-            if settings.store_chosen or store != "local":
-                raise
-            # The default machine-wide store, where this version of the library
-            # lacks it: this process's own limit still keeps the run under it.
-            return _make_session(settings, key, base_url, "memory", on_wait)
+        return _make_session(settings, key, base_url, store, on_wait)
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
         raise UsageFailure(redact(describe(error), settings.secrets)) from None
