@@ -26,7 +26,7 @@ import attrs
 from ._checks import check_count, check_optional_seconds, check_seconds
 from ._errors import APIConnectionError, APIError, APITimeoutError
 from ._http import Handler, Request, Response
-from ._ratelimit import RateLimiter
+from ._ratelimit import RateLimiter, Slot
 from ._types import Clock, Sleep
 
 __all__ = [
@@ -46,6 +46,13 @@ RATE_LIMIT_LOCKOUT: Final = 60.0
 """Seconds the service locks a key out after a 429, per its documentation."""
 
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+
+LEASE_MARGIN: Final = 30.0
+"""Seconds a rate-limit slot outlives its attempt's timeout before a shared store frees it.
+
+Only a process that died in flight leaves a slot unreleased; a live one may be
+slow to release (a busy event loop), and must not find its slot handed on.
+"""
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -194,22 +201,26 @@ async def call_with_retries(
     """
     start = clock()
     deadline = policy.deadline
-    if key_id is None:
-        limiter = None
     attempt = 1
     while True:
+        slot = None
+        if limiter is not None and key_id is not None:
+            # The slot first: the attempt's timeout then counts from after any wait.
+            left = None if deadline is None else deadline - (clock() - start)
+            slot = await limiter.acquire(
+                key_id,
+                request.api_key or "",
+                lease=request.timeout + LEASE_MARGIN,
+                max_wait=policy.max_retry_after
+                if left is None
+                else min(policy.max_retry_after, left),
+                attempts=attempt - 1,
+            )
         left = None if deadline is None else deadline - (clock() - start)
         sent = _attempt_request(request, attempt, left)
         try:
             return await _attempt(
-                sent,
-                handler=handler,
-                decode=decode,
-                policy=policy,
-                limiter=limiter,
-                key_id=key_id,
-                left=left,
-                clock=clock,
+                sent, handler=handler, decode=decode, limiter=limiter, slot=slot, clock=clock
             )
         except APIError as exc:
             error: APIError | APIConnectionError = exc
@@ -253,22 +264,11 @@ async def _attempt(
     *,
     handler: Handler,
     decode: Callable[[Response], T],
-    policy: RetryPolicy,
     limiter: RateLimiter | None,
-    key_id: str | None,
-    left: float | None,
+    slot: Slot | None,
     clock: Clock,
 ) -> T:
-    """One attempt: a slot of the rate limit, the handler, the decoding."""
-    slot = None
-    if limiter is not None and key_id is not None:
-        slot = await limiter.acquire(
-            key_id,
-            request.api_key or "",
-            lease=request.timeout,
-            max_wait=policy.max_retry_after if left is None else min(policy.max_retry_after, left),
-            attempts=request.attempt - 1,
-        )
+    """One attempt: the handler, the slot of the rate limit released, the decoding."""
     # Timing each attempt is only for the debug log: skip the clock when it is off.
     began = clock() if logger.isEnabledFor(logging.DEBUG) else None
     try:
@@ -278,8 +278,8 @@ async def _attempt(
             _log_attempt(request, None, clock() - began)
         raise
     finally:
-        if slot is not None:
-            await limiter.release(slot)  # type: ignore[union-attr]
+        if limiter is not None and slot is not None:
+            await limiter.release(slot)
     if began is not None:
         _log_attempt(request, response.status, clock() - began)
     if response.attempt != request.attempt or response.request is None:
