@@ -143,6 +143,7 @@ class TestRateLimit:
             assert (await get(emulator.base_url, "/v1/user/balance", key))[0] == 200
         status, headers, body = await get(emulator.base_url, "/v1/user/balance", key)
         assert (status, headers["Retry-After"], body["name"]) == (429, "60", "rate_limit_exceeded")
+        assert set(body) == {"id", "name", "message"}  # the v1 shape on a v1 path
         assert (await get(emulator.base_url, "/v1/user/balance", other))[0] == 200  # per key
         clock.advance(30.5)
         status, headers, _ = await get(emulator.base_url, "/v1/user/balance", key)

@@ -8,7 +8,8 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from ._emulator import RateLimit, StabilityEmulator
+from ._emulator import StabilityEmulator
+from ._state import RateLimit
 
 
 def build_parser() -> argparse.ArgumentParser:
