@@ -8,7 +8,6 @@ the faults and the HTTP handling live in their own modules.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -45,8 +44,10 @@ class StabilityEmulator:
         clock: monotonic seconds, for the rate limit and the request log; tests pass a
             fake one so the 60-second lockout never makes them wait.
         retire_v1alpha: answer the v1alpha paths with 404, as the service may.
-        record: keep every request in :attr:`requests`; a soak run of millions of
-            requests turns it off to keep its memory flat.
+        record: keep requests in :attr:`requests`; ``False`` keeps none (they are
+            still counted in :attr:`request_count`).
+        max_recorded: how many of the latest requests :attr:`requests` keeps; older
+            ones make way, so a long run's memory stays flat.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class StabilityEmulator:
         clock: Callable[[], float] = time.monotonic,
         retire_v1alpha: bool = False,
         record: bool = True,
+        max_recorded: int = 10_000,
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
         self.host = host
@@ -66,7 +68,7 @@ class StabilityEmulator:
             accounts=Accounts(),
             limiter=RateLimiter(rate_limit),
             faults=FaultQueue(),
-            log=RequestLog(max_recorded=sys.maxsize, enabled=record),
+            log=RequestLog(max_recorded=max_recorded, enabled=record),
             clock=clock,
             retire_v1alpha=retire_v1alpha,
         )
@@ -193,11 +195,28 @@ class StabilityEmulator:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """The requests received, oldest first, with the API key redacted (a copy)."""
+        """The latest requests (at most ``max_recorded``), oldest first, keys redacted.
+
+        A copy: it does not change as more requests arrive.
+        """
         return self._backend.log.records
 
+    @property
+    def request_count(self) -> int:
+        """How many requests have arrived since the emulator was made, kept or not."""
+        return self._backend.log.total
+
+    @property
+    def max_recorded(self) -> int:
+        """How many of the latest requests :attr:`requests` keeps."""
+        return self._backend.log.max_recorded
+
     async def wait_for_requests(self, count: int) -> None:
-        """Wait until at least ``count`` requests have arrived (answered or not)."""
+        """Wait until at least ``count`` requests have arrived in all (answered or not).
+
+        It counts every request, :attr:`request_count`, so it works with ``record=False``
+        and after the oldest records have made way.
+        """
         await self._backend.log.wait_for(count)
 
     # -- serving ---------------------------------------------------------------
