@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
+from multidict import CIMultiDict
 
 from stability_user.testing import (
     EmulatedOrganization,
@@ -34,18 +35,28 @@ def validate(body: Any, name: str) -> None:
     jsonschema.validate(body, schema)
 
 
-async def get(
-    base_url: str, path: str, key: str | None = None, **headers: str
-) -> tuple[int, dict[str, str], Any]:
+async def call(
+    method: str, base_url: str, path: str, key: str | None = None, **headers: str
+) -> tuple[int, CIMultiDict[str], Any]:
+    """One request on a fresh connection: status, headers, and the body parsed if it is JSON."""
     if key is not None:
         headers["Authorization"] = key
-    async with aiohttp.ClientSession() as http, http.get(base_url + path, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, base_url + path, headers=headers) as resp,
+    ):
         raw = await resp.read()
         try:
             body = json.loads(raw)
         except ValueError:
             body = raw
-        return resp.status, dict(resp.headers), body
+        return resp.status, CIMultiDict(resp.headers), body
+
+
+async def get(
+    base_url: str, path: str, key: str | None = None, **headers: str
+) -> tuple[int, CIMultiDict[str], Any]:
+    return await call("GET", base_url, path, key, **headers)
 
 
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])

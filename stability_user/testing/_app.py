@@ -12,7 +12,7 @@ from aiohttp import web
 from ._faults import FaultContext, FaultQueue, render
 from ._recording import RecordedRequest, RequestLog, redact_headers
 from ._state import Accounts, EmulatedAccount, RateLimiter
-from ._wire import Exchange
+from ._wire import ALLOWED_METHODS, REQUEST_ID_HEADER, Exchange
 
 __all__ = ["Backend", "build_app"]
 
@@ -44,6 +44,8 @@ def build_app(backend: Backend) -> web.Application:
     """The application: every path and method goes to one handler that does its own routing.
 
     Routing by hand keeps every answer, 404 and 405 included, in the service's shape.
+    ``HEAD`` goes through the same code as ``GET``; aiohttp sends the same status and
+    headers, ``Content-Length`` included, without the body.
     """
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -55,6 +57,7 @@ def build_app(backend: Backend) -> web.Application:
             backend.clock(),
             exchange.account.id if exchange.account else None,
             None,
+            exchange.request_id,
         )
         backend.log.add(record)
         fault = backend.faults.next(exchange.key if exchange.account else None)
@@ -66,6 +69,8 @@ def build_app(backend: Backend) -> web.Application:
             response = answer()
         else:
             response = await render(fault, FaultContext(exchange, answer, backend.closing))
+        if not response.prepared:  # a fault that streams sets it before its first byte
+            response.headers[REQUEST_ID_HEADER] = exchange.request_id
         record.status = response.status
         return response
 
@@ -92,9 +97,13 @@ def _admit(backend: Backend, exchange: Exchange) -> EmulatedAccount | web.Respon
     """The account a request may read, or the error it gets instead."""
     request = exchange.request
     if exchange.endpoint is None or (exchange.version == "v1alpha" and backend.retire_v1alpha):
-        return exchange.error(404, f"no route for {request.method} {request.path}")
-    if request.method != "GET":
-        return exchange.error(404, f"no route for {request.method} {request.path}")
+        return exchange.error(404, f"nothing at {request.path}")
+    if request.method not in ALLOWED_METHODS:
+        return exchange.error(
+            405,
+            f"{request.method} is not allowed on {request.path}",
+            headers={"Allow": ", ".join(ALLOWED_METHODS)},
+        )
     account = exchange.account
     if exchange.key is None or account is None:
         return exchange.error(401, "missing or invalid API key")

@@ -18,7 +18,7 @@ from typing import Any, Final, NoReturn
 import attrs
 from aiohttp import web
 
-from ._wire import Exchange, retry_after_value
+from ._wire import REQUEST_ID_HEADER, Exchange, retry_after_value
 
 __all__ = ["RANDOM_FAULT_KINDS", "Fault", "FaultContext", "FaultLike", "FaultQueue", "render"]
 
@@ -192,7 +192,9 @@ async def _drop(fault: Fault, context: FaultContext) -> web.StreamResponse:
 
 async def _reset(fault: Fault, context: FaultContext) -> web.StreamResponse:
     request = context.exchange.request
-    stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+    stream = web.StreamResponse(
+        headers={"Content-Type": "application/json", REQUEST_ID_HEADER: context.exchange.request_id}
+    )
     stream.content_length = 1000
     await stream.prepare(request)
     await stream.write(b'{"credits": ')
