@@ -7,6 +7,7 @@ plugin :mod:`stability_user.testing.pytest_plugin`, registered automatically.
 
 from ._emulator import StabilityEmulator
 from ._faults import RANDOM_FAULT_KINDS, Fault
+from ._listen import RemoteAccessWarning
 from ._recording import RecordedRequest
 from ._state import EmulatedAccount, EmulatedOrganization, RateLimit
 
@@ -17,5 +18,6 @@ __all__ = [
     "Fault",
     "RateLimit",
     "RecordedRequest",
+    "RemoteAccessWarning",
     "StabilityEmulator",
 ]

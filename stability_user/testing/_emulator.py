@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ._app import Backend, build_app
 from ._faults import Fault, FaultLike, FaultQueue
+from ._listen import check_host
 from ._recording import RecordedRequest, RequestLog
 from ._state import Accounts, EmulatedAccount, EmulatedOrganization, RateLimit, RateLimiter
 
@@ -38,7 +39,8 @@ class StabilityEmulator:
                 ...
 
     Args:
-        host: the loopback address to listen on.
+        host: the address to listen on: ``localhost`` or a loopback IP (127.0.0.0/8,
+            ``::1``); any other one raises ``ValueError`` unless ``allow_remote``.
         port: the port; 0 picks a free one.
         rate_limit: the per-key limit, or ``None`` to turn it off.
         clock: monotonic seconds, for the rate limit and the request log; tests pass a
@@ -48,6 +50,8 @@ class StabilityEmulator:
             still counted in :attr:`request_count`).
         max_recorded: how many of the latest requests :attr:`requests` keeps; older
             ones make way, so a long run's memory stays flat.
+        allow_remote: allow a ``host`` beyond loopback (e.g. ``0.0.0.0``), with a
+            :class:`RemoteAccessWarning`: anyone who reaches it can use its keys.
     """
 
     def __init__(
@@ -60,8 +64,10 @@ class StabilityEmulator:
         retire_v1alpha: bool = False,
         record: bool = True,
         max_recorded: int = 10_000,
+        allow_remote: bool = False,
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
+        check_host(host, allow_remote=allow_remote, tls=False)
         self.host = host
         self.port = port
         self._backend = Backend(
