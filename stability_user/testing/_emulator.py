@@ -18,6 +18,7 @@ from aiohttp import web
 from ._app import Backend, build_app
 from ._faults import Fault, FaultLike, FaultQueue
 from ._listen import check_host
+from ._logs import SERVER_LOGGER
 from ._recording import RecordedRequest, RequestLog
 from ._state import Accounts, EmulatedAccount, EmulatedOrganization, RateLimit, RateLimiter
 
@@ -237,7 +238,12 @@ class StabilityEmulator:
     async def start(self) -> None:
         """Listen on the host and port (port 0 picks a free one)."""
         self._backend.closing.clear()
-        runner = web.AppRunner(build_app(self._backend), access_log=None, shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            build_app(self._backend),
+            access_log=None,
+            logger=SERVER_LOGGER,  # filtered: a malformed request's bytes may hold a key
+            shutdown_timeout=0.5,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
