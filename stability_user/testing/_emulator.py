@@ -8,6 +8,7 @@ the faults and the HTTP handling live in their own modules.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -53,6 +54,8 @@ class StabilityEmulator:
             ones make way, so a long run's memory stays flat.
         allow_remote: allow a ``host`` beyond loopback (e.g. ``0.0.0.0``), with a
             :class:`RemoteAccessWarning`: anyone who reaches it can use its keys.
+        ssl_context: serve HTTPS with this server-side context (its certificate
+            loaded); :attr:`base_url` then starts with ``https://``.
     """
 
     def __init__(
@@ -66,11 +69,13 @@ class StabilityEmulator:
         record: bool = True,
         max_recorded: int = 10_000,
         allow_remote: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
-        check_host(host, allow_remote=allow_remote, tls=False)
+        check_host(host, allow_remote=allow_remote, tls=ssl_context is not None)
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self._backend = Backend(
             accounts=Accounts(),
             limiter=RateLimiter(rate_limit),
@@ -246,7 +251,9 @@ class StabilityEmulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            site = web.TCPSite(
+                runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -256,7 +263,8 @@ class StabilityEmulator:
         # family gets its own free port, and the URL must name one that answers.
         address, self.port = runner.addresses[0][:2]
         host = f"[{address}]" if ":" in address else address
-        self._base_url = f"http://{host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        self._base_url = f"{scheme}://{host}:{self.port}"
 
     async def close(self) -> None:
         """Stop serving; ends stalls at once."""
