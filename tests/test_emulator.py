@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
-import subprocess
-import sys
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -355,6 +352,24 @@ class TestBoundedLog:
             assert (emulator.requests, emulator.request_count) == ([], 1)
 
 
+async def test_settings_change_while_serving(emulator: StabilityEmulator) -> None:
+    key = emulator.add_account(credits=3)
+    emulator.retire_v1alpha = True
+    assert emulator.retire_v1alpha
+    assert (await get(emulator.base_url, "/v1alpha/user/balance", key))[0] == 404
+    emulator.retire_v1alpha = False
+    assert (await get(emulator.base_url, "/v1alpha/user/balance", key))[0] == 200
+    emulator.record = False
+    assert not emulator.record
+    await get(emulator.base_url, "/v1/user/balance", key)
+    emulator.record = True
+    emulator.clock = lambda: 42.0
+    assert emulator.clock() == 42.0
+    await get(emulator.base_url, "/v1/user/balance", key)
+    assert [(r.path, r.time) for r in emulator.requests][-1] == ("/v1/user/balance", 42.0)
+    assert (len(emulator.requests), emulator.request_count) == (3, 4)
+
+
 async def test_base_url_needs_a_started_emulator() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = StabilityEmulator().base_url
@@ -365,39 +380,6 @@ async def test_ipv6_loopback() -> None:
         key = emulator.add_account(credits=2)
         assert emulator.base_url.startswith("http://[::1]:")
         assert (await get(emulator.base_url, "/v1/user/balance", key))[2] == {"credits": 2}
-
-
-def test_standalone_serves_until_interrupted() -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stability_user.testing",
-            "--port",
-            "0",
-            "--accounts",
-            "2",
-            "--credits",
-            "7",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(5)]
-        base_url = lines[0].rsplit(" ", 1)[1].strip()
-        keys = [line.rsplit(" ", 1)[1].strip() for line in lines[2:4]]
-        assert base_url.startswith("http://127.0.0.1:")
-        status, _, body = asyncio.run(get(base_url, "/v1/user/balance", keys[1]))
-        assert (status, body) == (200, {"credits": 7})
-    finally:
-        process.send_signal(2)  # SIGINT, as Ctrl+C
-        assert process.wait(timeout=10) == 0
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_pytest_plugin_gives_fixtures_without_imports(pytester: pytest.Pytester) -> None:
