@@ -1,7 +1,9 @@
 """Serve the emulator: ``python -m stability_user.testing --port 8700 --accounts 3``.
 
 :func:`main` takes the arguments and the program name, so another command line
-(``stability-user emulator``) can hand its own arguments straight to it.
+(``stability-user emulator``) can hand its own arguments straight to it. Exit
+status: 0 when stopped with Ctrl+C, 1 when it cannot listen, 2 for a wrong
+command line; errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ._listen import is_loopback
 from ._state import RateLimit
 
 PROG = "python -m stability_user.testing"
+"""The program name :func:`main` uses when not given one."""
+
 _DEFAULT = RateLimit()
 _EPILOG = (
     "Exit status: 0 when stopped with Ctrl+C, 1 when it cannot listen (for example "
