@@ -50,6 +50,9 @@ class Served:
 @contextlib.asynccontextmanager
 async def standalone(*args: str) -> AsyncIterator[Served]:
     """Run the emulator with ``args`` until it is ready; Ctrl+C (SIGINT) it on the way out."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell's background job ignores Ctrl+C, and so would the emulator it starts.
+        pytest.skip("SIGINT is ignored in this process, so the emulator could not be stopped")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -71,9 +74,18 @@ async def standalone(*args: str) -> AsyncIterator[Served]:
     try:
         yield served
     finally:
-        if process.returncode is None:
+        # Only a ready emulator is signalled: it runs until then. One that stopped by itself
+        # may be gone already, and signalling it would reap it (Popen.send_signal polls) under
+        # asyncio's child watcher, which then reports 255 instead of its exit status.
+        if lines and lines[-1].startswith("Press Ctrl+C"):
             process.send_signal(signal.SIGINT)
-        out, err = await process.communicate()
+        try:
+            # wait_for guards against a hang only: the emulator stops within a second.
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
         served.out, served.err = "".join(lines) + out.decode(), err.decode()
         served.code = process.returncode
 
