@@ -5,15 +5,11 @@ The pytest fixtures ``stability_emulator`` and ``stability_session`` come from t
 plugin :mod:`stability_user.testing.pytest_plugin`, registered automatically.
 """
 
-from ._emulator import (
-    RANDOM_FAULT_KINDS,
-    EmulatedAccount,
-    EmulatedOrganization,
-    Fault,
-    RateLimit,
-    RecordedRequest,
-    StabilityEmulator,
-)
+from ._emulator import StabilityEmulator
+from ._faults import RANDOM_FAULT_KINDS, Fault
+from ._listen import RemoteAccessWarning
+from ._recording import RecordedRequest
+from ._state import EmulatedAccount, EmulatedOrganization, RateLimit
 
 __all__ = [
     "RANDOM_FAULT_KINDS",
@@ -22,5 +18,6 @@ __all__ = [
     "Fault",
     "RateLimit",
     "RecordedRequest",
+    "RemoteAccessWarning",
     "StabilityEmulator",
 ]

@@ -1,65 +1,260 @@
-"""Serve the emulator: ``python -m stability_user.testing --port 8700 --accounts 3``."""
+"""Serve the emulator: ``python -m stability_user.testing --port 8700 --accounts 3``.
+
+:func:`main` takes the arguments and the program name, so another command line
+(``stability-user emulator``) can hand its own arguments straight to it. Exit
+status: 0 when stopped with Ctrl+C, 1 when it cannot listen, 2 for a wrong
+command line; errors are one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import errno
+import math
+import os
+import ssl
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
-from ._emulator import RateLimit, StabilityEmulator
+from ._emulator import StabilityEmulator
+from ._listen import is_loopback
+from ._state import RateLimit
+
+PROG = "python -m stability_user.testing"
+"""The program name :func:`main` uses when not given one."""
+
+_DEFAULT = RateLimit()
+_EPILOG = (
+    "Exit status: 0 when stopped with Ctrl+C, 1 when it cannot listen (for example "
+    "the port is in use), 2 for a wrong command line."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of the standalone emulator."""
-    parser = argparse.ArgumentParser(
-        prog="python -m stability_user.testing",
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like the rest of this command's."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: message`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of at least 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> tuple[int, float]:
+    requests, slash, seconds = text.partition("/")
+    try:
+        count, window = int(requests), float(seconds)
+    except ValueError:
+        count, window = 0, math.nan
+    if not slash or count < 1 or not (math.isfinite(window) and window > 0):
+        raise argparse.ArgumentTypeError(
+            "expected REQUESTS/SECONDS, a whole number of requests above 0 and a finite "
+            f"number of seconds above 0 (such as 20/1), got {text!r}"
+        )
+    return count, window
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command line of the standalone emulator, under the program name ``prog``."""
+    parser = _Parser(
+        prog=prog,
         description="Serve a local emulator of the Stability user API on loopback.",
+        epilog=_EPILOG,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8700, help="port; 0 picks a free one")
-    parser.add_argument("--accounts", type=int, default=3, help="demo accounts to create")
-    parser.add_argument("--credits", type=float, default=100.0, help="credits of each account")
-    parser.add_argument(
-        "--no-rate-limit", action="store_true", help="turn the 150 per 10 s limit off"
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="localhost or a loopback IP (default 127.0.0.1)")
+    add("--port", type=_port, default=8700, help="port (default 8700); 0 picks a free one")
+    add("--accounts", type=_count, default=3, help="demo accounts to create (default 3)")
+    add("--credits", type=_number, default=100.0, help="credits of each account (default 100)")
+    add(
+        "--rate-limit",
+        type=_rate,
+        metavar="REQUESTS/SECONDS",
+        help=f"per-key limit (default {_DEFAULT.requests}/{_DEFAULT.window:g})",
     )
-    parser.add_argument(
-        "--retire-v1alpha", action="store_true", help="answer the v1alpha paths with 404"
+    add(
+        "--lockout",
+        type=_number,
+        metavar="SECONDS",
+        help=f"how long a key past the limit gets 429 (default {_DEFAULT.lockout:g})",
+    )
+    add("--no-rate-limit", action="store_true", help="turn the per-key limit off")
+    add("--retire-v1alpha", action="store_true", help="answer the v1alpha paths with 404")
+    add(
+        "--max-recorded",
+        type=_count,
+        default=10_000,
+        metavar="N",
+        help="requests kept in the request log (default 10000)",
+    )
+    add("--certfile", help="serve HTTPS with this PEM certificate (chain)")
+    add("--keyfile", help="the certificate's private key, if not in --certfile")
+    add(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback: exposes the demo keys to the network",
     )
     return parser
 
 
-async def serve(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled, printing the base URL and the demo keys first."""
-    emulator = StabilityEmulator(
-        host=args.host,
-        port=args.port,
-        rate_limit=None if args.no_rate_limit else RateLimit(),
-        retire_v1alpha=args.retire_v1alpha,
-    )
-    async with emulator:
+def _rate_limit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RateLimit | None:
+    if args.no_rate_limit:
+        if args.rate_limit is not None or args.lockout is not None:
+            parser.error("--no-rate-limit cannot be combined with --rate-limit or --lockout")
+        return None
+    requests, window = args.rate_limit or (_DEFAULT.requests, _DEFAULT.window)
+    lockout = _DEFAULT.lockout if args.lockout is None else args.lockout
+    return RateLimit(requests=requests, window=window, lockout=lockout)
+
+
+def _ssl_context(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> ssl.SSLContext | None:
+    if args.certfile is None:
+        if args.keyfile is not None:
+            parser.error("--keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except ssl.SSLError as error:
+        parser.error(f"cannot use --certfile/--keyfile as a PEM certificate and key: {error}")
+    except OSError as error:
+        parser.error(f"cannot read --certfile/--keyfile: {_reason(error)}")
+    return context
+
+
+def _reason(error: OSError) -> str:
+    # asyncio's bind error spells out the address again; the errno alone says it best.
+    return os.strerror(error.errno).lower() if error.errno else str(error)
+
+
+def _emulator(args: argparse.Namespace, parser: argparse.ArgumentParser) -> StabilityEmulator:
+    tls = args.certfile is not None
+    if not is_loopback(args.host) and not args.allow_remote:
+        exposed = "the demo keys" if tls else "the demo keys and clear-text HTTP"
+        parser.error(
+            f"refusing to listen on {args.host!r}: not a loopback address, so {exposed} "
+            "would be exposed to the network (add --allow-remote to do it anyway)"
+        )
+    rate_limit = _rate_limit(args, parser)
+    ssl_context = _ssl_context(args, parser)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emulator = StabilityEmulator(
+            host=args.host,
+            port=args.port,
+            rate_limit=rate_limit,
+            retire_v1alpha=args.retire_v1alpha,
+            max_recorded=args.max_recorded,
+            allow_remote=args.allow_remote,
+            ssl_context=ssl_context,
+        )
+    for warning in caught:
+        print(f"{parser.prog}: warning: {warning.message}", file=sys.stderr)
+    return emulator
+
+
+class ListenError(Exception):
+    """The emulator could not listen on its host and port; the message says why."""
+
+
+async def serve(
+    emulator: StabilityEmulator,
+    *,
+    accounts: int = 3,
+    credits: float = 100.0,
+) -> None:
+    """Serve until cancelled, printing the base URL and the demo keys first.
+
+    Raises:
+        ListenError: the host and port cannot be listened on.
+    """
+    try:
+        await emulator.start()
+    except OSError as error:
+        host = f"[{emulator.host}]" if ":" in emulator.host else emulator.host
+        reason = _reason(error)
+        if error.errno == errno.EADDRINUSE:
+            reason += " (try --port 0 for a free one)"
+        raise ListenError(f"cannot listen on {host}:{emulator.port}: {reason}") from error
+    try:
         keys = [
-            emulator.add_account(email=f"demo-{n}@example.com", credits=args.credits)
-            for n in range(1, args.accounts + 1)
+            emulator.add_account(email=f"demo-{n}@example.com", credits=credits)
+            for n in range(1, accounts + 1)
         ]
-        print(f"Stability user API emulator on {emulator.base_url}")
-        print(f"  export STABILITY_API_HOST={emulator.base_url}")
+        base_url = emulator.base_url
+        print(f"Stability user API emulator on {base_url}")
+        print(f"  export STABILITY_API_HOST={base_url}")
         for number, key in enumerate(keys, 1):
             # Demo keys are made up on the spot and valid only here, so they are shown whole.
             print(f"  demo key {number}: {key}")
+        if keys:
+            print(f'  try: curl -H "Authorization: {keys[0]}" {base_url}/v1/user/balance')
+        limit = emulator.rate_limit
+        if limit is None:
+            print("  rate limit: off")
+        else:
+            print(
+                f"  rate limit: {limit.requests} requests per {limit.window:g} s per key, "
+                f"then {limit.lockout:g} s of 429"
+            )
         print("Press Ctrl+C to stop.", flush=True)
-        if ready is not None:
-            ready.set()
         await asyncio.Event().wait()
+    finally:
+        await emulator.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator until interrupted."""
-    args = build_parser().parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args))
-    return 0
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Run the emulator until interrupted and return the exit status.
+
+    Args:
+        argv: the arguments, without the program name; ``sys.argv[1:]`` by default.
+        prog: the program name shown in help and error messages.
+    """
+    parser = build_parser(prog)
+    try:
+        try:
+            args = parser.parse_args(argv)
+            emulator = _emulator(args, parser)
+        except SystemExit as exit_:  # --help, or a wrong command line
+            return exit_.code if isinstance(exit_.code, int) else 2
+        try:
+            asyncio.run(serve(emulator, accounts=args.accounts, credits=args.credits))
+        except ListenError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:  # Ctrl+C, while starting as well as while serving
+        return 0
+    return 0  # pragma: no cover - serve() ends only when interrupted
 
 
 if __name__ == "__main__":
