@@ -192,11 +192,14 @@ async def test_a_call_with_two_retries(
         "url.full": f"{emulator.base_url}{BALANCE}",
         "url.template": BALANCE,
     }
+    # The emulator sends a request id with every answer, as the service does.
+    ids = [r.request_id for r in emulator.requests]
     assert attributes(attempts[0]) == {
         **server,
         "stability.attempt": 1,
         "http.response.status_code": 503,
         "error.type": "503",
+        "stability.request_id": ids[0],
     }
     assert attributes(attempts[1]) == {
         **server,
@@ -204,12 +207,14 @@ async def test_a_call_with_two_retries(
         "http.request.resend_count": 1,
         "http.response.status_code": 503,
         "error.type": "503",
+        "stability.request_id": ids[1],
     }
     assert attributes(attempts[2]) == {
         **server,
         "stability.attempt": 3,
         "http.request.resend_count": 2,
         "http.response.status_code": 200,
+        "stability.request_id": ids[2],
     }
     assert [a.status.status_code for a in attempts] == [
         StatusCode.ERROR,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import logging
 import math
 import os
 import ssl
@@ -21,6 +22,7 @@ from typing import NoReturn
 
 from ._emulator import StabilityEmulator
 from ._listen import is_loopback
+from ._logs import SERVER_LOGGER
 from ._state import RateLimit
 
 PROG = "python -m stability_user.testing"
@@ -241,6 +243,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         prog: the program name shown in help and error messages.
     """
     parser = build_parser(prog)
+    # A program of its own: the server's log goes to stderr (the package's logger has
+    # only a NullHandler, as a library's should).
+    log = logging.StreamHandler(sys.stderr)
+    log.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    SERVER_LOGGER.addHandler(log)
     try:
         try:
             args = parser.parse_args(argv)
@@ -254,6 +261,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             return 1
     except KeyboardInterrupt:  # Ctrl+C, while starting as well as while serving
         return 0
+    finally:
+        SERVER_LOGGER.removeHandler(log)
     return 0  # pragma: no cover - serve() ends only when interrupted
 
 
