@@ -25,8 +25,9 @@ from ._errors import (
 )
 from ._http import Request, Response, Transport
 from ._models import Account, Balance, ErrorBody, OrganizationMembership
-from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
+from ._ratelimit import RateLimit, RateLimitStore, RateLimitWait
 from ._ratelimit_local import LocalRateLimitStore
+from ._ratelimit_memory import MemoryRateLimitStore
 from ._ratelimit_redis import RedisRateLimitStore
 from ._retry import RetryPolicy
 from ._session import StabilitySession

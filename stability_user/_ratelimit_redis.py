@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from yarl import URL
 
-from ._ratelimit import MemoryRateLimitStore, RateLimit, Wait
+from ._ratelimit import RateLimit, Wait
+from ._ratelimit_memory import MemoryRateLimitStore
 from ._types import Clock
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ import attrs
 from ._checks import check_count, check_optional_seconds, check_seconds
 from ._errors import APIConnectionError, APIError, APITimeoutError
 from ._http import Handler, Request, Response
-from ._ratelimit import RateLimiter, Slot
+from ._limiter import LEASE_MARGIN, RateLimiter, Slot
 from ._types import Clock, Sleep
 
 __all__ = [
@@ -46,13 +46,6 @@ RATE_LIMIT_LOCKOUT: Final = 60.0
 """Seconds the service locks a key out after a 429, per its documentation."""
 
 _RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
-
-LEASE_MARGIN: Final = 30.0
-"""Seconds a rate-limit slot outlives its attempt's timeout before a shared store frees it.
-
-Only a process that died in flight leaves a slot unreleased; a live one may be
-slow to release (a busy event loop), and must not find its slot handed on.
-"""
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -2,49 +2,48 @@
 
 A call goes session -> retry loop -> rate limiter -> user middlewares (first =
 outermost) -> transport, and comes back decoded into a model or a typed error.
-The session's settings are one frozen value (:class:`_State`); a view from
-:meth:`StabilitySession.with_options` is the same value with a field changed.
+The session's settings are one frozen value (:class:`~stability_user._state.SessionState`);
+a view from :meth:`StabilitySession.with_options` is the same value with a field changed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import functools
 import ssl as ssl_module
-import time
 import warnings
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    Awaitable,
     Callable,
     Iterable,
     Sequence,
 )
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
 from ._bulk import BalanceResult, TargetLike, check_balances
-from ._checks import check_count, check_seconds, check_type
-from ._config import ClientConfig, derive_config, make_config
-from ._endpoints import ACCOUNT, BALANCE
+from ._checks import check_count, check_seconds
+from ._config import derive_config, make_config
+from ._endpoints import BALANCE
 from ._errors import StabilityError
-from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
+from ._http import Middleware, Request, Response, Transport
 from ._models import Account, Balance
-from ._ratelimit import RateLimit, RateLimiter, RateLimitWait
-from ._retry import RetryPolicy, call_with_retries
-from ._sansio import build_request, decode
+from ._network import Route
+from ._ratelimit import RateLimit, RateLimitWait
+from ._retry import RetryPolicy
+from ._sansio import build_request
 from ._secrets import mask_secret
-from ._stores import RateLimitStoreLike, open_store
-from ._transport import AiohttpTransport
+from ._state import SessionState, make_state
+from ._stores import RateLimitStoreLike
 from ._types import Clock, Sleep
 from ._watch import BalanceReading, Threshold, watch
 
 __all__ = ["StabilitySession"]
+
+T = TypeVar("T")
 
 _CLOSED = "this StabilitySession is closed"
 
@@ -57,81 +56,6 @@ class _Unset(enum.Enum):
 
 _UNSET = _Unset.UNSET
 _VIEWS_PER_RUN = 4096  # per-key views a bulk run keeps, so a key's headers are built once
-
-
-def _chain(middlewares: Sequence[Middleware], transport: Handler) -> Handler:
-    handler = transport
-    for middleware in reversed(middlewares):
-        handler = _bind_middleware(middleware, handler)
-    return handler
-
-
-def _bind_middleware(middleware: Middleware, handler: Handler) -> Handler:
-    async def call(request: Request) -> Response:
-        return await middleware(request, handler)
-
-    return call
-
-
-async def _around(state: _State, request: Request, decoder: Callable[[Response], Any]) -> Any:
-    """The call wrapped by every middleware's ``around_call``, the first outermost."""
-
-    async def call(sent: Request) -> Any:
-        return await call_with_retries(
-            sent,
-            state.handler,
-            decoder,
-            state.retry,
-            limiter=state.limiter,
-            key_id=state.config.key_id,
-            sleep=state.sleep,
-            clock=state.clock,
-        )
-
-    proceed: Callable[[Request], Awaitable[Any]] = call
-    for around in reversed(state.around_call):
-        proceed = functools.partial(around, proceed=proceed)
-    return await proceed(request)
-
-
-@attrs.frozen
-class _State:
-    """Everything a call of a session (or view) uses; derived parts are built once."""
-
-    config: ClientConfig
-    retry: RetryPolicy = attrs.field(validator=lambda _, __, v: check_type("retry", v, RetryPolicy))
-    middlewares: tuple[Middleware, ...]
-    transport: Transport
-    limiter: RateLimiter | None
-    sleep: Sleep
-    clock: Clock
-    handler: Handler = attrs.field(init=False, eq=False, repr=False)
-    around_call: tuple[AroundCall, ...] = attrs.field(init=False, eq=False, repr=False)
-    account_request: Request | None = attrs.field(init=False, eq=False, repr=False)
-    balance_request: Request | None = attrs.field(init=False, eq=False, repr=False)
-
-    @handler.default
-    def _handler(self) -> Handler:
-        return _chain(self.middlewares, self.transport)
-
-    @around_call.default
-    def _around_call(self) -> tuple[AroundCall, ...]:
-        # A middleware may also wrap whole calls (a tracing span over all attempts).
-        return tuple(m.around_call for m in self.middlewares if hasattr(m, "around_call"))
-
-    @account_request.default
-    def _account_request(self) -> Request | None:
-        return None if self.config.api_key is None else build_request(self.config, ACCOUNT)
-
-    @balance_request.default
-    def _balance_request(self) -> Request | None:
-        return None if self.config.api_key is None else build_request(self.config, BALANCE)
-
-    def decode_account(self, response: Response) -> Account:
-        return decode(response, ACCOUNT, self.config, now=time.time())
-
-    def decode_balance(self, response: Response) -> Balance:
-        return decode(response, BALANCE, self.config, now=time.time())
 
 
 class StabilitySession:
@@ -227,37 +151,28 @@ class StabilitySession:
             client_version=client_version,
             timeout=timeout,
         )
-        if rate_limit is not None:
-            check_type("rate_limit", rate_limit, RateLimit)
-        clock = clock or time.monotonic
-        sleep = sleep or asyncio.sleep
-        if transport is None:
-            transport = AiohttpTransport(
-                http_session=http_session,
-                max_connections=max_connections,
-                max_body_size=max_body_size,
-                proxy=proxy,
-                trust_env=trust_env,
-                ssl=ssl,
-            )
-            self._owns_transport = True
-        elif http_session is not None or proxy is not None or ssl is not None or trust_env:
-            raise ValueError("http_session, proxy, ssl and trust_env apply only without transport=")
-        else:
-            self._owns_transport = False
-        limiter = None
-        if rate_limit is not None:
-            store, owns_store = open_store(rate_limit_store, clock=clock)
-            limiter = RateLimiter(
-                rate_limit, store, sleep=sleep, on_wait=on_rate_limit_wait, owns_store=owns_store
-            )
-        state = _State(
-            config, retry or RetryPolicy(), tuple(middlewares), transport, limiter, sleep, clock
+        route = None
+        if proxy is not None or ssl is not None or trust_env:
+            route = Route(proxy=proxy, trust_env=trust_env, ssl=ssl)
+        state, self._owns_transport = make_state(
+            config,
+            retry=retry,
+            middlewares=middlewares,
+            rate_limit=rate_limit,
+            rate_limit_store=rate_limit_store,
+            on_rate_limit_wait=on_rate_limit_wait,
+            transport=transport,
+            http_session=http_session,
+            max_connections=max_connections,
+            max_body_size=max_body_size,
+            route=route,
+            sleep=sleep,
+            clock=clock,
         )
         self._adopt(state, parent=None)
         self._owner = True
 
-    def _adopt(self, state: _State, parent: StabilitySession | None) -> None:
+    def _adopt(self, state: SessionState, parent: StabilitySession | None) -> None:
         self._state = state
         self._parent = parent
         self._closed = False
@@ -348,24 +263,10 @@ class StabilitySession:
         view._adopt(new_state, parent=self)
         return view
 
-    async def _call(self, request: Request | None, decoder: Callable[[Response], Any]) -> Any:
+    async def _call(self, request: Request | None, decoder: Callable[[Response], T]) -> T:
         if self.closed:
             raise StabilityError(_CLOSED)
-        state = self._state
-        if request is None:  # a session without a key, asked for its own: raises
-            request = build_request(state.config, ACCOUNT)
-        if state.around_call:
-            return await _around(state, request, decoder)
-        return await call_with_retries(
-            request,
-            state.handler,
-            decoder,
-            state.retry,
-            limiter=state.limiter,
-            key_id=state.config.key_id,
-            sleep=state.sleep,
-            clock=state.clock,
-        )
+        return await self._state.call(request, decoder)
 
     async def account(self) -> Account:
         """The account the API key belongs to (``GET /{version}/user/account``).
@@ -379,8 +280,7 @@ class StabilitySession:
             StabilityError: the session is closed, or has no API key.
         """
         state = self._state
-        result: Account = await self._call(state.account_request, state.decode_account)
-        return result
+        return await self._call(state.account_request, state.decode_account)
 
     async def balance(self, organization: str | None = None) -> Balance:
         """The credit balance (``GET /{version}/user/balance``).
@@ -404,8 +304,7 @@ class StabilitySession:
         config = state.config
         if organization is not None and organization != config.organization and config.api_key:
             request = build_request(config, BALANCE, organization=organization)
-        result: Balance = await self._call(request, state.decode_balance)
-        return result
+        return await self._call(request, state.decode_balance)
 
     def balances(
         self,

@@ -12,8 +12,9 @@ import time
 from collections.abc import Mapping
 from typing import Final, Union
 
-from ._ratelimit import MemoryRateLimitStore, RateLimitStore
+from ._ratelimit import RateLimitStore
 from ._ratelimit_local import LocalRateLimitStore
+from ._ratelimit_memory import MemoryRateLimitStore
 from ._ratelimit_redis import RedisRateLimitStore
 from ._types import Clock
 

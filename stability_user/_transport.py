@@ -10,57 +10,26 @@ with any text aiohttp quotes from the server redacted of the secrets sent.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import ssl as ssl_module
-import urllib.request
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
-from ._checks import check_count, check_type, is_loopback
+from ._checks import check_count
 from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
 from ._http import Request, Response
+from ._network import Route
 from ._secrets import display_text, redact
 
-__all__ = ["AiohttpTransport", "mask_proxy"]
+__all__ = ["AiohttpTransport"]
 
 _CHUNK: Final = 65536
 _CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
 _CLOSED: Final = "this StabilitySession is closed"
 _AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
-
-
-def mask_proxy(proxy: str) -> str:
-    """A proxy URL with its password hidden, for reprs and messages."""
-    url = URL(proxy)
-    return str(url.with_password("***")) if url.password is not None else proxy
-
-
-def _proxy_secrets(proxy: str | None) -> tuple[str, ...]:
-    if proxy is None:
-        return ()
-    url = URL(proxy)
-    if url.password is None:
-        return ()
-    # aiohttp sends the credentials as Basic auth: a proxy could echo either form.
-    basic = base64.b64encode(f"{url.user or ''}:{url.password}".encode()).decode()
-    return (url.password, basic)
-
-
-def _check_ssl(context: object) -> ssl_module.SSLContext | None:
-    if context is None:
-        return None
-    check_type("ssl", context, ssl_module.SSLContext)
-    assert isinstance(context, ssl_module.SSLContext)  # noqa: S101 - for the type checker
-    if context.verify_mode != ssl_module.CERT_REQUIRED or not context.check_hostname:
-        # Certificate checks are what keeps the key from a machine in the middle.
-        raise ValueError("ssl must verify certificates and host names (CERT_REQUIRED)")
-    return context
 
 
 class AiohttpTransport:
@@ -76,9 +45,7 @@ class AiohttpTransport:
         http_session: an ``aiohttp.ClientSession`` of the caller's, never closed here.
         max_connections: the pool's size and the requests in flight at once.
         max_body_size: the most bytes of a body read, after decompression.
-        proxy: an ``http://`` proxy URL for every request (credentials allowed).
-        trust_env: read ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``, as aiohttp does.
-        ssl: an ``ssl.SSLContext`` for a custom CA bundle or client certificates.
+        route: the proxy and TLS settings (direct, the default trust store, by default).
     """
 
     __slots__ = (
@@ -89,13 +56,9 @@ class AiohttpTransport:
         "_max_body_size",
         "_max_connections",
         "_owns_session",
-        "_proxies",
-        "_proxy",
-        "_secrets",
+        "_route",
         "_slots",
-        "_ssl",
         "_timeouts",
-        "_trust_env",
     )
 
     def __init__(
@@ -104,32 +67,22 @@ class AiohttpTransport:
         http_session: aiohttp.ClientSession | None = None,
         max_connections: int = 100,
         max_body_size: int = 1_048_576,
-        proxy: str | None = None,
-        trust_env: bool = False,
-        ssl: ssl_module.SSLContext | None = None,
+        route: Route | None = None,
     ) -> None:
         """Check the options; nothing is opened until the first request."""
         check_count("max_connections", max_connections)
         check_count("max_body_size", max_body_size)
-        if proxy is not None:
-            check_type("proxy", proxy, str)
-            if URL(proxy).scheme not in ("http", "https") or not URL(proxy).host:
-                raise ValueError(f"proxy must be an http:// URL, got {mask_proxy(proxy)!r}")
+        self._route = route or Route()
         self._http_session = http_session
         self._owns_session = http_session is None
         self._max_connections = max_connections
         self._max_body_size = max_body_size
-        self._proxy = proxy
-        self._trust_env = bool(trust_env)
-        self._ssl = _check_ssl(ssl)
-        self._secrets = _proxy_secrets(proxy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
         # Built once per distinct value, not per request.
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._frozen: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str]]] = {}
-        self._proxies: dict[str, str | None] = {}
 
     @property
     def closed(self) -> bool:
@@ -145,7 +98,7 @@ class AiohttpTransport:
     @property
     def proxy(self) -> str | None:
         """The explicit proxy, its password masked."""
-        return None if self._proxy is None else mask_proxy(self._proxy)
+        return self._route.proxy
 
     def _bind(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -164,7 +117,7 @@ class AiohttpTransport:
                     connector=aiohttp.TCPConnector(
                         limit=self._max_connections,
                         limit_per_host=0,
-                        ssl=self._ssl if self._ssl is not None else True,
+                        ssl=self._route.ssl,
                     ),
                     # The API sets no cookies worth keeping; a jar only costs time
                     # and could carry state from one key's calls into another's.
@@ -206,24 +159,6 @@ class AiohttpTransport:
         self._frozen[id(headers)] = (headers, proxy)
         return proxy
 
-    def _proxy_for(self, url: str) -> str | None:
-        # Loopback never goes through a proxy: a clear-text request (the key in it)
-        # must not travel to another machine, whatever the environment says.
-        if url in self._proxies:
-            return self._proxies[url]
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        proxy: str | None = None
-        if not is_loopback(host):
-            if self._proxy is not None:
-                proxy = self._proxy
-            elif self._trust_env and not urllib.request.proxy_bypass(host):
-                proxy = urllib.request.getproxies().get(parts.scheme)
-        if len(self._proxies) >= _CACHE_LIMIT:
-            self._proxies.clear()
-        self._proxies[url] = proxy
-        return proxy
-
     async def __call__(self, request: Request) -> Response:
         """Send ``request`` and return its response, read whole, connection released.
 
@@ -245,8 +180,8 @@ class AiohttpTransport:
                     headers=self._headers(request.headers),
                     allow_redirects=False,
                     timeout=self._timeout(request.timeout),
-                    proxy=self._proxy_for(request.url),
-                    ssl=self._ssl if self._ssl is not None else True,
+                    proxy=self._route.proxy_for(request.url),
+                    ssl=self._route.ssl,
                 ) as resp:
                     body = await self._read(resp)
                     return Response(resp.status, resp.headers, body, request.attempt, request)
@@ -270,10 +205,10 @@ class AiohttpTransport:
 
     def _quotes_a_secret(self, request: Request, exc: BaseException) -> bool:
         text = f"{exc!s} {exc!r} {getattr(exc, 'message', '')}"
-        return redact(text, (request.api_key, *self._secrets)) != text
+        return redact(text, (request.api_key, *self._route.secrets)) != text
 
     def _connection_error(self, request: Request, exc: aiohttp.ClientError) -> APIConnectionError:
-        secrets = (request.api_key, *self._secrets)
+        secrets = (request.api_key, *self._route.secrets)
         origin = _origin(request.url)
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             reason = display_text(str(exc.certificate_error), secrets)

@@ -24,6 +24,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
+from stability_user._network import Route
 from stability_user._transport import AiohttpTransport
 
 from .conftest import KEY
@@ -232,11 +233,11 @@ async def test_request_id_is_in_the_error_to_quote_to_support(
 async def test_clear_text_only_to_loopback_whatever_the_proxy(proxy: Proxy) -> None:
     with pytest.raises(StabilityError, match="clear-text"):
         StabilitySession(KEY, base_url="http://api.example", proxy=proxy.url)
-    transport = AiohttpTransport(proxy=proxy.url, trust_env=True)
+    transport = AiohttpTransport(route=Route(proxy=proxy.url, trust_env=True))
     # A loopback target is never sent through a proxy: the key would leave the machine.
-    assert transport._proxy_for("http://127.0.0.1:8700/v1/user/balance") is None
-    assert transport._proxy_for("http://localhost:8700/v1/user/balance") is None
-    assert transport._proxy_for(f"https://{HOST}/v1/user/balance") == proxy.url
+    assert transport._route.proxy_for("http://127.0.0.1:8700/v1/user/balance") is None
+    assert transport._route.proxy_for("http://localhost:8700/v1/user/balance") is None
+    assert transport._route.proxy_for(f"https://{HOST}/v1/user/balance") == proxy.url
 
 
 def test_certificate_checks_cannot_be_turned_off() -> None:

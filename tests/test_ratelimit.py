@@ -19,7 +19,8 @@ from stability_user import (
     RetryPolicy,
     StabilitySession,
 )
-from stability_user._ratelimit import RateLimiter, Wait
+from stability_user._limiter import RateLimiter
+from stability_user._ratelimit import Wait
 from stability_user.testing import Fault, StabilityEmulator
 
 from .fakes import FakeClock, VirtualTime

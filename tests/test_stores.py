@@ -36,7 +36,8 @@ from stability_user import (
     RetryPolicy,
     StabilitySession,
 )
-from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait
+from stability_user._limiter import MAX_LOCKOUT, RateLimiter
+from stability_user._ratelimit import Wait
 from stability_user._stores import open_store
 from stability_user.testing import StabilityEmulator
 

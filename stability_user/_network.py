@@ -1,0 +1,120 @@
+"""How requests reach the service: which proxy, if any, and which certificates to trust.
+
+A :class:`Route` is checked once, when the session is made: a proxy must be an
+``http(s)://`` URL; an ``ssl.SSLContext`` must verify certificates and host names
+(there is no way to turn verification off: it is what keeps the key from a
+machine in the middle). Proxy credentials are secrets like the key: masked in
+every repr and message, redacted from anything a server or proxy echoes.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl as ssl_module
+import urllib.request
+from typing import Final
+from urllib.parse import urlsplit
+
+from yarl import URL
+
+from ._checks import check_type, is_loopback
+
+__all__ = ["Route", "mask_proxy"]
+
+_CHOICES_KEPT: Final = 4096  # proxy choices per URL kept; cleared when full
+
+
+def mask_proxy(proxy: str) -> str:
+    """A proxy URL with its password hidden, for reprs and messages."""
+    url = URL(proxy)
+    return str(url.with_password("***")) if url.password is not None else proxy
+
+
+def _secrets_of(proxy: str | None) -> tuple[str, ...]:
+    if proxy is None:
+        return ()
+    url = URL(proxy)
+    if url.password is None:
+        return ()
+    # aiohttp sends the credentials as Basic auth: a proxy could echo either form.
+    basic = base64.b64encode(f"{url.user or ''}:{url.password}".encode()).decode()
+    return (url.password, basic)
+
+
+def _check_proxy(proxy: object) -> str | None:
+    if proxy is None:
+        return None
+    check_type("proxy", proxy, str)
+    assert isinstance(proxy, str)  # noqa: S101 - for the type checker
+    url = URL(proxy)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"proxy must be an http:// URL, got {mask_proxy(proxy)!r}")
+    return proxy
+
+
+def _check_ssl(context: object) -> ssl_module.SSLContext | None:
+    if context is None:
+        return None
+    check_type("ssl", context, ssl_module.SSLContext)
+    assert isinstance(context, ssl_module.SSLContext)  # noqa: S101 - for the type checker
+    if context.verify_mode != ssl_module.CERT_REQUIRED or not context.check_hostname:
+        raise ValueError("ssl must verify certificates and host names (CERT_REQUIRED)")
+    return context
+
+
+class Route:
+    """The proxy and TLS settings of a transport, checked once.
+
+    Args:
+        proxy: an ``http://`` proxy URL for every request (credentials allowed).
+        trust_env: read ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``, as aiohttp
+            does (once per URL, at its first request).
+        ssl: an ``ssl.SSLContext`` for a custom CA bundle or client certificates.
+
+    Raises:
+        TypeError: a proxy or ssl of the wrong type.
+        ValueError: a proxy that is not an ``http(s)://`` URL, or an ``ssl`` that
+            does not verify certificates.
+    """
+
+    __slots__ = ("_choices", "_proxy", "_trust_env", "secrets", "ssl")
+
+    def __init__(
+        self,
+        *,
+        proxy: str | None = None,
+        trust_env: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
+        """Check the settings."""
+        self._proxy = _check_proxy(proxy)
+        self._trust_env = bool(trust_env)
+        self.ssl: ssl_module.SSLContext | bool = _check_ssl(ssl) or True
+        self.secrets = _secrets_of(self._proxy)  # redacted from every message
+        self._choices: dict[str, str | None] = {}
+
+    @property
+    def proxy(self) -> str | None:
+        """The explicit proxy, its password masked."""
+        return None if self._proxy is None else mask_proxy(self._proxy)
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to ``url`` goes through, or ``None`` to go directly.
+
+        Loopback never goes through a proxy: a clear-text request (the key in it)
+        must not travel to another machine, whatever the environment says.
+        """
+        if url in self._choices:
+            return self._choices[url]
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        proxy: str | None = None
+        if not is_loopback(host):
+            if self._proxy is not None:
+                proxy = self._proxy
+            elif self._trust_env and not urllib.request.proxy_bypass(host):
+                proxy = urllib.request.getproxies().get(parts.scheme)
+        if len(self._choices) >= _CHOICES_KEPT:
+            self._choices.clear()
+        self._choices[url] = proxy
+        return proxy

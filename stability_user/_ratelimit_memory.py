@@ -1,0 +1,143 @@
+"""The rate limiter's state in this process: every session and thread of the process shares it.
+
+No lease here: a request of this process always releases its slot (in a
+``finally``), and if the process dies, this state dies with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import threading
+import time
+from typing import Final
+
+from ._checks import check_count
+from ._ratelimit import RateLimit, Wait
+from ._types import Clock
+
+__all__ = ["MemoryRateLimitStore"]
+
+
+class _KeyState:
+    __slots__ = ("done", "in_flight", "locked_until")
+
+    def __init__(self) -> None:
+        # Times at which completed requests free their slots, in order. A list, not a
+        # deque: most keys of a bulk run hold one or two, and an empty deque alone
+        # costs several hundred bytes.
+        self.done: list[float] = []
+        self.in_flight: set[int] = set()  # tokens of requests not yet completed
+        self.locked_until = 0.0
+
+    def busy(self, now: float) -> bool:
+        return bool(self.in_flight) or self.locked_until > now
+
+
+class MemoryRateLimitStore:
+    """The limiter's state in this process: shared by every session and thread using it.
+
+    Every session of the process on the default clock shares one store
+    (:meth:`shared`). Memory holds only
+    keys used within the last window, at most ``max_keys`` of them (least recently
+    used forgotten first, never one in flight or locked out).
+    """
+
+    _shared: MemoryRateLimitStore | None = None
+    _shared_lock: Final = threading.Lock()
+
+    def __init__(self, *, clock: Clock = time.monotonic, max_keys: int = 16_384) -> None:
+        """Keep state on ``clock``'s time, for at most ``max_keys`` keys at once."""
+        self._clock = clock
+        self._max_keys = check_count("max_keys", max_keys)
+        self._keys: collections.OrderedDict[str, _KeyState] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._tokens = itertools.count(1)
+
+    @classmethod
+    def shared(cls) -> MemoryRateLimitStore:
+        """The process's store on :func:`time.monotonic`, made on first use."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def __len__(self) -> int:
+        """How many keys the store currently remembers."""
+        return len(self._keys)
+
+    def _state(self, key_id: str, now: float) -> _KeyState:
+        keys = self._keys
+        state = keys.get(key_id)
+        if state is None:
+            self._forget(now)
+            state = keys[key_id] = _KeyState()
+        else:
+            keys.move_to_end(key_id)
+        return state
+
+    def _forget(self, now: float) -> None:
+        # Look at a few of the least recently used keys per new key: amortised O(1).
+        keys = self._keys
+        for _ in range(8):
+            if not keys:
+                return
+            key_id, state = next(iter(keys.items()))
+            if state.busy(now):
+                keys.move_to_end(key_id)  # in use: never forgotten
+                continue
+            idle = not state.done or state.done[-1] <= now
+            if not idle and len(keys) < self._max_keys:
+                return
+            del keys[key_id]
+
+    def acquire_nowait(self, key_id: str, limit: RateLimit, lease: float) -> int | Wait:
+        """:meth:`acquire` without an await: the in-process store never blocks."""
+        with self._lock:
+            now = self._clock()
+            state = self._state(key_id, now)
+            if state.locked_until > now:
+                return Wait(state.locked_until - now, lockout=True)
+            done = state.done
+            expired = bisect.bisect_right(done, now)
+            if expired:
+                del done[:expired]
+            in_flight = state.in_flight
+            # No lease here: a request of this process always releases its slot (in a
+            # `finally`), and if the process dies, this state dies with it.
+            if len(done) + len(in_flight) < limit.requests:
+                token = next(self._tokens)
+                in_flight.add(token)
+                return token
+            # A request still in flight frees its slot no sooner than a window from now.
+            return Wait(done[0] - now if done else limit.window)
+
+    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
+        """Take a slot now and return its token, or say how long until one may be free."""
+        return self.acquire_nowait(key_id, limit, lease)
+
+    def release_nowait(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """:meth:`release` without an await."""
+        with self._lock:
+            now = self._clock()
+            state = self._state(key_id, now)
+            if token in state.in_flight:
+                state.in_flight.discard(token)
+                bisect.insort(state.done, now + limit.window)
+
+    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
+        self.release_nowait(key_id, token, limit)
+
+    async def lock(self, key_id: str, seconds: float) -> bool:
+        """Lock the key out for ``seconds``; ``True`` when it was not locked before."""
+        with self._lock:
+            now = self._clock()
+            state = self._state(key_id, now)
+            fresh = state.locked_until <= now
+            state.locked_until = max(state.locked_until, now + seconds)
+            return fresh
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

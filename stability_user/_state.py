@@ -1,0 +1,179 @@
+"""A session's state: one frozen value with everything a call needs, and the call itself.
+
+A :class:`SessionState` is built once from the constructor's options
+(:func:`make_state`); a view from ``with_options`` is the same value with a field
+or two changed (``attrs.evolve``), sharing the transport and the rate limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+import attrs
+
+from ._checks import check_type
+from ._config import ClientConfig
+from ._endpoints import ACCOUNT, BALANCE
+from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
+from ._limiter import RateLimiter
+from ._models import Account, Balance
+from ._network import Route
+from ._ratelimit import RateLimit, RateLimitWait
+from ._retry import RetryPolicy, call_with_retries
+from ._sansio import build_request, decode
+from ._stores import RateLimitStoreLike, open_store
+from ._transport import AiohttpTransport
+from ._types import Clock, Sleep
+
+__all__ = ["SessionState", "make_state"]
+
+T = TypeVar("T")
+
+
+def _chain(middlewares: Sequence[Middleware], transport: Handler) -> Handler:
+    handler = transport
+    for middleware in reversed(middlewares):
+        handler = _bind_middleware(middleware, handler)
+    return handler
+
+
+def _bind_middleware(middleware: Middleware, handler: Handler) -> Handler:
+    async def call(request: Request) -> Response:
+        return await middleware(request, handler)
+
+    return call
+
+
+def _retry_policy(_: object, __: attrs.Attribute[RetryPolicy], value: RetryPolicy) -> None:
+    check_type("retry", value, RetryPolicy)
+
+
+@attrs.frozen
+class SessionState:
+    """Everything a call of a session (or view) uses; the derived parts are built once."""
+
+    config: ClientConfig
+    retry: RetryPolicy = attrs.field(validator=_retry_policy)
+    middlewares: tuple[Middleware, ...]
+    transport: Transport
+    limiter: RateLimiter | None
+    sleep: Sleep
+    clock: Clock
+    handler: Handler = attrs.field(init=False, eq=False, repr=False)
+    around_call: tuple[AroundCall, ...] = attrs.field(init=False, eq=False, repr=False)
+    account_request: Request | None = attrs.field(init=False, eq=False, repr=False)
+    balance_request: Request | None = attrs.field(init=False, eq=False, repr=False)
+
+    @handler.default
+    def _handler(self) -> Handler:
+        return _chain(self.middlewares, self.transport)
+
+    @around_call.default
+    def _around_call(self) -> tuple[AroundCall, ...]:
+        # A middleware may also wrap whole calls (a tracing span over all attempts).
+        return tuple(m.around_call for m in self.middlewares if hasattr(m, "around_call"))
+
+    @account_request.default
+    def _account_request(self) -> Request | None:
+        return None if self.config.api_key is None else build_request(self.config, ACCOUNT)
+
+    @balance_request.default
+    def _balance_request(self) -> Request | None:
+        return None if self.config.api_key is None else build_request(self.config, BALANCE)
+
+    def decode_account(self, response: Response) -> Account:
+        """The account in ``response``, or its typed error."""
+        return decode(response, ACCOUNT, self.config, now=time.time())
+
+    def decode_balance(self, response: Response) -> Balance:
+        """The balance in ``response``, or its typed error."""
+        return decode(response, BALANCE, self.config, now=time.time())
+
+    async def call(self, request: Request | None, decoder: Callable[[Response], T]) -> T:
+        """Send ``request`` with retries and rate limiting; return the decoded result.
+
+        Raises:
+            StabilityError: no request, because the session has no key (naming
+                ``STABILITY_API_KEY``), or the typed error of the call's failure.
+        """
+        if request is None:  # a session without a key, asked for its own: raises
+            request = build_request(self.config, ACCOUNT)
+        if self.around_call:
+            return await self._around(request, decoder)
+        return await self._send(request, decoder)
+
+    def _send(self, request: Request, decoder: Callable[[Response], T]) -> Awaitable[T]:
+        return call_with_retries(
+            request,
+            self.handler,
+            decoder,
+            self.retry,
+            limiter=self.limiter,
+            key_id=self.config.key_id,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
+
+    async def _around(self, request: Request, decoder: Callable[[Response], T]) -> T:
+        """The call wrapped by every middleware's ``around_call``, the first outermost."""
+
+        async def call(sent: Request) -> T:
+            return await self._send(sent, decoder)
+
+        proceed: Callable[[Request], Awaitable[Any]] = call
+        for around in reversed(self.around_call):
+            proceed = functools.partial(around, proceed=proceed)
+        result: T = await proceed(request)
+        return result
+
+
+def make_state(
+    config: ClientConfig,
+    *,
+    retry: RetryPolicy | None,
+    middlewares: Sequence[Middleware],
+    rate_limit: RateLimit | None,
+    rate_limit_store: RateLimitStoreLike | None,
+    on_rate_limit_wait: Callable[[RateLimitWait], None] | None,
+    transport: Transport | None,
+    http_session: aiohttp.ClientSession | None,
+    max_connections: int,
+    max_body_size: int,
+    route: Route | None,
+    sleep: Sleep | None,
+    clock: Clock | None,
+) -> tuple[SessionState, bool]:
+    """The state the constructor's options describe, and whether the session owns the transport.
+
+    Raises:
+        TypeError, ValueError: an option the constructor refuses.
+    """
+    if rate_limit is not None:
+        check_type("rate_limit", rate_limit, RateLimit)
+    clock = clock or time.monotonic
+    sleep = sleep or asyncio.sleep
+    owns_transport = transport is None
+    if transport is None:
+        transport = AiohttpTransport(
+            http_session=http_session,
+            max_connections=max_connections,
+            max_body_size=max_body_size,
+            route=route,
+        )
+    elif http_session is not None or route is not None:
+        raise ValueError("http_session, proxy, ssl and trust_env apply only without transport=")
+    limiter = None
+    if rate_limit is not None:
+        store, owns_store = open_store(rate_limit_store, clock=clock)
+        limiter = RateLimiter(
+            rate_limit, store, sleep=sleep, on_wait=on_rate_limit_wait, owns_store=owns_store
+        )
+    state = SessionState(
+        config, retry or RetryPolicy(), tuple(middlewares), transport, limiter, sleep, clock
+    )
+    return state, owns_transport
