@@ -19,7 +19,17 @@ from stability_user import (
     OrganizationMembership,
     ResponseValidationError,
 )
-from stability_user._converter import structure, structure_error_body
+from stability_user._converter import (
+    _array_types,
+    _make_converter,
+    _models,
+    _structure_bool,
+    _structure_float,
+    _structure_str,
+    structure,
+    structure_error_body,
+)
+from stability_user._endpoints import ENDPOINTS
 
 SPEC = json.loads((pathlib.Path(__file__).parent / "data" / "openapi.json").read_text())
 
@@ -226,3 +236,81 @@ def test_describe_prefers_message_then_errors() -> None:
     assert ErrorBody(message="m", errors=("e",)).describe() == "m"
     assert ErrorBody(errors=("a", "b")).describe() == "a; b"
     assert ErrorBody().describe() is None
+
+
+class TestDetails:
+    """What mutation testing showed no test pinned down."""
+
+    def test_the_models_and_arrays_come_from_the_endpoint_table(self) -> None:
+        models = list(_models(tuple(e.model for e in ENDPOINTS)))
+        assert models == [OrganizationMembership, Account, Balance]  # innermost first
+        assert _array_types(models) == {tuple[OrganizationMembership, ...]}
+
+    @pytest.mark.parametrize("detailed", [False, True])
+    def test_a_fresh_converter_is_as_strict(self, detailed: bool) -> None:
+        # The converters are built once per process: build them again to see how.
+        converter = _make_converter(detailed=detailed)
+        member = {"id": "o", "name": "n", "role": "r", "is_default": True}
+        good = {"id": "u", "email": "e", "organizations": [member], "later": 1}
+        assert converter.structure(good, Account) == Account(
+            "u", "e", (OrganizationMembership("o", "n", "r", True),)
+        )
+        assert converter.structure({"credits": 2}, Balance) == Balance(2.0)
+        bad = [
+            ({"credits": "2"}, Balance),
+            ({"credits": True}, Balance),
+            ({"credits": None}, Balance),
+            ([{"credits": 2}], Balance),
+            ({**good, "id": 1}, Account),
+            ({**good, "organizations": "none"}, Account),
+            ({**good, "organizations": ["o"]}, Account),
+            ({**good, "organizations": [{**member, "is_default": 1}]}, Account),
+        ]
+        for data, cls in bad:
+            with pytest.raises(Exception):  # noqa: B017, PT011 - cattrs' own error types
+                converter.structure(data, cls)
+
+    @pytest.mark.parametrize(
+        ("hook", "value", "message"),
+        [
+            (_structure_str, 1, "expected a string, got a number"),
+            (_structure_str, b"x", "expected a string, got bytes"),
+            (_structure_bool, 1, "expected true or false, got a number"),
+            (_structure_float, "1", "expected a number, got a string"),
+        ],
+    )
+    def test_type_errors_say_what_was_expected_and_found(
+        self, hook: Any, value: object, message: str
+    ) -> None:
+        with pytest.raises(TypeError) as info:
+            hook(value, None)
+        assert str(info.value) == message
+
+    def test_a_wrong_container_says_so(self) -> None:
+        with pytest.raises(ResponseValidationError) as info:
+            structure([], Balance, status=200)
+        assert (
+            str(info.value)
+            == "200 response is not a valid Balance: expected an object, got an array @ $"
+        )
+
+    def test_problems_are_joined_and_capped_at_ten(self) -> None:
+        member = {"id": "o", "name": "n", "role": "r", "is_default": True}
+
+        def account_with(wrong: int) -> dict[str, object]:
+            organizations = [{**member, "is_default": 0}] * wrong
+            return {"id": "u", "email": "e", "organizations": organizations}
+
+        with pytest.raises(ResponseValidationError) as info:
+            structure(account_with(2), Account, status=200)
+        assert str(info.value) == (
+            "200 response is not a valid Account: "
+            "expected true or false, got a number @ $.organizations[0].is_default; "
+            "expected true or false, got a number @ $.organizations[1].is_default"
+        )
+        with pytest.raises(ResponseValidationError) as info:
+            structure(account_with(10), Account, status=200)
+        assert "more" not in str(info.value)
+        with pytest.raises(ResponseValidationError) as info:
+            structure(account_with(12), Account, status=200)
+        assert str(info.value).endswith("@ $.organizations[9].is_default; and 2 more")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
@@ -384,3 +385,128 @@ def test_no_window_ever_sees_more_than_the_limit(seed: int, clients: int) -> Non
     for n, start in enumerate(arrivals):
         in_window = [t for t in arrivals[n:] if t < start + limit.window]
         assert len(in_window) <= limit.requests
+
+
+class ScriptedStore:
+    """A store that answers from a script and records every call (not the in-process one)."""
+
+    def __init__(self, *answers: int | str | Wait) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[object, ...]] = []
+        self.closed = False
+
+    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
+        self.calls.append(("acquire", key_id, limit, lease))
+        return self.answers.pop(0)
+
+    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        self.calls.append(("release", key_id, token, limit))
+
+    async def lock(self, key_id: str, seconds: float) -> bool:
+        self.calls.append(("lock", key_id, seconds))
+        return True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class TestDetails:
+    """What mutation testing showed no test pinned down."""
+
+    def test_parse_keeps_the_lockout(self) -> None:
+        assert RateLimit.parse("5/1", lockout=3.0) == RateLimit(5, 1.0, 3.0)
+
+    def test_a_clock_that_starts_at_zero(self) -> None:
+        store = MemoryRateLimitStore(clock=FakeClock(start=0.0))
+        assert isinstance(store.acquire_nowait("k", LIMIT, 5.0), int)
+
+    def test_the_default_bound_of_keys(self, clock: FakeClock) -> None:
+        store = MemoryRateLimitStore(clock=clock)
+        limit = RateLimit(5, 10.0)
+        for n in range(16_500):
+            store.release_nowait(f"k{n}", store.acquire_nowait(f"k{n}", limit, 5.0), limit)  # type: ignore[arg-type]
+        assert len(store) == 16_384
+        with pytest.raises(ValueError, match=r"^max_keys must be"):
+            MemoryRateLimitStore(max_keys=-1)
+
+    def test_a_busy_oldest_key_does_not_stop_forgetting(self, clock: FakeClock) -> None:
+        store = MemoryRateLimitStore(clock=clock, max_keys=3)
+        limit = RateLimit(5, 10.0)
+        assert isinstance(store.acquire_nowait("busy", limit, 5.0), int)  # in flight, oldest
+        for n in range(20):
+            store.release_nowait(f"k{n}", store.acquire_nowait(f"k{n}", limit, 5.0), limit)  # type: ignore[arg-type]
+        assert len(store) <= 4
+
+    async def test_new_keys_among_idle_ones(self, clock: FakeClock) -> None:
+        store = MemoryRateLimitStore(clock=clock, max_keys=2)
+        limit = RateLimit(5, 10.0)
+        for key in ("a", "b"):
+            store.release_nowait(key, store.acquire_nowait(key, limit, 5.0), limit)  # type: ignore[arg-type]
+        clock.advance(20)  # both idle now
+        assert await store.lock("new", 5.0) is True
+        store.release_nowait("other", 1, limit)  # an unknown token: nothing to release
+        assert store.acquire_nowait("new", limit, 5.0) == Wait(5.0, lockout=True)
+
+    async def test_a_lock_that_just_ended_is_new_again(self, clock: FakeClock) -> None:
+        store = MemoryRateLimitStore(clock=clock)
+        assert await store.lock("k", 10.0) is True
+        clock.advance(10.0)
+        assert await store.lock("k", 10.0) is True
+
+    async def test_the_limiter_closes_only_a_store_it_made(self, clock: FakeClock) -> None:
+        borrowed, owned = ScriptedStore(), ScriptedStore()
+        await RateLimiter(LIMIT, borrowed, sleep=clock.sleep).aclose()
+        await RateLimiter(LIMIT, owned, sleep=clock.sleep, owns_store=True).aclose()
+        assert (borrowed.closed, owned.closed) == (False, True)
+
+    async def test_any_store_gets_what_it_needs(self, clock: FakeClock) -> None:
+        store = ScriptedStore(Wait(10.0), "token-1")
+        limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
+        slot = await limiter.acquire("kid", "sk-" + "k" * 20, lease=35.0, max_wait=60, attempts=0)
+        await limiter.release(slot)
+        assert store.calls == [
+            ("acquire", "kid", LIMIT, 35.0),
+            ("acquire", "kid", LIMIT, 35.0),
+            ("release", "kid", "token-1", LIMIT),
+        ]
+        assert clock.sleeps == [10.0]
+
+    async def test_waits_add_up_against_what_the_policy_allows(self, clock: FakeClock) -> None:
+        store = ScriptedStore(Wait(10.0), Wait(10.0), "token")
+        limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
+        with pytest.raises(RateLimitError):
+            await limiter.acquire("kid", "sk-" + "k" * 20, lease=5, max_wait=15, attempts=0)
+        assert clock.sleeps == [10.0]  # the second wait would pass 15 s in all
+
+    async def test_waits_are_logged(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG, logger="stability_user")
+        limiter = RateLimiter(LIMIT, ScriptedStore(Wait(2.5, lockout=True), 1), sleep=clock.sleep)
+        await limiter.acquire("kid", "sk-" + "k" * 20, lease=5, max_wait=60, attempts=0)
+        assert [r.getMessage() for r in caplog.records] == [
+            "waiting 2.500 s for the lockout of sk-…kkkk"
+        ]
+
+    async def test_a_retry_after_of_zero_locks_nothing(self, clock: FakeClock) -> None:
+        store = ScriptedStore()
+        limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
+        await limiter.lock("kid", "sk-" + "k" * 20, 0.0)
+        await limiter.lock("kid", "sk-" + "k" * 20, 1.0)
+        await limiter.lock("kid", "sk-" + "k" * 20, None)
+        assert store.calls == [("lock", "kid", 1.0), ("lock", "kid", 60.0)]
+
+    async def test_refusals_say_why_in_full(self, clock: FakeClock) -> None:
+        key = "sk-" + "k" * 20
+        for wait, why in (
+            (Wait(30.0, lockout=True), "the service locked sk-…kkkk out"),
+            (Wait(8.0), "sk-…kkkk used its 2 requests per 10 s"),
+        ):
+            limiter = RateLimiter(LIMIT, ScriptedStore(wait), sleep=clock.sleep)
+            with pytest.raises(RateLimitError) as info:
+                await limiter.acquire("kid", key, lease=5, max_wait=1, attempts=3)
+            assert str(info.value) == (
+                f"429 Too Many Requests (not sent: {why}, and the wait is longer than the "
+                f"retry policy allows; retry after {wait.seconds:.3g} s)"
+            )
+            assert info.value.attempts == 3

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,13 +15,18 @@ from stability_user import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
+    LocalRateLimitStore,
+    MemoryRateLimitStore,
+    RateLimit,
+    RateLimitError,
     Request,
     Response,
     RetryPolicy,
     ServerError,
 )
 from stability_user._config import make_config
-from stability_user._retry import RATE_LIMIT_LOCKOUT, call_with_retries
+from stability_user._limiter import LEASE_MARGIN, RateLimiter
+from stability_user._retry import RATE_LIMIT_LOCKOUT, _path, call_with_retries
 from stability_user._sansio import error_for_response
 
 from .fakes import FakeClock
@@ -272,3 +279,244 @@ class TestLoop:
             *(send(ScriptedHandler(503, 503, 200), policy, clock) for _ in range(5))
         )
         assert clock.sleeps == [0.5] * 5 + [1.0] * 5
+
+
+class TestDetails:
+    """What mutation testing showed no test pinned down."""
+
+    def test_zero_waits_are_allowed(self) -> None:
+        policy = RetryPolicy(backoff_base=0, backoff_max=0, max_retry_after=0)
+        assert policy.next_delay(1, status=503) == 0.0
+
+    def test_a_bad_deadline_is_named(self) -> None:
+        with pytest.raises(ValueError, match=r"^deadline must be"):
+            RetryPolicy(deadline=float("inf"))
+
+    def test_the_exponent_is_capped_at_64(self) -> None:
+        policy = RetryPolicy(backoff_base=1.0, backoff_max=1e300)
+        assert policy.backoff(1000, 0.0) == 2.0**64
+
+    def test_elapsed_defaults_to_nothing(self) -> None:
+        assert RetryPolicy(deadline=0.6).next_delay(1, status=503) == 0.5
+
+    def test_a_wait_ending_exactly_at_the_deadline_is_not_started(self) -> None:
+        assert RetryPolicy(deadline=1.5).next_delay(1, status=503, elapsed=1.0) is None
+        assert RetryPolicy(deadline=1.5).next_delay(1, status=503, elapsed=0.99) == 0.5
+
+    async def test_the_first_request_is_sent_as_built_when_the_deadline_leaves_room(
+        self, clock: FakeClock
+    ) -> None:
+        handler = ScriptedHandler(200)
+        await send(handler, RetryPolicy(deadline=REQUEST.timeout), clock)
+        assert handler.requests[0] is REQUEST
+
+    async def test_attempts_cut_by_the_deadline_are_numbered(self, clock: FakeClock) -> None:
+        handler = ScriptedHandler(503, 200, clock=clock, cost=1.0)
+        await send(handler, RetryPolicy(deadline=5.0), clock)
+        assert [(r.attempt, r.timeout) for r in handler.requests] == [(1, 5.0), (2, 3.5)]
+
+    async def test_a_timeout_not_cut_by_the_deadline_keeps_its_message(
+        self, clock: FakeClock
+    ) -> None:
+        slow = APITimeoutError("took longer than 10 s")
+        with pytest.raises(APITimeoutError) as info:
+            await send(ScriptedHandler(slow, slow, slow), RetryPolicy(deadline=100.0), clock)
+        assert info.value is slow
+
+    async def test_a_deadline_that_runs_out_later_counts_the_attempts(
+        self, clock: FakeClock
+    ) -> None:
+        handler = ScriptedHandler(503, APITimeoutError("slow"), clock=clock, cost=2.0)
+        with pytest.raises(APITimeoutError, match="deadline") as info:
+            await send(handler, RetryPolicy(deadline=4.0), clock)
+        assert info.value.attempts == 2
+
+    async def test_jitter_spreads_the_waits(self, clock: FakeClock) -> None:
+        await call_with_retries(
+            REQUEST,
+            ScriptedHandler(503, 200),
+            decode,
+            RetryPolicy(),
+            sleep=clock.sleep,
+            clock=clock,
+            jitter=lambda: 0.5,
+        )
+        assert clock.sleeps == [0.75]
+
+    async def test_log_lines_in_full(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG, logger="stability_user")
+        handler = ScriptedHandler(APIConnectionError("reset"), 200, clock=clock, cost=0.25)
+        await send(handler, RetryPolicy(), clock)
+        assert [r.getMessage() for r in caplog.records] == [
+            "GET /v1/user/balance -> no response in 250.0 ms (attempt 1)",
+            "retrying GET /v1/user/balance after APIConnectionError: reset (attempt 1 of 3)"
+            " in 0.500 s",
+            "GET /v1/user/balance -> 200 in 250.0 ms (attempt 2)",
+        ]
+
+    async def test_a_middleware_answer_for_the_wrong_attempt_is_renumbered(
+        self, clock: FakeClock
+    ) -> None:
+        async def answers_alone(request: Request) -> Response:
+            return Response(503, {}, b"", attempt=1, request=request)
+
+        with pytest.raises(ServerError) as info:
+            await call_with_retries(
+                REQUEST, answers_alone, decode, RetryPolicy(), sleep=clock.sleep, clock=clock
+            )
+        assert info.value.attempts == 3
+
+    async def test_a_key_swapped_by_a_middleware_is_redacted_from_its_answer(
+        self, clock: FakeClock
+    ) -> None:
+        other = "sk-swapped0123456789abcdefghijkl"
+
+        async def swaps_and_answers(request: Request) -> Response:
+            swapped = attrs.evolve(request, headers={"Authorization": other})
+            assert swapped.api_key == other
+            return Response(401, {}, f'{{"message": "bad {other}"}}'.encode())
+
+        async def swapped_request(request: Request) -> Response:
+            return await swaps_and_answers(attrs.evolve(request, headers={"Authorization": other}))
+
+        with pytest.raises(AuthenticationError) as info:
+            await call_with_retries(
+                attrs.evolve(REQUEST, headers={"Authorization": other}),
+                swapped_request,
+                decode,
+                RetryPolicy(),
+                sleep=clock.sleep,
+                clock=clock,
+            )
+        assert other not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("url", "path"),
+        [
+            ("https://api.example/v1/user/balance", "/v1/user/balance"),
+            ("https://h/a//b", "/a//b"),
+            ("https://h", "/"),
+            ("http:///x", "/x"),
+            ("/relative", "/relative"),
+        ],
+    )
+    def test_only_the_path_is_logged(self, url: str, path: str) -> None:
+        assert _path(url) == path
+
+
+class TestWithTheLimiter:
+    def limiter(self, clock: FakeClock, limit: RateLimit | None = None) -> RateLimiter:
+        store = MemoryRateLimitStore(clock=clock)
+        return RateLimiter(limit or RateLimit(1, 10.0), store, sleep=clock.sleep)
+
+    async def call(
+        self,
+        handler: ScriptedHandler,
+        policy: RetryPolicy,
+        clock: FakeClock,
+        limiter: RateLimiter,
+        key_id: str | None = "k",
+    ) -> Response:
+        return await call_with_retries(
+            REQUEST,
+            handler,
+            decode,
+            policy,
+            limiter=limiter,
+            key_id=key_id,
+            sleep=clock.sleep,
+            clock=clock,
+            jitter=lambda: 0.0,
+        )
+
+    async def test_without_a_key_id_the_limiter_is_not_asked(self, clock: FakeClock) -> None:
+        limiter = self.limiter(clock)
+        await limiter.lock("k", "k", 60.0)
+        assert (
+            await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter, None)
+        ).status == 200
+
+    async def test_a_wait_past_the_deadline_is_refused_at_once(self, clock: FakeClock) -> None:
+        limiter = self.limiter(clock)
+        await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter)
+        with pytest.raises(RateLimitError, match="not sent") as info:
+            await self.call(ScriptedHandler(200), RetryPolicy(deadline=2.0), clock, limiter)
+        assert clock.sleeps == []
+        assert info.value.retry_after == 10.0
+        assert info.value.attempts == 0
+
+    async def test_the_refusal_names_the_masked_key_and_the_attempts_made(
+        self, clock: FakeClock
+    ) -> None:
+        key = "sk-limited0123456789abcdefghijwxyz"
+        request = attrs.evolve(REQUEST, headers={"Authorization": key})
+        with pytest.raises(RateLimitError) as info:
+            await call_with_retries(
+                request,
+                ScriptedHandler(503, 200),
+                decode,
+                RetryPolicy(max_retry_after=5.0),
+                limiter=self.limiter(clock),
+                key_id="k",
+                sleep=clock.sleep,
+                clock=clock,
+                jitter=lambda: 0.0,
+            )
+        # The 503 took the one slot; the retry would wait 9.5 s, more than 5 s allowed.
+        assert info.value.attempts == 1
+        assert "sk-…wxyz" in str(info.value)
+        assert key not in str(info.value)
+
+    async def test_after_a_wait_the_attempt_gets_what_the_deadline_leaves(
+        self, clock: FakeClock
+    ) -> None:
+        limiter = self.limiter(clock)
+        await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter)
+        handler = ScriptedHandler(200)
+        await self.call(handler, RetryPolicy(deadline=10.0), clock, limiter)
+        assert clock.sleeps == [10.0]  # all of the deadline went on the wait...
+        assert handler.requests[0].timeout == 0.001  # ...so the attempt gets the floor
+
+    async def test_a_429_locks_the_key_and_says_whose_key(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        key = "sk-locked01234567890abcdefghijwxyz"
+        request = attrs.evolve(REQUEST, headers={"Authorization": key})
+        limiter = self.limiter(clock, RateLimit(100, 10.0))
+        await call_with_retries(
+            request,
+            ScriptedHandler(429, 200),
+            decode,
+            RetryPolicy(),
+            limiter=limiter,
+            key_id="k",
+            sleep=clock.sleep,
+            clock=clock,
+        )
+        assert clock.sleeps == [2.0]  # the Retry-After, once: the lockout was over by then
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert (
+            "the service locked sk-…wxyz out for 2 s (429): its calls wait until then" in warnings
+        )
+
+    async def test_shared_stores_get_a_lease_longer_than_the_timeout(
+        self, clock: FakeClock, tmp_path: Path
+    ) -> None:
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        limiter = RateLimiter(RateLimit(5, 10.0), store, sleep=clock.sleep)
+        frees: list[float] = []
+
+        async def look(request: Request) -> Response:
+            rows = await store._run(lambda db: db.execute("SELECT frees FROM slots").fetchall())
+            frees.extend(row[0] for row in rows)
+            return Response(200, {}, b"{}", request.attempt, request)
+
+        try:
+            await call_with_retries(
+                REQUEST, look, decode, RetryPolicy(), limiter=limiter, key_id="k", clock=clock
+            )
+        finally:
+            await store.aclose()
+        assert frees == [clock.now + REQUEST.timeout + LEASE_MARGIN + 10.0]

@@ -386,3 +386,67 @@ def test_request_is_frozen() -> None:
     request = Request("GET", "https://x", {}, 1.0)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         request.timeout = 2.0  # type: ignore[misc]
+
+
+class TestDetails:
+    """What mutation testing showed no test pinned down."""
+
+    def test_a_bad_organization_is_named_as_such(self) -> None:
+        with pytest.raises(ValueError, match=r"^organization must not contain"):
+            build_request(config(), BALANCE, organization="a\nb")
+
+    def test_the_key_actually_sent_is_redacted_too(self) -> None:
+        # A middleware may send another key than the session's: both are secrets.
+        other = "sk-other0123456789abcdefghijklmnop"
+        request = Request("GET", "https://x/v1/user/balance", {"Authorization": other}, 5.0)
+        body = {"name": "unauthorized", "message": f"bad keys {other} and {KEY}"}
+        error = error_of(Response(401, {}, json.dumps(body).encode(), 1, request))
+        assert other not in str(error)
+        assert KEY not in str(error)
+        assert str(error) == "401 unauthorized: bad keys [redacted] and [redacted]"
+
+    def test_a_long_request_id_is_cut(self) -> None:
+        error = error_of(Response(500, {"x-request-id": "r" * 150}, b""))
+        assert error.request_id == "r" * 100 + "… (50 more characters)"
+
+    def test_a_redirect_without_location(self) -> None:
+        error = error_of(Response(302, {}, b""))
+        assert str(error) == (
+            "302 Found (redirect to ? not followed: redirects could forward the API key)"
+        )
+
+    def test_the_retired_version_hint_in_full(self) -> None:
+        error = error_of(response(404, {"name": "not_found"}), config(api_version="v1alpha"))
+        assert str(error) == (
+            "404 not_found (the v1alpha endpoints were retired in favour of v1: "
+            "pass api_version='v1' or set STABILITY_API_VERSION=v1)"
+        )
+
+    @pytest.mark.parametrize("status", [300, 301, 199, 100])
+    def test_only_2xx_is_a_result(self, status: int) -> None:
+        with pytest.raises(APIError) as info:
+            decode_balance(response(status, {"credits": 1}), config())
+        assert info.value.status == status
+
+    def test_decoding_reads_an_http_date_against_now(self) -> None:
+        date = formatdate(NOW + 42, usegmt=True)
+        with pytest.raises(RateLimitError) as info:
+            decode_balance(response(429, {}, {"Retry-After": date}), config())
+        assert info.value.retry_after == 42.0
+
+    def test_bodies_that_are_not_json_say_so_exactly(self) -> None:
+        with pytest.raises(ResponseValidationError) as info:
+            decode_balance(Response(200, {}, b"<html>"), config())
+        assert str(info.value) == "200 response body is not JSON (6 bytes)"
+        deep = b"[" * 100_000 + b"]" * 100_000
+        with pytest.raises(ResponseValidationError) as info:
+            decode_balance(Response(200, {}, deep), config())
+        assert str(info.value) == "200 response body is nested too deeply (200000 bytes)"
+
+    def test_a_2xx_off_the_spec_names_its_status(self) -> None:
+        with pytest.raises(ResponseValidationError) as info:
+            decode_balance(response(203, {"credits": "12"}), config())
+        assert info.value.status == 203
+        assert str(info.value) == (
+            "203 response is not a valid Balance: expected a number, got a string @ $.credits"
+        )
