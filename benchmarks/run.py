@@ -21,9 +21,12 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -31,32 +34,65 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from stability_user import BalanceTarget, Request, Response, StabilitySession, __version__
+from stability_user import (
+    BalanceTarget,
+    RateLimit,
+    Request,
+    Response,
+    StabilitySession,
+    __version__,
+)
 from stability_user._http import Handler
 
 HERE = Path(__file__).parent
 KEY = "sk-bench-" + "0" * 40
+# Every call passes the rate limiter, as in use; one key's thousands of calls a second
+# would wait at the service's 150 per 10 s, so the single-key runs get a limit they
+# never reach (the limiter does all its work, it just never makes a call wait).
+UNREACHED = RateLimit(1_000_000, 1.0)
 
 Call = Callable[[], Awaitable[object]]
 
 
+def session(base: str, connections: int, store: str | None = None) -> StabilitySession:
+    return StabilitySession(
+        KEY,
+        base_url=base,
+        max_connections=connections,
+        rate_limit=UNREACHED,
+        rate_limit_store=store or "memory",
+    )
+
+
 @contextlib.asynccontextmanager
 async def stability_balance(base: str, connections: int) -> AsyncIterator[Call]:
-    async with StabilitySession(KEY, base_url=base, max_connections=connections) as session:
-        yield session.balance
+    async with session(base, connections) as s:
+        yield s.balance
 
 
 @contextlib.asynccontextmanager
 async def stability_account(base: str, connections: int) -> AsyncIterator[Call]:
-    async with StabilitySession(KEY, base_url=base, max_connections=connections) as session:
-        yield session.account
+    async with session(base, connections) as s:
+        yield s.account
+
+
+@contextlib.asynccontextmanager
+async def stability_local_store(base: str, connections: int) -> AsyncIterator[Call]:
+    async with session(base, connections, "local") as s:
+        yield s.balance
+
+
+@contextlib.asynccontextmanager
+async def stability_redis_store(base: str, connections: int) -> AsyncIterator[Call]:
+    async with session(base, connections, os.environ["BENCH_REDIS_URL"]) as s:
+        yield s.balance
 
 
 @contextlib.asynccontextmanager
 async def raw_aiohttp(
     base: str, connections: int, endpoint: str = "balance"
 ) -> AsyncIterator[Call]:
-    url = f"{base}/v1alpha/user/{endpoint}"
+    url = f"{base}/v1/user/{endpoint}"
     headers = {"Authorization": KEY}
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -70,7 +106,7 @@ async def raw_aiohttp(
 
 @contextlib.asynccontextmanager
 async def raw_httpx(base: str, connections: int) -> AsyncIterator[Call]:
-    url = f"{base}/v1alpha/user/balance"
+    url = f"{base}/v1/user/balance"
     headers = {"Authorization": KEY}
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -94,6 +130,8 @@ CONTENDERS = {
     "httpx AsyncClient (balance)": raw_httpx,
     "stability_user account()": stability_account,
     "raw aiohttp get+json (account)": raw_aiohttp_account,
+    "stability_user balance(), machine-wide store": stability_local_store,
+    "stability_user balance(), Redis store": stability_redis_store,
 }
 # Each contender is compared with raw aiohttp calling the same endpoint.
 BASELINE = {
@@ -102,6 +140,8 @@ BASELINE = {
     "httpx AsyncClient (balance)": "raw aiohttp get+json (balance)",
     "stability_user account()": "raw aiohttp get+json (account)",
     "raw aiohttp get+json (account)": "raw aiohttp get+json (account)",
+    "stability_user balance(), machine-wide store": "raw aiohttp get+json (balance)",
+    "stability_user balance(), Redis store": "raw aiohttp get+json (balance)",
 }
 
 
@@ -145,7 +185,7 @@ async def bulk_stability(base: str, calls: int, concurrency: int, keys: int) -> 
 
 
 async def bulk_aiohttp(base: str, calls: int, concurrency: int, keys: int) -> float:
-    url = f"{base}/v1alpha/user/balance"
+    url = f"{base}/v1/user/balance"
     targets = bulk_targets(calls, keys)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -176,7 +216,7 @@ async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, 
         return Response(200, {"Content-Type": "application/json"}, body)
 
     async with StabilitySession(
-        KEY, base_url="https://api.stability.ai", middlewares=[instant]
+        KEY, base_url="https://api.stability.ai", middlewares=[instant], rate_limit=UNREACHED
     ) as s:
         for _ in range(100):
             await s.balance()
@@ -268,8 +308,40 @@ def server() -> Iterator[str]:
             process.stdout.close()
 
 
+@contextlib.contextmanager
+def redis_for_the_store() -> Iterator[str | None]:
+    """$REDIS_URL, else a redis-server of its own on a free loopback port, else None."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.01)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
-    names = list(CONTENDERS)
+    names = [
+        name
+        for name in CONTENDERS
+        if "Redis" not in name or os.environ.get("BENCH_REDIS_URL")  # no Redis: not measured
+    ]
     cpu: dict[str, list[float]] = {name: [] for name in names}
     rate: dict[str, list[float]] = {name: [] for name in names}
     bulk: dict[str, list[float]] = {"stability_user balances()": [], "raw aiohttp workers": []}
@@ -374,7 +446,15 @@ def main() -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
     ]
-    with server() as base:
+    with (
+        server() as base,
+        redis_for_the_store() as redis_url,
+        tempfile.TemporaryDirectory() as cache,
+    ):
+        # The machine-wide store's file goes to a scratch cache, not the user's.
+        os.environ["XDG_CACHE_HOME"] = cache
+        if redis_url is not None:
+            os.environ["BENCH_REDIS_URL"] = redis_url
         lines += asyncio.run(benchmark(args, base))
         small, large = args.rss_targets
         rss_small = peak_rss_kib(small, args.concurrency, base)

@@ -100,10 +100,13 @@ class MemoryRateLimitStore:
             if state.locked_until > now:
                 return Wait(state.locked_until - now, lockout=True)
             done = state.done
-            expired = bisect.bisect_right(done, now)
-            if expired:
-                del done[:expired]
             in_flight = state.in_flight
+            if len(done) + len(in_flight) >= limit.requests:
+                # Expired slots are dropped only when they stand in the way: a batch at
+                # a time, not one list move per call.
+                expired = bisect.bisect_right(done, now)
+                if expired:
+                    del done[:expired]
             # No lease here: a request of this process always releases its slot (in a
             # `finally`), and if the process dies, this state dies with it.
             if len(done) + len(in_flight) < limit.requests:
@@ -124,7 +127,8 @@ class MemoryRateLimitStore:
             state = self._state(key_id, now)
             if token in state.in_flight:
                 state.in_flight.discard(token)
-                bisect.insort(state.done, now + limit.window)
+                # One clock, read under the lock: completions come in order.
+                state.done.append(now + limit.window)
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""

@@ -7,6 +7,7 @@ import math
 import pathlib
 from typing import Any
 
+import cattrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from stability_user import (
 )
 from stability_user._converter import (
     _array_types,
+    _format_exception,
     _make_converter,
     _models,
     _structure_bool,
@@ -267,8 +269,36 @@ class TestDetails:
             ({**good, "organizations": [{**member, "is_default": 1}]}, Account),
         ]
         for data, cls in bad:
-            with pytest.raises(Exception):  # noqa: B017, PT011 - cattrs' own error types
+            with pytest.raises(Exception) as info:  # noqa: PT011 - cattrs' own error types
                 converter.structure(data, cls)
+            if type(data) is dict:  # inside an object, the detailed one collects every problem
+                assert isinstance(info.value, cattrs.BaseValidationError) == detailed
+
+    def test_a_fresh_detailed_converter_names_each_problem(self) -> None:
+        converter = _make_converter(detailed=True)
+        member = {"id": "o", "name": "n", "role": "r", "is_default": True}
+        cases = [
+            (
+                {"id": "u", "email": "e", "organizations": "x"},
+                Account,
+                "expected an array, got a string @ $.organizations",
+            ),
+            (
+                {"id": "u", "email": "e", "organizations": ["o"]},
+                Account,
+                "expected an object, got a string @ $.organizations[0]",
+            ),
+            (
+                {"id": "u", "email": "e", "organizations": [{**member, "name": 1}]},
+                Account,
+                "expected a string, got a number @ $.organizations[0].name",
+            ),
+        ]
+        for data, cls, message in cases:
+            with pytest.raises(cattrs.BaseValidationError) as info:
+                converter.structure(data, cls)
+            problems = cattrs.transform_error(info.value, format_exception=_format_exception)
+            assert problems == [message]
 
     @pytest.mark.parametrize(
         ("hook", "value", "message"),

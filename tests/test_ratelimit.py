@@ -447,6 +447,18 @@ class TestDetails:
         store.release_nowait("other", 1, limit)  # an unknown token: nothing to release
         assert store.acquire_nowait("new", limit, 5.0) == Wait(5.0, lockout=True)
 
+    async def test_the_awaitable_methods_do_what_the_others_do(self, clock: FakeClock) -> None:
+        store = MemoryRateLimitStore(clock=clock)
+        limit = RateLimit(1, 10.0)
+        token = await store.acquire("k", limit, 5.0)
+        assert isinstance(token, int)
+        assert await store.acquire("k", limit, 5.0) == Wait(10.0)
+        clock.advance(2)
+        await store.release("k", token, limit)
+        assert await store.acquire("k", limit, 5.0) == Wait(10.0)  # a window from release
+        clock.advance(10)
+        assert isinstance(await store.acquire("k", limit, 5.0), int)
+
     async def test_a_lock_that_just_ended_is_new_again(self, clock: FakeClock) -> None:
         store = MemoryRateLimitStore(clock=clock)
         assert await store.lock("k", 10.0) is True

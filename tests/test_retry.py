@@ -129,7 +129,8 @@ class ScriptedHandler:
         return Response(outcome, headers, b"{}")
 
 
-CONFIG = make_config("k", environ={})
+# A key of its own (a one-letter key would redact every letter "k" in a message).
+CONFIG = make_config("sk-config-key-0123456789abcdef", environ={})
 
 
 def decode(response: Response) -> Response:
@@ -400,6 +401,7 @@ class TestDetails:
             ("https://h", "/"),
             ("http:///x", "/x"),
             ("/relative", "/relative"),
+            ("//host/x", "/x"),
         ],
     )
     def test_only_the_path_is_logged(self, url: str, path: str) -> None:
@@ -446,6 +448,17 @@ class TestWithTheLimiter:
         assert clock.sleeps == []
         assert info.value.retry_after == 10.0
         assert info.value.attempts == 0
+
+    async def test_a_later_attempt_may_wait_only_what_the_deadline_leaves(
+        self, clock: FakeClock
+    ) -> None:
+        handler = ScriptedHandler(503, 200, clock=clock, cost=4.0)
+        with pytest.raises(RateLimitError, match="not sent") as info:
+            await self.call(handler, RetryPolicy(deadline=12.0), clock, self.limiter(clock))
+        # Attempt 1 took the slot and 4 s; after a 0.5 s backoff the slot frees in 9.5 s,
+        # more than the 7.5 s the deadline leaves: refused at once, not waited for.
+        assert info.value.attempts == 1
+        assert clock.sleeps == [0.5]
 
     async def test_the_refusal_names_the_masked_key_and_the_attempts_made(
         self, clock: FakeClock
