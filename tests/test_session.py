@@ -341,3 +341,13 @@ async def test_a_middleware_may_wrap_whole_calls(session: StabilitySession) -> N
         await traced.balance()
         await traced.account()
     assert events == ["call balance", "attempt 1", "end", "call account", "attempt 1", "end"]
+
+
+def test_a_view_checks_what_it_changes(session: StabilitySession) -> None:
+    for bad in ("", " sk-x", "sk-x\n"):
+        with pytest.raises(ValueError, match="api_key"):
+            session.with_options(api_key=bad)
+    with pytest.raises(TypeError, match="api_key"):
+        session.with_options(api_key=123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        session.with_options(timeout=0)
