@@ -70,6 +70,6 @@ def test_the_emulator_imports_nothing_of_the_client() -> None:
     for path in (PACKAGE / "testing").glob("*.py"):
         if path.name == "pytest_plugin.py":
             continue  # its session fixture is the one place that uses the client
-        siblings, external = imports_of(path)
+        _, external = imports_of(path)
         assert "stability_user" not in external, path.name
         assert not any(line.startswith("from ..") for line in path.read_text().splitlines())
