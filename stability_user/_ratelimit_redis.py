@@ -37,15 +37,21 @@ logger = logging.getLogger("stability_user")
 
 _PREFIX: Final = "stability-user"
 
-# KEYS: in flight, completed, lockout. ARGV: requests, window ms, lease ms, token, now ms
-# (empty: the server's clock). Returns {1, 0, 0} with the slot taken, else
-# {0, wait ms, 1 for a lockout}.
-_ACQUIRE: Final = """
-local now = tonumber(ARGV[5])
+# Every script starts here: "now" in milliseconds is ARGV[1] when the store has a
+# clock of its own (tests), else the server's (one clock for the whole fleet).
+_NOW: Final = """
+local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+# KEYS: in flight, completed, lockout. ARGV: now, requests, window ms, lease ms, token.
+# Returns {1, 0, 0} with the slot taken, else {0, wait ms, 1 for a lockout}.
+_ACQUIRE: Final = (
+    _NOW
+    + """
 local locked = tonumber(redis.call('GET', KEYS[3]) or '0')
 if locked > now then
   return {0, locked - now, 1}
@@ -53,10 +59,10 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-local window = tonumber(ARGV[2])
-if held < tonumber(ARGV[1]) then
-  local frees = now + tonumber(ARGV[3]) + window
-  redis.call('ZADD', KEYS[1], frees, ARGV[4])
+local window = tonumber(ARGV[3])
+if held < tonumber(ARGV[2]) then
+  local frees = now + tonumber(ARGV[4]) + window
+  redis.call('ZADD', KEYS[1], frees, ARGV[5])
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(last[2]) - now) + 1)
   return {1, 0, 0}
@@ -67,37 +73,34 @@ if first[2] then
 end
 return {0, window, 0}
 """
+)
 
-# KEYS: in flight, completed. ARGV: token, window ms, now ms (or empty).
-_RELEASE: Final = """
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+# KEYS: in flight, completed. ARGV: now, token, window ms.
+_RELEASE: Final = (
+    _NOW
+    + """
 -- A slot whose lease ran out was handed on already: do not count it twice.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local frees = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[2], frees, ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end
+local frees = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], frees, ARGV[2])
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(last[2]) - now) + 1)
 return 1
 """
+)
 
-# KEYS: lockout. ARGV: seconds in ms, now ms (or empty). Returns 1 when newly locked.
-_LOCK: Final = """
-local now = tonumber(ARGV[2])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+# KEYS: lockout. ARGV: now, seconds in ms. Returns 1 when the key was not locked.
+_LOCK: Final = (
+    _NOW
+    + """
 local locked = tonumber(redis.call('GET', KEYS[1]) or '0')
-local untl = math.max(locked, now + tonumber(ARGV[1]))
+local untl = math.max(locked, now + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], untl, 'PX', math.ceil(untl - now) + 1)
 if locked > now then return 0 end
 return 1
 """
+)
 
 _RETRY_REDIS_AFTER: Final = 5.0  # seconds of in-process limiting before trying Redis again
 
@@ -214,11 +217,11 @@ class RedisRateLimitStore:
                 taken, wait_ms, lockout = await self._script(_ACQUIRE)(
                     keys=self._keys(key_id),
                     args=[
+                        self._now_ms(),
                         limit.requests,
                         int(limit.window * 1000),
                         int(lease * 1000),
                         token,
-                        self._now_ms(),
                     ],
                 )
             except self._errors as error:
@@ -238,7 +241,7 @@ class RedisRateLimitStore:
         keys = self._keys(key_id)
         try:
             await self._script(_RELEASE)(
-                keys=keys[:2], args=[token, int(limit.window * 1000), self._now_ms()]
+                keys=keys[:2], args=[self._now_ms(), token, int(limit.window * 1000)]
             )
         except self._errors as error:
             # Its slot frees when its lease runs out; limit here meanwhile.
@@ -251,7 +254,7 @@ class RedisRateLimitStore:
             try:
                 fresh = bool(
                     await self._script(_LOCK)(
-                        keys=self._keys(key_id)[2:], args=[int(seconds * 1000), self._now_ms()]
+                        keys=self._keys(key_id)[2:], args=[self._now_ms(), int(seconds * 1000)]
                     )
                 )
             except self._errors as error:

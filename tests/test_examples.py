@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import pathlib
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -205,41 +201,6 @@ async def test_fastapi_app(live: StabilityEmulator, service_env: str) -> None:
                 return response.status, response.headers.get("Retry-After"), await response.json()
 
         await check_backend(get, live, service_env)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(name="redis_url", scope="module")
-def _redis_url() -> Iterator[str]:
-    """A real Redis on loopback: $REDIS_URL (as .ci/run provides), else one started here."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide redis-server (.ci/run installs it)")
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(500):  # wait until it accepts connections
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-                break
-            if process.poll() is not None:
-                pytest.fail("redis-server exited at start-up")
-            time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def flush(redis_url: str) -> None:

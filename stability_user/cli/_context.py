@@ -112,28 +112,6 @@ def read_key(path: str) -> str:
     return key
 
 
-def _make_session(
-    settings: Settings,
-    key: str | None,
-    base_url: str | None,
-    store: str,
-    on_wait: Callable[[RateLimitWait], None] | None,
-) -> StabilitySession:
-    return StabilitySession(
-        key,
-        base_url=base_url,
-        api_version=settings.api_version,
-        timeout=settings.timeout,
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
-        rate_limit=settings.rate_limit,
-        rate_limit_store=store,
-        on_rate_limit_wait=on_wait,
-        proxy=settings.proxy,
-        trust_env=True,  # HTTPS_PROXY and NO_PROXY, as every command-line tool honours them
-        ssl=settings.ssl_context,
-    )
-
-
 def _session(
     settings: Settings,
     key: str | None,
@@ -143,7 +121,19 @@ def _session(
 ) -> StabilitySession:
     """The session, or a one-line usage failure naming the option that is wrong."""
     try:
-        return _make_session(settings, key, base_url, store, on_wait)
+        return StabilitySession(
+            key,
+            base_url=base_url,
+            api_version=settings.api_version,
+            timeout=settings.timeout,
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+            rate_limit=settings.rate_limit,
+            rate_limit_store=store,
+            on_rate_limit_wait=on_wait,
+            proxy=settings.proxy,
+            trust_env=True,  # HTTPS_PROXY and NO_PROXY, as every command-line tool honours
+            ssl=settings.ssl_context,
+        )
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
         raise UsageFailure(redact(describe(error), settings.secrets)) from None
