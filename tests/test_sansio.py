@@ -405,6 +405,10 @@ class TestDetails:
         assert KEY not in str(error)
         assert str(error) == "401 unauthorized: bad keys [redacted] and [redacted]"
 
+    def test_a_request_id_echoing_the_key_is_redacted(self) -> None:
+        error = error_of(Response(500, {"x-request-id": f"id-{KEY}"}, b""))
+        assert error.request_id == "id-[redacted]"
+
     def test_a_long_request_id_is_cut(self) -> None:
         error = error_of(Response(500, {"x-request-id": "r" * 150}, b""))
         assert error.request_id == "r" * 100 + "… (50 more characters)"
