@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final, Literal
-
-import attrs
+from typing import Final, Literal, NamedTuple
 
 from ._errors import RateLimitError
 from ._ratelimit import RateLimit, RateLimitStore, RateLimitWait, Wait
@@ -34,8 +32,7 @@ slow to release (a busy event loop), and must not find its slot handed on.
 """
 
 
-@attrs.frozen
-class Slot:
+class Slot(NamedTuple):
     """A slot taken for one request, to be released when it completes."""
 
     key_id: str
@@ -75,6 +72,26 @@ class RateLimiter:
         self._owns_store = owns_store
         # The in-process store answers without an await: the common case costs no coroutine.
         self._fast = store if isinstance(store, _SYNC_STORES) else None
+
+    def take_now(self, key_id: str, lease: float) -> Slot | None:
+        """A free slot of the in-process store, taken without an await, or ``None``.
+
+        ``None`` says: call :meth:`acquire` (another store, or no slot free now). The
+        common case costs no coroutine: this runs on every attempt of every call.
+        """
+        fast = self._fast
+        if fast is None:
+            return None
+        answer = fast.acquire_nowait(key_id, self.limit, lease)
+        return None if isinstance(answer, Wait) else Slot(key_id, answer)
+
+    def release_now(self, slot: Slot) -> bool:
+        """Release ``slot`` without an await if the store allows; ``False``: :meth:`release`."""
+        fast = self._fast
+        if fast is None:
+            return False
+        fast.release_nowait(slot.key_id, slot.token, self.limit)
+        return True
 
     async def acquire(
         self, key_id: str, api_key: str, *, lease: float, max_wait: float, attempts: int

@@ -19,6 +19,8 @@ from ._types import Clock
 
 __all__ = ["MemoryRateLimitStore"]
 
+_PRUNE_AFTER: Final = 64  # completed slots a key keeps before the expired ones are dropped
+
 
 class _KeyState:
     __slots__ = ("done", "in_flight", "locked_until")
@@ -68,13 +70,15 @@ class MemoryRateLimitStore:
         return len(self._keys)
 
     def _state(self, key_id: str, now: float) -> _KeyState:
-        keys = self._keys
-        state = keys.get(key_id)
+        state = self._keys.get(key_id)
         if state is None:
-            self._forget(now)
-            state = keys[key_id] = _KeyState()
-        else:
-            keys.move_to_end(key_id)
+            return self._new(key_id, now)
+        self._keys.move_to_end(key_id)
+        return state
+
+    def _new(self, key_id: str, now: float) -> _KeyState:
+        self._forget(now)
+        state = self._keys[key_id] = _KeyState()
         return state
 
     def _forget(self, now: float) -> None:
@@ -96,14 +100,18 @@ class MemoryRateLimitStore:
         """:meth:`acquire` without an await: the in-process store never blocks."""
         with self._lock:
             now = self._clock()
-            state = self._state(key_id, now)
+            state = self._keys.get(key_id)
+            if state is None:
+                state = self._new(key_id, now)
+            else:
+                self._keys.move_to_end(key_id)  # the least recently used are forgotten first
             if state.locked_until > now:
                 return Wait(state.locked_until - now, lockout=True)
             done = state.done
             in_flight = state.in_flight
-            if len(done) + len(in_flight) >= limit.requests:
-                # Expired slots are dropped only when they stand in the way: a batch at
-                # a time, not one list move per call.
+            if len(done) > _PRUNE_AFTER or len(done) + len(in_flight) >= limit.requests:
+                # Expired slots are dropped when they stand in the way or have piled up:
+                # a batch at a time, not one list move per call, and never many kept.
                 expired = bisect.bisect_right(done, now)
                 if expired:
                     del done[:expired]
@@ -124,7 +132,9 @@ class MemoryRateLimitStore:
         """:meth:`release` without an await."""
         with self._lock:
             now = self._clock()
-            state = self._state(key_id, now)
+            state = self._keys.get(key_id)
+            if state is None:  # forgotten: only a key with nothing in flight is
+                return
             if token in state.in_flight:
                 state.in_flight.discard(token)
                 # One clock, read under the lock: completions come in order.

@@ -194,27 +194,38 @@ async def call_with_retries(
     """
     start = clock()
     deadline = policy.deadline
+    debug = logger.isEnabledFor(logging.DEBUG)  # timing each attempt is only for the log
     attempt = 1
+    # One coroutine from the caller down to the handler, on purpose: every frame in
+    # between would be resumed at each step of every request's I/O.
     while True:
         slot = None
         if limiter is not None and key_id is not None:
             # The slot first: the attempt's timeout then counts from after any wait.
+            slot = limiter.take_now(key_id, request.timeout + LEASE_MARGIN)
+            if slot is None:
+                left = None if deadline is None else deadline - (clock() - start)
+                slot = await _wait_for_slot(
+                    limiter,
+                    key_id=key_id,
+                    request=request,
+                    policy=policy,
+                    left=left,
+                    attempt=attempt,
+                )
+        if deadline is None and attempt == 1:
+            sent = request  # the common case: the request as built, no copy
+        else:
             left = None if deadline is None else deadline - (clock() - start)
-            slot = await limiter.acquire(
-                key_id,
-                request.api_key or "",
-                lease=request.timeout + LEASE_MARGIN,
-                max_wait=policy.max_retry_after
-                if left is None
-                else min(policy.max_retry_after, left),
-                attempts=attempt - 1,
-            )
-        left = None if deadline is None else deadline - (clock() - start)
-        sent = _attempt_request(request, attempt, left)
+            sent = _attempt_request(request, attempt, left)
+        began = clock() if debug else None
         try:
-            return await _attempt(
-                sent, handler=handler, decode=decode, limiter=limiter, slot=slot, clock=clock
-            )
+            try:
+                response = await handler(sent)
+            finally:
+                if slot is not None and not limiter.release_now(slot):  # type: ignore[union-attr]
+                    await limiter.release(slot)  # type: ignore[union-attr]
+            return decode(_answered(response, sent, began, clock))
         except APIError as exc:
             error: APIError | APIConnectionError = exc
             status: int | None = exc.status
@@ -222,14 +233,12 @@ async def call_with_retries(
             if status == 429 and limiter is not None and key_id is not None:
                 await limiter.lock(key_id, request.api_key or "", retry_after)
         except APIConnectionError as exc:
-            if sent.timeout < request.timeout and isinstance(exc, APITimeoutError):
-                raise APITimeoutError(
-                    f"the call's deadline of {deadline:g} s ran out during an attempt",
-                    attempts=attempt,
-                ) from exc
-            if not exc.retryable:
-                raise
-            error, status, retry_after = exc, None, None
+            if began is not None:
+                _log_attempt(sent, None, clock() - began)
+            error = _retryable(
+                exc, cut=sent.timeout < request.timeout, deadline=deadline, attempt=attempt
+            )
+            status = retry_after = None
         delay = policy.next_delay(
             attempt,
             status=status,
@@ -252,33 +261,47 @@ async def call_with_retries(
         attempt += 1
 
 
-async def _attempt(
-    request: Request,
+async def _wait_for_slot(
+    limiter: RateLimiter,
     *,
-    handler: Handler,
-    decode: Callable[[Response], T],
-    limiter: RateLimiter | None,
-    slot: Slot | None,
-    clock: Clock,
-) -> T:
-    """One attempt: the handler, the slot of the rate limit released, the decoding."""
-    # Timing each attempt is only for the debug log: skip the clock when it is off.
-    began = clock() if logger.isEnabledFor(logging.DEBUG) else None
-    try:
-        response = await handler(request)
-    except APIConnectionError:
-        if began is not None:
-            _log_attempt(request, None, clock() - began)
-        raise
-    finally:
-        if limiter is not None and slot is not None:
-            await limiter.release(slot)
+    key_id: str,
+    request: Request,
+    policy: RetryPolicy,
+    left: float | None,
+    attempt: int,
+) -> Slot:
+    """Wait for a slot, or refuse at once when the wait is longer than the policy allows."""
+    return await limiter.acquire(
+        key_id,
+        request.api_key or "",
+        lease=request.timeout + LEASE_MARGIN,
+        max_wait=policy.max_retry_after if left is None else min(policy.max_retry_after, left),
+        attempts=attempt - 1,
+    )
+
+
+def _answered(response: Response, request: Request, began: float | None, clock: Clock) -> Response:
+    """The response as decoding needs it: numbered with its attempt, its request known."""
     if began is not None:
         _log_attempt(request, response.status, clock() - began)
     if response.attempt != request.attempt or response.request is None:
         # A middleware answered by itself: errors still count the attempt.
         response = attrs.evolve(response, attempt=request.attempt, request=request)
-    return decode(response)
+    return response
+
+
+def _retryable(
+    exc: APIConnectionError, *, cut: bool, deadline: float | None, attempt: int
+) -> APIConnectionError:
+    """The connection failure, if another attempt could help; else raise it (or say why)."""
+    if cut and isinstance(exc, APITimeoutError):
+        raise APITimeoutError(
+            f"the call's deadline of {deadline:g} s ran out during an attempt",
+            attempts=attempt,
+        ) from exc
+    if not exc.retryable:
+        raise exc
+    return exc
 
 
 def _path(url: str) -> str:

@@ -199,5 +199,10 @@ def decode(response: Response, endpoint: Endpoint[T], config: ClientConfig, *, n
         raise ResponseValidationError(
             f"{status} response body is {kind} ({len(response.body)} bytes)", status=status
         ) from exc
-    secrets = _secrets(response, config)
-    return structure(data, endpoint.model, status=status, clean=lambda t: display_text(t, secrets))
+    # The secrets are looked up only if a message is made: this is every call's path.
+    return structure(
+        data,
+        endpoint.model,
+        status=status,
+        clean=lambda text: display_text(text, _secrets(response, config)),
+    )

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    Awaitable,
     Callable,
     Iterable,
     Sequence,
@@ -263,10 +264,12 @@ class StabilitySession:
         view._adopt(new_state, parent=self)
         return view
 
-    async def _call(self, request: Request | None, decoder: Callable[[Response], T]) -> T:
+    def _call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
+        # A plain function handing back the call's coroutine: no frame of its own to
+        # resume at every step of every call.
         if self.closed:
             raise StabilityError(_CLOSED)
-        return await self._state.call(request, decoder)
+        return self._state.call(request, decoder)
 
     async def account(self) -> Account:
         """The account the API key belongs to (``GET /{version}/user/account``).

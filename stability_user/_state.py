@@ -94,18 +94,28 @@ class SessionState:
         """The balance in ``response``, or its typed error."""
         return decode(response, BALANCE, self.config, now=time.time())
 
-    async def call(self, request: Request | None, decoder: Callable[[Response], T]) -> T:
-        """Send ``request`` with retries and rate limiting; return the decoded result.
+    def call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
+        """Send ``request`` with retries and rate limiting; await the decoded result.
 
         Raises:
             StabilityError: no request, because the session has no key (naming
-                ``STABILITY_API_KEY``), or the typed error of the call's failure.
+                ``STABILITY_API_KEY``), or (when awaited) the typed error of the
+                call's failure.
         """
         if request is None:  # a session without a key, asked for its own: raises
             request = build_request(self.config, ACCOUNT)
         if self.around_call:
-            return await self._around(request, decoder)
-        return await self._send(request, decoder)
+            return self._around(request, decoder)
+        return call_with_retries(
+            request,
+            self.handler,
+            decoder,
+            self.retry,
+            limiter=self.limiter,
+            key_id=self.config.key_id,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
 
     def _send(self, request: Request, decoder: Callable[[Response], T]) -> Awaitable[T]:
         return call_with_retries(
