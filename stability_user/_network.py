@@ -114,6 +114,8 @@ class Route:
                 proxy = self._proxy
             elif self._trust_env and not urllib.request.proxy_bypass(host):
                 proxy = urllib.request.getproxies().get(parts.scheme)
+                # Credentials in HTTPS_PROXY are secrets too, from now on.
+                self.secrets = (*self.secrets, *_secrets_of(proxy))
         if len(self._choices) >= _CHOICES_KEPT:
             self._choices.clear()
         self._choices[url] = proxy

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from ._errors import StabilityError
 from ._ratelimit import RateLimit, Wait
 from ._types import Clock
 
@@ -112,8 +113,11 @@ class LocalRateLimitStore:
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def transaction() -> T:
-            connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection = self._connect()
+                connection.execute("BEGIN IMMEDIATE")
+            except (sqlite3.Error, OSError) as exc:
+                raise self._unusable(exc) from exc
             try:
                 result = work(connection)
             except BaseException:
@@ -123,6 +127,15 @@ class LocalRateLimitStore:
             return result
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
+
+    def _unusable(self, error: BaseException) -> StabilityError:
+        # A broken file stays broken: say which one and what to do, once per call.
+        self._connection = None
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        return StabilityError(
+            f"the machine-wide rate-limit store {self.path} cannot be used ({reason}): "
+            "delete the file, or choose another store (rate_limit_store='memory')"
+        )
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> str | Wait:
         """Take a slot now and return its token, or say how long until one may be free."""

@@ -111,6 +111,23 @@ def mask_url(url: str) -> str:
     return str(parsed.with_password("***")) if parsed.password is not None else url
 
 
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py cannot connect with, now rather than at the first call."""
+    from redis.connection import parse_url  # noqa: PLC0415 - see _redis_errors
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        # The parser's message may quote a password: only its kind of problem is shown.
+        shown = "a URL with credentials" if "@" in url else repr(url)
+        raise ValueError(f"not a Redis URL: {shown} ({_problem(exc)})") from None
+
+
+def _problem(exc: ValueError) -> str:
+    text = str(exc)
+    return "its port is not a number" if "Port" in text else "it does not parse"
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions  # noqa: PLC0415 - the optional dependency, imported when used
 
@@ -146,6 +163,8 @@ class RedisRateLimitStore:
             ) from exc
         if (url is None) == (client is None):
             raise ValueError("give RedisRateLimitStore a url or a client, not both")
+        if url is not None:
+            _check_url(url)
         self._url = url
         self._client = client
         self._owns_client = client is None

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._checks import check_count
 from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
 from ._http import Request, Response
-from ._network import Route
+from ._network import Route, mask_proxy
 from ._secrets import display_text, redact
 
 __all__ = ["AiohttpTransport"]
@@ -224,18 +224,29 @@ class AiohttpTransport:
             reason = display_text(str(exc.certificate_error), secrets)
             return APIConnectionError(
                 f"certificate verification failed for {origin}: {reason} "
-                "(a TLS-inspecting proxy needs its CA: pass ssl= or --ca-bundle)",
+                "(a TLS-inspecting proxy needs its CA: pass ssl= with it)",
                 attempts=request.attempt,
                 retryable=False,  # the same certificate will fail again
             )
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            os_error = exc.os_error
-            # "connection refused", not "connect call failed ('127.0.0.1', 1)".
-            reason = (
-                os.strerror(os_error.errno)
-                if os_error.errno
-                else str(os_error) or type(os_error).__name__
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):
+            # An errno here is OpenSSL's, not the OS's: name the TLS reason instead.
+            tls = exc.os_error
+            reason = getattr(tls, "reason", None) or type(tls).__name__
+            return APIConnectionError(
+                f"TLS handshake with {origin} failed ({display_text(str(reason), secrets)}): "
+                "is it an http:// server, or something in between that is not TLS?",
+                attempts=request.attempt,
+                retryable=False,  # the same server answers the same way
             )
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            proxy = self._route.proxy_for(request.url)
+            where = mask_proxy(proxy) if proxy else "the proxy"
+            return APIConnectionError(
+                f"cannot connect to the proxy {where} ({_os_reason(exc.os_error).lower()})",
+                attempts=request.attempt,
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = _os_reason(exc.os_error)
             return APIConnectionError(
                 f"cannot connect to {origin} ({display_text(reason.lower(), secrets)})",
                 attempts=request.attempt,
@@ -279,6 +290,11 @@ class AiohttpTransport:
         session = self._http_session
         if self._owns_session and session is not None and not session.closed:
             await session.close()
+
+
+def _os_reason(error: OSError) -> str:
+    # "connection refused", not "connect call failed ('127.0.0.1', 1)".
+    return os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
 
 
 def _origin(url: str) -> str:

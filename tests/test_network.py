@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -26,6 +27,7 @@ from stability_user import (
 )
 from stability_user._network import Route
 from stability_user._transport import AiohttpTransport
+from stability_user.testing import StabilityEmulator
 
 from .conftest import KEY
 from .fakes import FakeClock
@@ -252,3 +254,41 @@ def test_certificate_checks_cannot_be_turned_off() -> None:
         StabilitySession(KEY, proxy="socks5://127.0.0.1:1080")
     with pytest.raises(ValueError, match="transport"):
         StabilitySession(KEY, transport=AiohttpTransport(), proxy="http://127.0.0.1:3128")
+
+
+async def test_a_dead_proxy_is_named_as_such(clock: FakeClock) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens
+    async with session_to(
+        443,
+        clock,
+        proxy=f"http://user:s3cret@127.0.0.1:{port}",
+        retry=RetryPolicy(max_attempts=2),
+    ) as session:
+        with pytest.raises(APIConnectionError) as info:
+            await session.balance()
+    assert str(info.value) == (
+        f"cannot connect to the proxy http://user:***@127.0.0.1:{port} (connection refused)"
+        " (after 2 attempts)"
+    )
+
+
+async def test_tls_to_a_clear_text_server_says_so_and_is_not_retried(
+    emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> None:
+    async with StabilitySession(
+        key,
+        base_url=emulator.base_url.replace("http://", "https://"),
+        sleep=clock.sleep,
+        clock=clock,
+    ) as session:
+        with pytest.raises(APIConnectionError) as info:
+            await session.balance()
+    assert info.value.attempts == 1
+    assert info.value.retryable is False
+    assert str(info.value).startswith(
+        f"TLS handshake with {emulator.base_url.replace('http://', 'https://')} failed ("
+    )
+    assert "WRONG_VERSION_NUMBER" in str(info.value)
+    assert "is it an http:// server" in str(info.value)

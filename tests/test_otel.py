@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -734,3 +738,19 @@ async def test_many_urls_keep_a_bounded_cache(telemetry: Telemetry) -> None:
         await middleware(Request("GET", f"https://h{n}.example/", {}, 1.0), answer)
     assert 0 < len(middleware._targets) <= 256
     assert len(telemetry.spans()) == 300
+
+
+def test_without_the_extra_the_import_says_what_to_install(tmp_path: pathlib.Path) -> None:
+    # A module named like the API's package that fails to import stands for its absence.
+    (tmp_path / "opentelemetry").mkdir()
+    (tmp_path / "opentelemetry" / "__init__.py").write_text("raise ImportError('absent')\n")
+    code = "import stability_user.otel"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'stability-user[otel]'" in result.stderr

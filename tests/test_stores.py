@@ -34,6 +34,7 @@ from stability_user import (
     RateLimitStore,
     RedisRateLimitStore,
     RetryPolicy,
+    StabilityError,
     StabilitySession,
 )
 from stability_user._limiter import MAX_LOCKOUT, RateLimiter
@@ -223,6 +224,23 @@ class TestLocal:
             await store.aclose()
         assert rows < 300  # what expired is gone, not only for the keys still in use
 
+    @pytest.mark.parametrize("broken", ["not a database", "a folder"])
+    async def test_a_broken_file_is_a_clear_error(self, tmp_path: Path, broken: str) -> None:
+        path = tmp_path / "l.sqlite3"
+        if broken == "a folder":
+            path.mkdir()
+        else:
+            path.write_bytes(b"this is not a SQLite file at all" * 100)
+        store = LocalRateLimitStore(path)
+        try:
+            with pytest.raises(StabilityError) as info:
+                await store.acquire("k", LIMIT, 5.0)
+        finally:
+            await store.aclose()
+        message = str(info.value)
+        assert message.startswith(f"the machine-wide rate-limit store {path} cannot be used (")
+        assert "delete the file, or choose another store" in message
+
     def test_needs_platformdirs_only_without_a_path(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -259,6 +277,19 @@ class TestRedis:
         finally:
             await store.aclose()
             await client.aclose()
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("redis://127.0.0.1:notaport", "its port is not a number"),
+            ("redis://:hunter2@[::1", "it does not parse"),
+        ],
+    )
+    def test_a_bad_url_is_refused_at_once(self, url: str, problem: str) -> None:
+        with pytest.raises(ValueError, match="not a Redis URL") as info:
+            RedisRateLimitStore(url)
+        assert problem in str(info.value)
+        assert "hunter2" not in str(info.value)
 
     def test_url_password_is_never_shown(self) -> None:
         store = RedisRateLimitStore("redis://user:hunter2@127.0.0.1:1/0")

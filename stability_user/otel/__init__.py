@@ -98,6 +98,13 @@ middlewares; after any middleware that answers requests itself (a cache), so
 that a CLIENT span is a request that really went out.
 """
 
+try:
+    import opentelemetry.trace  # noqa: F401 - only to say what is missing, and how to get it
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the extra
+    raise ImportError(
+        "stability_user.otel needs the OpenTelemetry API: pip install 'stability-user[otel]'"
+    ) from exc
+
 from ._middleware import OpenTelemetryMiddleware
 
 __all__ = ["OpenTelemetryMiddleware"]
