@@ -13,6 +13,7 @@ from .._version import __version__
 from . import INTERRUPTED
 from ._balances import balances
 from ._context import Settings, load_ca_bundle, mask_url
+from ._exporter import exporter
 from ._failures import PROG, Interrupted, UsageFailure, install_log_handler
 from ._single import account, balance, emulator, watch
 
@@ -142,7 +143,7 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
     ctx.call_on_close(install_log_handler(debug=values["debug"]))
 
 
-for _command in (account, balance, balances, watch, emulator):
+for _command in (account, balance, balances, watch, emulator, exporter):
     cli.add_command(_command)
 
 

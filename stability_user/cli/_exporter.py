@@ -1,0 +1,307 @@
+"""``stability-user exporter``: every target's balance as Prometheus metrics, around the clock.
+
+Each target is checked once per ``--interval``, through the session's
+``balances()``, so the rate limit and its shared store apply as for every other
+command. The checks are paced, not burst: target ``i`` of ``n`` is due ``i *
+interval / n`` seconds into each interval, so a thousand targets checked every
+minute make one request every 60 ms. A check still running when its target is
+due again (a stalled service, a long lockout) is not doubled: that round of the
+target is skipped. When the checks fall more than a whole interval behind (the
+machine slept), the schedule starts afresh instead of bursting to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Final
+
+import click
+
+from .._bulk import BalanceResult, BalanceTarget
+from .._errors import StabilityError
+from .._retry import RetryPolicy
+from .._secrets import escape_controls, redact
+from .._session import StabilitySession
+from .._targets import TargetFileError, read_targets
+from .._types import Clock, Sleep
+from ._context import Settings, open_session, optional_key
+from ._failures import PROG, UsageFailure, describe, interruptible, run_async
+from ._single import _now
+
+if TYPE_CHECKING:
+    from ._exporter_metrics import ExporterMetrics, Labels
+
+__all__ = ["exporter"]
+
+_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_NEEDS_EXTRA: Final = (
+    "the exporter needs prometheus-client 0.24 or later: pip install 'stability-user[exporter]'"
+)
+
+
+def _load(path: str) -> list[BalanceTarget]:
+    """Every target of the file: a bad line stops the exporter before it serves."""
+    try:
+        targets = list(read_targets(path))
+    except TargetFileError as error:
+        raise UsageFailure(str(error)) from None
+    except OSError as error:
+        raise UsageFailure(
+            f"cannot read {path}: {(error.strerror or str(error)).lower()}"
+        ) from None
+    if not targets:
+        raise UsageFailure(f"no targets in {path}: it holds only blank lines and comments")
+    return targets
+
+
+def _session(
+    settings: Settings, key: str | None, base_url: str | None, store: str, metrics: ExporterMetrics
+) -> StabilitySession:
+    """The session the other commands get (``cli/_context.py``), with the metrics' hooks.
+
+    Built here because ``open_session`` takes no middleware, and the exporter
+    counts every response's status (429s) with one.
+    """
+    try:
+        return StabilitySession(
+            key,
+            base_url=base_url,
+            api_version=settings.api_version,
+            timeout=settings.timeout,
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+            rate_limit=settings.rate_limit,
+            rate_limit_store=store,
+            on_rate_limit_wait=metrics.waited,
+            middlewares=[metrics.count_response],
+            proxy=settings.proxy,
+            trust_env=True,
+            ssl=settings.ssl_context,
+        )
+    except (StabilityError, ImportError, TypeError, ValueError) as error:
+        raise UsageFailure(redact(describe(error), settings.secrets)) from None
+
+
+@contextlib.asynccontextmanager
+async def _open(
+    settings: Settings, key: str | None, metrics: ExporterMetrics
+) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
+    """The exporter's session; with ``--emulator N``, on the demo accounts of ``open_session``."""
+    if settings.emulator is None:
+        store = settings.rate_limit_store
+        async with _session(settings, key, settings.base_url, store, metrics) as session:
+            yield session, []
+        return
+    async with open_session(settings, key) as (demo_session, demo):
+        # The in-process emulator and its accounts are open_session's; the checks go
+        # through a session of the exporter's, which has the metrics' hooks.
+        base_url = demo_session.base_url
+        async with _session(settings, demo[0].api_key, base_url, "memory", metrics) as session:
+            yield session, demo
+
+
+class _Checker:
+    """Checks every target once per interval, paced, and records each result."""
+
+    def __init__(
+        self,
+        targets: Sequence[BalanceTarget],
+        labels: Sequence[Labels],
+        metrics: ExporterMetrics,
+        *,
+        interval: float,
+        settings: Settings,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.targets = targets
+        self.labels = labels
+        self.metrics = metrics
+        self.interval = interval
+        self.settings = settings
+        self.clock = clock or asyncio.get_running_loop().time
+        self.sleep = sleep or asyncio.sleep
+        # Checks in flight, by their position in the stream balances() numbers.
+        self.in_flight: dict[int, tuple[int, float]] = {}
+        self.busy: set[int] = set()
+
+    async def paced(self) -> AsyncIterator[BalanceTarget]:
+        """The targets, each when it is due, round after round, forever."""
+        clock = self.clock
+        step = self.interval / len(self.targets)
+        position = 0
+        start = clock()
+        while True:
+            for number, target in enumerate(self.targets):
+                delay = start + number * step - clock()
+                if delay > 0:
+                    await self.sleep(delay)
+                if number in self.busy:
+                    continue  # its previous check is still running: never two at once
+                self.busy.add(number)
+                self.in_flight[position] = (number, clock())
+                position += 1
+                yield target
+            start += self.interval
+            if clock() - start > self.interval:
+                start = clock()
+
+    async def run(self, session: StabilitySession, concurrency: int) -> None:
+        """Check and record until cancelled."""
+        results = session.balances(self.paced(), concurrency=concurrency)
+        async with contextlib.aclosing(results):
+            async for result in results:
+                self.record(result)
+
+    def record(self, result: BalanceResult) -> None:
+        """Update the metrics with one result; a failure is also a line on stderr."""
+        number, started = self.in_flight.pop(result.index)
+        self.busy.discard(number)
+        seconds = self.clock() - started
+        labels = self.labels[number]
+        if result.balance is not None:
+            self.metrics.succeeded(labels, result.balance.credits, seconds, time.time())
+            return
+        error = result.error or StabilityError("no balance and no error")
+        self.metrics.failed(labels, error, seconds)
+        name, organization = labels
+        where = f"{name} ({organization})" if organization else name
+        text = describe(error, api_version=self.settings.api_version)
+        secrets = (result.target.api_key, *self.settings.secrets)
+        click.echo(
+            f"{_now()}  check failed: {escape_controls(where)}: {redact(text, secrets)}", err=True
+        )
+
+
+async def _export(
+    settings: Settings,
+    key: str | None,
+    targets: list[BalanceTarget],
+    labels: list[Labels],
+    *,
+    host: str,
+    port: int,
+    interval: float,
+    concurrency: int,
+) -> int:
+    from ._exporter_metrics import ExporterMetrics, series_labels, serve_metrics  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in _SIGNALS:
+        # SIGINT and SIGTERM are how an exporter is stopped: a clean exit, not an error.
+        loop.add_signal_handler(number, stop.set)
+    try:
+        metrics = ExporterMetrics(interval=interval)
+        async with _open(settings, key, metrics) as (session, demo):
+            if not targets:
+                targets, labels = demo, series_labels(demo, "--emulator")
+            metrics.targets.set(len(targets))
+            runner, url = await serve_metrics(metrics, host, port)
+            try:
+                count = f"{len(targets)} target{'s' if len(targets) > 1 else ''}"
+                click.echo(
+                    f"{PROG}: exporter: serving {url}; checking {count} every {interval:g} s, "
+                    f"one every {interval / len(targets):.3g} s",
+                    err=True,
+                )
+                checker = _Checker(targets, labels, metrics, interval=interval, settings=settings)
+                checking = asyncio.ensure_future(checker.run(session, concurrency))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait((checking, stopping), return_when=asyncio.FIRST_COMPLETED)
+                if checking.done():
+                    stopping.cancel()
+                    checking.result()  # it never ends by itself: raise what ended it
+                checking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checking
+            finally:
+                await runner.cleanup()
+    finally:
+        for number in _SIGNALS:
+            loop.remove_signal_handler(number)
+    return 0
+
+
+@click.command()
+@click.argument("targets_file", required=False, metavar="TARGETS_FILE")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Serve /metrics on this address; loopback by default, so only this machine scrapes it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=9464,
+    show_default=True,
+    help="Serve /metrics on this port; 0 picks a free one.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=60.0,
+    show_default=True,
+    help="Seconds in which every target is checked once, the checks spread evenly over them.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1, max=10_000),
+    default=32,
+    show_default=True,
+    help="Checks in flight at most (a slow target never holds up the others).",
+)
+@click.pass_obj
+@interruptible
+def exporter(
+    settings: Settings,
+    *,
+    targets_file: str | None,
+    host: str,
+    port: int,
+    interval: float,
+    concurrency: int,
+) -> int:
+    """Serve the targets' balances as Prometheus metrics on http://HOST:PORT/metrics.
+
+    TARGETS_FILE is in the format of `balances` (KEY[,ORGANIZATION[,LABEL]] lines,
+    or CSV with a header); a target's label, else its masked key, names its series.
+    Every target is checked once per --interval, the checks spread evenly over it;
+    a failed check is a line on stderr and keeps the target's last good value.
+    Needs the extra: pip install 'stability-user[exporter]'.
+
+    Stop it with SIGINT (Ctrl-C) or SIGTERM: exit 0. Exit 1 when it cannot listen,
+    2 for a usage error (a bad or empty TARGETS_FILE, the extra not installed).
+    """
+    if targets_file is None and settings.emulator is None:
+        raise click.UsageError("give a TARGETS_FILE (the format of 'balances')")
+    try:
+        from . import _exporter_metrics  # noqa: PLC0415 - needs the extra
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("prometheus_client"):
+            raise
+        raise UsageFailure(_NEEDS_EXTRA) from None
+    targets, labels = [], []
+    if targets_file is not None:
+        targets = _load(targets_file)
+        # Two targets in one series are a usage error, found before anything is served.
+        labels = _exporter_metrics.series_labels(targets, targets_file)
+    key = optional_key(settings)
+    work = _export(
+        settings,
+        key,
+        targets,
+        labels,
+        host=host,
+        port=port,
+        interval=interval,
+        concurrency=concurrency,
+    )
+    return run_async(
+        work, debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
+    )
