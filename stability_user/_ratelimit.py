@@ -20,13 +20,32 @@ is freed ``lease + window`` seconds after it was taken.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import attrs
 
 from ._checks import check_count, check_seconds
 
-__all__ = ["RateLimit", "RateLimitStore", "RateLimitWait", "Wait"]
+__all__ = [
+    "SHARED_CLOCK_MARGIN",
+    "RateLimit",
+    "RateLimitStore",
+    "RateLimitWait",
+    "Wait",
+    "held_for",
+]
+
+SHARED_CLOCK_MARGIN: Final = 0.01
+"""Seconds a shared store holds a completed slot past the window.
+
+Processes sharing a store read its clock at different moments (and Redis keeps
+milliseconds): the margin covers that, so a slot is never handed on early.
+"""
+
+
+def held_for(limit: RateLimit) -> float:
+    """Seconds a shared store holds a completed request's slot: the window and the margin."""
+    return limit.window + SHARED_CLOCK_MARGIN
 
 
 def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:

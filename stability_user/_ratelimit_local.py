@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 from ._errors import StabilityError
-from ._ratelimit import RateLimit, Wait
+from ._ratelimit import RateLimit, Wait, held_for
 from ._types import Clock
 
 __all__ = ["LocalRateLimitStore", "default_local_path"]
@@ -104,12 +104,32 @@ class LocalRateLimitStore:
             )
             # The state is ephemeral: a crash may lose the last writes, never corrupt
             # the file. WAL lets readers and the one writer overlap.
-            connection.execute("PRAGMA journal_mode=WAL")
+            self._while_locked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
             connection.execute("PRAGMA synchronous=OFF")
-            connection.executescript(_SCHEMA)
+            # The schema in a write transaction: other processes opening the file at
+            # the same moment wait their turn (the busy timeout) instead of failing.
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute("COMMIT")
             self._connection = connection
             os.chmod(self.path, 0o600)  # key ids only, but the user's business alone
         return self._connection
+
+    def _while_locked(self, step: Callable[[], object]) -> None:
+        # Changing the journal mode takes the file to itself and does not wait for the
+        # busy timeout: while another process has it, try again for as long.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                step()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # this store's own thread, never the event loop's
+            else:
+                return
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def transaction() -> T:
@@ -162,14 +182,14 @@ class LocalRateLimitStore:
                 token = uuid.uuid4().hex
                 db.execute(
                     "INSERT INTO slots VALUES (?, ?, ?, ?, 1)",
-                    (key_id, token, now, now + lease + limit.window),
+                    (key_id, token, now, now + lease + held_for(limit)),
                 )
                 return token
             (first,) = db.execute(
                 "SELECT MIN(frees) FROM slots WHERE key_id = ? AND in_flight = 0", (key_id,)
             ).fetchone()
             # A request still in flight frees its slot no sooner than a window from now.
-            return Wait(first - now if first is not None else limit.window)
+            return Wait(first - now if first is not None else held_for(limit))
 
         return await self._run(work)
 
@@ -183,7 +203,7 @@ class LocalRateLimitStore:
             db.execute(
                 "UPDATE slots SET frees = ?, in_flight = 0"
                 " WHERE key_id = ? AND token = ? AND frees > ?",
-                (now + limit.window, key_id, str(token), now),
+                (now + held_for(limit), key_id, str(token), now),
             )
 
         await self._run(work)

@@ -18,13 +18,14 @@ are released where they were taken. Calls go on; none is lost or failed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from yarl import URL
 
-from ._ratelimit import RateLimit, Wait
+from ._ratelimit import RateLimit, Wait, held_for
 from ._ratelimit_memory import MemoryRateLimitStore
 from ._types import Clock
 
@@ -238,7 +239,7 @@ class RedisRateLimitStore:
                     args=[
                         self._now_ms(),
                         limit.requests,
-                        int(limit.window * 1000),
+                        math.ceil(held_for(limit) * 1000),
                         int(lease * 1000),
                         token,
                     ],
@@ -260,7 +261,7 @@ class RedisRateLimitStore:
         keys = self._keys(key_id)
         try:
             await self._script(_RELEASE)(
-                keys=keys[:2], args=[self._now_ms(), token, int(limit.window * 1000)]
+                keys=keys[:2], args=[self._now_ms(), token, math.ceil(held_for(limit) * 1000)]
             )
         except self._errors as error:
             # Its slot frees when its lease runs out; limit here meanwhile.

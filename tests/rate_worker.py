@@ -19,6 +19,7 @@ from stability_user import RateLimit, RetryPolicy, StabilityError, StabilitySess
 
 async def work(base_url: str, store: str, limit: str, calls: int) -> dict[str, object]:
     errors: collections.Counter[str] = collections.Counter()
+    messages: dict[str, str] = {}  # the first message of each kind, to tell what failed
     ok = 0
     remaining = iter(range(calls))
     async with StabilitySession(
@@ -35,11 +36,12 @@ async def work(base_url: str, store: str, limit: str, calls: int) -> dict[str, o
                     await session.balance()
                 except StabilityError as error:
                     errors[type(error).__name__] += 1
+                    messages.setdefault(type(error).__name__, str(error))
                 else:
                     ok += 1
 
         await asyncio.gather(*(caller() for _ in range(8)))
-    return {"ok": ok, "errors": dict(errors)}
+    return {"ok": ok, "errors": dict(errors), "messages": messages}
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ async def test_shared_state_keeps_every_process_under_the_limit(
         results = await run_workers(emulator, key, spec, tmp_path)
         statuses = [r.status for r in emulator.requests]
         times = [r.time for r in emulator.requests]
+    assert [r["messages"] for r in results] == [{}] * WORKERS  # every call succeeded
     assert sum(r["ok"] for r in results) == WORKERS * CALLS  # type: ignore[misc]
     assert statuses.count(429) == 0
     assert len(statuses) == WORKERS * CALLS

@@ -26,6 +26,7 @@ from stability_user import (
 )
 from stability_user._config import make_config
 from stability_user._limiter import LEASE_MARGIN, RateLimiter
+from stability_user._ratelimit import held_for
 from stability_user._retry import RATE_LIMIT_LOCKOUT, _path, call_with_retries
 from stability_user._sansio import error_for_response
 
@@ -532,4 +533,4 @@ class TestWithTheLimiter:
             )
         finally:
             await store.aclose()
-        assert frees == [clock.now + REQUEST.timeout + LEASE_MARGIN + 10.0]
+        assert frees == [clock.now + REQUEST.timeout + LEASE_MARGIN + held_for(RateLimit(5, 10.0))]
