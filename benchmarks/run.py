@@ -170,7 +170,7 @@ async def throughput(call: Call, calls: int, concurrency: int) -> float:
 
 def bulk_targets(count: int, keys: int) -> Iterator[BalanceTarget]:
     for n in range(count):
-        yield BalanceTarget(api_key=f"sk-bench-{n % keys:040d}")
+        yield BalanceTarget(api_key=f"sk-bulk-{n % keys:040d}")  # not KEY: its own limits
 
 
 async def bulk_stability(base: str, calls: int, concurrency: int, keys: int) -> float:

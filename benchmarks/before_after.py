@@ -1,0 +1,215 @@
+"""This version of stability-user against an earlier one, and both against raw aiohttp.
+
+    python benchmarks/before_after.py --before f38e394            # a full run
+    python benchmarks/before_after.py --before f38e394 --quick    # proves it runs
+
+The earlier version's package is taken from git (``git archive``) into a scratch
+folder under another name, so both versions run in one process, against one
+loopback server, taking turns round by round: the machine's drift and the process's
+memory layout fall on both alike (between processes, the same code's CPU per call
+varies by ±15 % here). Reported: client CPU per ``balance()`` and ``account()``
+call, and bulk ``balances()`` throughput over many keys, each against raw aiohttp
+doing the same work by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import io
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+
+import stability_user
+from stability_user import BalanceTarget, RateLimit, StabilitySession
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import KEY, cpu_per_call, machine, server
+
+Call = Callable[[], Awaitable[object]]
+# Every call of this version passes the rate limiter; one key's thousands of calls a
+# second would wait at the service's limit, so the runs get one they never reach.
+UNREACHED = RateLimit(1_000_000, 1.0)
+
+
+def earlier_version(ref: str, scratch: Path) -> ModuleType:
+    """The package as it was at ``ref``, imported as ``stability_user_before``."""
+    archive = subprocess.run(
+        ["git", "archive", ref, "stability_user"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(scratch, filter="data")
+    (scratch / "stability_user").rename(scratch / "stability_user_before")
+    sys.path.insert(0, str(scratch))
+    return importlib.import_module("stability_user_before")
+
+
+def earlier_session(before: ModuleType, base: str, concurrency: int) -> Any:
+    options: dict[str, Any] = {"base_url": base, "max_connections": concurrency}
+    if "api_version" in before.StabilitySession.__init__.__code__.co_varnames:
+        options["api_version"] = "v1"  # an earlier default may have been v1alpha
+    return before.StabilitySession(KEY, **options)
+
+
+def this_session(base: str, concurrency: int, rate_limit: RateLimit | None) -> Any:
+    return StabilitySession(KEY, base_url=base, max_connections=concurrency, rate_limit=rate_limit)
+
+
+@contextlib.asynccontextmanager
+async def raw(base: str, concurrency: int) -> AsyncIterator[dict[str, Call]]:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        def call(endpoint: str) -> Call:
+            async def get() -> object:
+                url = f"{base}/v1/user/{endpoint}"
+                async with session.get(url, headers={"Authorization": KEY}) as response:
+                    return await response.json()
+
+            return get
+
+        yield {"balance": call("balance"), "account": call("account")}
+
+
+def targets(count: int, keys: int) -> Iterator[int]:
+    return (n % keys for n in range(count))
+
+
+async def bulk_rate(session: Any, target_class: Any, count: int, keys: int, conc: int) -> float:
+    items = (target_class(api_key=f"sk-bulk-{n:040d}") for n in targets(count, keys))
+    start = time.perf_counter()
+    done = 0
+    async for result in session.balances(items, concurrency=conc):
+        done += result.error is None
+    assert done == count, f"{count - done} bulk checks failed"
+    return count / (time.perf_counter() - start)
+
+
+async def raw_bulk_rate(base: str, count: int, keys: int, conc: int) -> float:
+    url = f"{base}/v1/user/balance"
+    source = targets(count, keys)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+
+        async def worker() -> None:
+            for n in source:  # the workers share one generator
+                headers = {"Authorization": f"sk-bulk-{n:040d}"}
+                async with session.get(url, headers=headers) as response:
+                    await response.json()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        return count / (time.perf_counter() - start)
+
+
+def row(name: str, values: list[float], baseline: float, unit: str) -> str:
+    median = statistics.median(values)
+    return (
+        f"| {name} | {median:,.1f} {unit} | {min(values):,.1f} .. {max(values):,.1f} "
+        f"| {median / baseline:.3f}x |"
+    )
+
+
+async def measure(args: argparse.Namespace, before: ModuleType, base: str) -> list[str]:
+    cpu: dict[str, list[float]] = {}
+    bulk: dict[str, list[float]] = {"before": [], "this version": [], "raw aiohttp": []}
+    old = earlier_session(before, base, args.concurrency)
+    new = this_session(base, args.concurrency, UNREACHED)
+    new_off = this_session(base, args.concurrency, None)
+    async with old, new, new_off, raw(base, args.concurrency) as by_hand:
+        contenders = [
+            ("before balance()", old.balance),
+            ("this version balance()", new.balance),
+            ("this version balance(), rate limit off", new_off.balance),
+            ("raw aiohttp balance", by_hand["balance"]),
+            ("before account()", old.account),
+            ("this version account()", new.account),
+            ("raw aiohttp account", by_hand["account"]),
+        ]
+        sizes = (args.bulk_checks, args.keys, args.concurrency)
+        for round_number in range(args.rounds):
+            shift = round_number % len(contenders)
+            for name, call in contenders[shift:] + contenders[:shift]:
+                cpu.setdefault(name, []).append(await cpu_per_call(call, args.calls))
+            async with this_session(base, args.concurrency, RateLimit()) as new_bulk:
+                bulk_order: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+                    ("before", lambda: bulk_rate(old, before.BalanceTarget, *sizes)),
+                    ("this version", lambda: bulk_rate(new_bulk, BalanceTarget, *sizes)),
+                    ("raw aiohttp", lambda: raw_bulk_rate(base, *sizes)),
+                ]
+                for name, run in bulk_order[shift % 3 :] + bulk_order[: shift % 3]:
+                    bulk[name].append(await run())
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    raw_balance = statistics.median(cpu["raw aiohttp balance"])
+    raw_account = statistics.median(cpu["raw aiohttp account"])
+    lines = [
+        f"### Client CPU per call ({args.calls:,} sequential calls, {args.rounds} rounds; "
+        "lower is better)",
+        "",
+        "| contender | median | min .. max | vs raw aiohttp |",
+        "|---|---|---|---|",
+    ]
+    for name, values in cpu.items():
+        baseline = raw_account if "account" in name else raw_balance
+        lines.append(row(name, values, baseline, "µs"))
+    lines += [
+        "",
+        f"### Bulk balances() over {args.keys:,} keys ({args.bulk_checks:,} checks at "
+        f"concurrency {args.concurrency}, the service's rate limit on; higher is better)",
+        "",
+        "| contender | median | min .. max | vs raw aiohttp |",
+        "|---|---|---|---|",
+    ]
+    raw_bulk = statistics.median(bulk["raw aiohttp"])
+    lines += [row(name, values, raw_bulk, "checks/s") for name, values in bulk.items()]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", required=True, help="a git revision of the earlier version")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: proves it runs")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=600)
+    parser.add_argument("--bulk-checks", type=int, default=4000)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/before-after.md"))
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.calls, args.bulk_checks, args.keys = 2, 50, 128, 16
+    command = "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]])
+    with tempfile.TemporaryDirectory() as scratch, server() as base:
+        before = earlier_version(args.before, Path(scratch))
+        lines = [
+            "# stability-user: this version against an earlier one",
+            "",
+            f"- command: `{command}`",
+            f"- machine: {machine()}",
+            f"- before: {args.before} (stability-user {before.__version__}); "
+            f"this version: {stability_user.__version__} from the working tree",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            "",
+            *asyncio.run(measure(args, before, base)),
+        ]
+    text = "\n".join(lines) + "\n"
+    args.output.write_text(text)
+    print(text)
+    print(f"written to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
