@@ -28,7 +28,7 @@ import attrs
 from ._bulk import BalanceResult, TargetLike, check_balances
 from ._checks import check_count, check_seconds
 from ._config import derive_config, make_config
-from ._endpoints import BALANCE
+from ._endpoints import ACCOUNT, BALANCE
 from ._errors import StabilityError
 from ._http import Middleware, Request, Response, Transport
 from ._models import Account, Balance
@@ -283,7 +283,7 @@ class StabilitySession:
             StabilityError: the session is closed, or has no API key.
         """
         state = self._state
-        return await self._call(state.account_request, state.decode_account)
+        return await self._call(state.default_request(ACCOUNT), state.decode_account)
 
     async def balance(self, organization: str | None = None) -> Balance:
         """The credit balance (``GET /{version}/user/balance``).
@@ -303,7 +303,7 @@ class StabilitySession:
             ValueError: ``organization`` contains CR, LF or NUL.
         """
         state = self._state
-        request = state.balance_request
+        request = state.default_request(BALANCE)
         config = state.config
         if organization is not None and organization != config.organization and config.api_key:
             request = build_request(config, BALANCE, organization=organization)

@@ -18,7 +18,7 @@ import attrs
 
 from ._checks import check_type
 from ._config import ClientConfig
-from ._endpoints import ACCOUNT, BALANCE
+from ._endpoints import ACCOUNT, BALANCE, Endpoint
 from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
 from ._limiter import RateLimiter
 from ._models import Account, Balance
@@ -66,8 +66,9 @@ class SessionState:
     clock: Clock
     handler: Handler = attrs.field(init=False, eq=False, repr=False)
     around_call: tuple[AroundCall, ...] = attrs.field(init=False, eq=False, repr=False)
-    account_request: Request | None = attrs.field(init=False, eq=False, repr=False)
-    balance_request: Request | None = attrs.field(init=False, eq=False, repr=False)
+    # The default request of each endpoint, built on first use and kept: a view made
+    # for one bulk check of one key builds only what it sends.
+    _requests: dict[str, Request] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     @handler.default
     def _handler(self) -> Handler:
@@ -78,13 +79,12 @@ class SessionState:
         # A middleware may also wrap whole calls (a tracing span over all attempts).
         return tuple(m.around_call for m in self.middlewares if hasattr(m, "around_call"))
 
-    @account_request.default
-    def _account_request(self) -> Request | None:
-        return None if self.config.api_key is None else build_request(self.config, ACCOUNT)
-
-    @balance_request.default
-    def _balance_request(self) -> Request | None:
-        return None if self.config.api_key is None else build_request(self.config, BALANCE)
+    def default_request(self, endpoint: Endpoint[Any]) -> Request | None:
+        """The endpoint's request with the configured defaults; ``None`` without a key."""
+        request = self._requests.get(endpoint.name)
+        if request is None and self.config.api_key is not None:
+            request = self._requests[endpoint.name] = build_request(self.config, endpoint)
+        return request
 
     def decode_account(self, response: Response) -> Account:
         """The account in ``response``, or its typed error."""
