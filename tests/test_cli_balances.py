@@ -213,6 +213,19 @@ async def test_stdin_is_checked_line_by_line_as_it_comes(live: StabilityEmulator
     assert err.decode() == "checked 2, failed 0, total credits 3.00\n"
 
 
+async def test_a_header_without_a_key_column_stops_the_run(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    targets = tmp_path / "keys.csv"
+    targets.write_text("organization,label\norg-1,acme\n")
+    result = await run_cli("--base-url", live.base_url, "balances", str(targets))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: {targets}:1: a header row needs an api_key (or key) column\n"
+    )
+    assert live.requests == []
+
+
 async def test_terminal_text_has_its_control_characters_escaped(
     live: StabilityEmulator,
 ) -> None:
