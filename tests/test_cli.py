@@ -132,6 +132,39 @@ async def test_usage_errors_exit_2() -> None:
     assert "rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'fast'" in limit.err
 
 
+# A core-only install (no [cli] extra) is one without click: as if it were not installed.
+WITHOUT_CLICK = """
+import sys
+sys.modules["click"] = None  # `import click` raises ModuleNotFoundError
+from stability_user.cli import main
+main(["--version"])
+"""
+
+
+async def test_without_its_extra_the_command_line_says_what_to_install() -> None:
+    result = await run_program(sys.executable, "-c", WITHOUT_CLICK)
+    assert (result.code, result.out, result.err) == (
+        1,
+        "",
+        "stability-user: the command line needs its extra: pip install 'stability-user[cli]'\n",
+    )
+
+
+OTHER_MISSING_MODULE = """
+import sys
+sys.modules["stability_user.cli._app"] = None
+from stability_user.cli import main
+main(["--version"])
+"""
+
+
+async def test_a_missing_module_of_the_package_itself_is_not_blamed_on_the_extra() -> None:
+    result = await run_program(sys.executable, "-c", OTHER_MISSING_MODULE)
+    assert result.code == 1
+    assert "ModuleNotFoundError" in result.err
+    assert "pip install" not in result.err
+
+
 async def test_a_connection_refused_is_one_line_with_what_to_do() -> None:
     env = {"STABILITY_API_KEY": "sk-" + "4" * 48}
     result = await run("--base-url", "http://127.0.0.1:1", "balance", env=env)
