@@ -132,6 +132,73 @@ async def test_usage_errors_exit_2() -> None:
     assert "rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'fast'" in limit.err
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--rate-limit", "abc", "balance"],
+            "--rate-limit: rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'abc' "
+            "(see 'stability-user --help')",
+        ),
+        (
+            ["--timeout", "0", "balance"],
+            "--timeout: must be a number of seconds > 0, got 0 (see 'stability-user --help')",
+        ),
+        (
+            ["balances"],
+            "give a FILE of targets, or - to read them from stdin "
+            "(see 'stability-user balances --help')",
+        ),
+        (["--foo", "balance"], "no such option '--foo' (see 'stability-user --help')"),
+        (
+            ["balance", "extra"],
+            "got unexpected extra argument (extra) (see 'stability-user balance --help')",
+        ),
+        (["nonsense"], "no such command 'nonsense' (see 'stability-user --help')"),
+        (
+            ["--emulator", "1", "watch", "--below", "nan"],
+            "--below: must be a finite number, got nan (see 'stability-user watch --help')",
+        ),
+        (
+            ["--emulator", "1", "balances", "-c", "0"],
+            "--concurrency: 0 is not in the range 1<=x<=10000 "
+            "(see 'stability-user balances --help')",
+        ),
+    ],
+)
+async def test_a_usage_error_is_one_line_naming_the_option(args: list[str], line: str) -> None:
+    result = await run(*args)
+    assert (result.code, result.out, result.err) == (2, "", f"stability-user: error: {line}\n")
+
+
+async def test_an_option_from_the_environment_is_named_by_its_variable() -> None:
+    result = await run("balance", env={"STABILITY_RATE_LIMIT": "abc"})
+    assert (result.code, result.err) == (
+        2,
+        "stability-user: error: STABILITY_RATE_LIMIT: rate limit must be REQUESTS/SECONDS, "
+        "e.g. 150/10, got 'abc' (see 'stability-user --help')\n",
+    )
+
+
+async def test_help_is_still_click_s_own() -> None:
+    result = await run("--help")
+    assert result.code == 0
+    assert result.out.startswith("Usage: stability-user [OPTIONS] COMMAND [ARGS]...")
+    bare = await run()  # no command at all: the help, as before (on stderr since click 8.2)
+    assert (bare.out + bare.err).startswith("Usage: stability-user [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in bare.out + bare.err
+
+
+async def test_the_emulator_option_does_not_apply_to_the_emulator_command() -> None:
+    result = await run("--emulator", "2", "emulator", "--port", "0")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "stability-user: error: --emulator N does not apply to the emulator command: "
+        "its own --accounts N sets how many demo accounts it serves "
+        "(see 'stability-user emulator --help')\n"
+    )
+
+
 # A core-only install (no [cli] extra) is one without click: as if it were not installed.
 WITHOUT_CLICK = """
 import sys

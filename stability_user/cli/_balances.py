@@ -144,7 +144,9 @@ def balances(
     1 when any failed, 2 for a bad or empty FILE, 130 when interrupted.
     """
     if source is None and settings.emulator is None:
-        raise click.UsageError("give a FILE of targets, or - to read them from stdin")
+        raise click.UsageError(
+            "give a FILE of targets, or - to read them from stdin", click.get_current_context()
+        )
     total = None
     if source not in (None, "-"):
         total = _count(source)

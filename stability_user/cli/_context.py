@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import Final
+from urllib.parse import unquote
 
 import attrs
-from yarl import URL
 
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
@@ -31,24 +33,28 @@ __all__ = [
 ]
 
 
+# The password of a URL, found without parsing it (a URL that does not parse may
+# still hold one): after "user:" up to the last "@" of the authority, or in a query.
+_PASSWORD: Final = re.compile(r"(?<=//)[^/@:]*:([^/]+)@|[?&]password=([^&#]+)")
+
+
+def _masked(match: re.Match[str]) -> str:
+    start, end = match.span(1 if match.group(1) is not None else 2)
+    return match.string[match.start() : start] + "***" + match.string[end : match.end()]
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password shown as ``***``: safe to print."""
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        return "(an invalid URL)"
-    return str(parsed.with_password("***")) if parsed.password else url
+    """``url`` with its password shown as ``***``: safe to print, even if it does not parse."""
+    return _PASSWORD.sub(_masked, url)
 
 
 def url_secrets(url: str | None) -> tuple[str, ...]:
-    """The password of ``url``, if it has one: what must never be printed."""
+    """The passwords in ``url``, if it has any: what must never be printed."""
     if not url:
         return ()
-    with contextlib.suppress(TypeError, ValueError):
-        password = URL(url).password
-        if password:
-            return (password,)
-    return ()
+    found = [password for match in _PASSWORD.finditer(url) for password in match.groups()]
+    # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
+    return tuple(dict.fromkeys(form for p in found if p is not None for form in (p, unquote(p))))
 
 
 @attrs.frozen

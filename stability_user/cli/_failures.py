@@ -37,6 +37,7 @@ __all__ = [
     "install_log_handler",
     "interruptible",
     "run_async",
+    "usage_line",
 ]
 
 T = TypeVar("T")
@@ -63,6 +64,48 @@ class UsageFailure(Failure):
 
 class Interrupted(Exception):  # noqa: N818 - it is not an error: the user asked for it
     """Ctrl-C stopped the work; the command says what was done and exits 130."""
+
+
+def _option_name(error: click.BadParameter) -> str | None:
+    """The option (or argument, or environment variable) a bad value was given to."""
+    param, ctx = error.param, error.ctx
+    if param is None:
+        return None
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    if (
+        isinstance(param, click.Option)
+        and isinstance(param.envvar, str)
+        and ctx is not None
+        and ctx.get_parameter_source(param.name or "") == from_env
+    ):
+        return param.envvar
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def _sentence(text: str) -> str:
+    """A message of click's as a clause of ours: no capital to start, no full stop to end."""
+    text = text.strip().rstrip(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def usage_line(error: click.UsageError) -> str:
+    """One line for a usage error from click: the option, what is wrong, where help is.
+
+    ``--rate-limit: rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'abc'
+    (see 'stability-user --help')``.
+    """
+    name = _option_name(error) if isinstance(error, click.BadParameter) else None
+    if name is not None and not isinstance(error, click.MissingParameter):
+        what = f"{name}: {_sentence(error.message)}"
+    else:
+        what = _sentence(error.format_message())
+    text = escape_controls(what)
+    command = error.ctx.command_path if error.ctx is not None else PROG
+    return f"{text} (see '{command} --help')"
 
 
 def interruptible(callback: Callable[P, T]) -> Callable[P, T]:
