@@ -189,6 +189,38 @@ async def test_help_is_still_click_s_own() -> None:
     assert "Commands:" in bare.out + bare.err
 
 
+KEY = "sk-" + "Ab3" * 16
+MASKED = f"sk-…{KEY[-4:]}"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["balance", KEY], f"got unexpected extra argument ({MASKED})"),
+        ([f"--key-file={KEY}", "balance"], f"--key-file {MASKED}: no such file or directory"),
+        (["balances", KEY], f"cannot read {MASKED}: no such file or directory"),
+        (["emulator", "--port", "0", KEY], f"unexpected argument {MASKED}"),
+    ],
+)
+async def test_a_key_given_as_an_argument_is_masked_and_the_way_to_give_one_told(
+    args: list[str], line: str
+) -> None:
+    result = await run(*args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: {line}; an API key goes in STABILITY_API_KEY "
+        "or --key-file FILE, never on the command line\n"
+    )
+    no_key_in(result, KEY)
+
+
+async def test_a_key_looking_token_is_masked_in_any_error() -> None:
+    result = await run("--base-url", KEY, "balance", env={"STABILITY_API_KEY": KEY})
+    assert result.code == 2
+    assert MASKED in result.err
+    no_key_in(result, KEY)
+
+
 async def test_the_emulator_option_does_not_apply_to_the_emulator_command() -> None:
     result = await run("--emulator", "2", "emulator", "--port", "0")
     assert (result.code, result.out) == (2, "")

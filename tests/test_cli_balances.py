@@ -213,6 +213,17 @@ async def test_stdin_is_checked_line_by_line_as_it_comes(live: StabilityEmulator
     assert err.decode() == "checked 2, failed 0, total credits 3.00\n"
 
 
+async def test_a_key_looking_label_is_masked_in_the_rows(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=1)
+    pasted = "sk-" + "Z" * 40  # the columns in the wrong order: a key where the label goes
+    result = await run_cli(
+        "--base-url", live.base_url, "balances", "-", "--format", "csv", stdin=f"{key},,{pasted}\n"
+    )
+    assert result.code == 0, result.err
+    assert list(csv.reader(io.StringIO(result.out)))[1][1] == "sk-…ZZZZ"
+    no_key_in(result, key, pasted)
+
+
 async def test_a_header_without_a_key_column_stops_the_run(
     live: StabilityEmulator, tmp_path: pathlib.Path
 ) -> None:

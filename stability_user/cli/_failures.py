@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any, Final, ParamSpec, TypeVar
@@ -26,16 +27,18 @@ from .._errors import (
     ServerError,
     StabilityError,
 )
-from .._secrets import escape_controls, redact
+from .._secrets import escape_controls, mask_secret, redact
 from .._targets import TargetFileError
 
 __all__ = [
+    "KEY_HINT",
     "Failure",
     "Interrupted",
     "UsageFailure",
     "describe",
     "install_log_handler",
     "interruptible",
+    "mask_keys",
     "run_async",
     "usage_line",
 ]
@@ -45,6 +48,31 @@ P = ParamSpec("P")
 
 PROG = "stability-user"
 
+# What a Stability API key looks like. Wherever one turns up in what the command
+# line prints (a key pasted as an argument, a file named after one), it is masked.
+_KEY_LIKE: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9]{20,}")
+KEY_HINT: Final = (
+    "an API key goes in STABILITY_API_KEY or --key-file FILE, never on the command line"
+)
+
+
+def mask_keys(text: str) -> str:
+    """``text`` with every key-looking token masked (``sk-…abcd``)."""
+    return _KEY_LIKE.sub(lambda match: mask_secret(match.group(0)), text)
+
+
+def _one_line(message: str, *, usage: bool) -> str:
+    """``message`` made safe to print: control characters escaped, keys masked.
+
+    A usage error that quoted a key was given one on the command line: it says
+    where a key goes instead.
+    """
+    text = escape_controls(message)
+    masked = mask_keys(text)
+    if usage and masked != text:
+        return f"{masked}; {KEY_HINT}"
+    return masked
+
 
 class Failure(click.ClickException):
     """A failure shown as one line, ``stability-user: error: ...``; exit 1."""
@@ -53,7 +81,8 @@ class Failure(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the one line on stderr."""
-        click.echo(f"{PROG}: error: {escape_controls(self.message)}", err=True)
+        line = _one_line(self.message, usage=self.exit_code == 2)
+        click.echo(f"{PROG}: error: {line}", err=True)
 
 
 class UsageFailure(Failure):
@@ -96,7 +125,8 @@ def usage_line(error: click.UsageError) -> str:
     """One line for a usage error from click: the option, what is wrong, where help is.
 
     ``--rate-limit: rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'abc'
-    (see 'stability-user --help')``.
+    (see 'stability-user --help')``; an API key on the command line is masked, and
+    the line says where a key goes instead.
     """
     name = _option_name(error) if isinstance(error, click.BadParameter) else None
     if name is not None and not isinstance(error, click.MissingParameter):
@@ -104,6 +134,8 @@ def usage_line(error: click.UsageError) -> str:
     else:
         what = _sentence(error.format_message())
     text = escape_controls(what)
+    if mask_keys(text) != text:
+        return _one_line(what, usage=True)
     command = error.ctx.command_path if error.ctx is not None else PROG
     return f"{text} (see '{command} --help')"
 
@@ -161,7 +193,7 @@ def describe(error: BaseException, *, api_version: str | None = None) -> str:
     else:
         text = str(error) or type(error).__name__
     hint = _hint(error, api_version)
-    return escape_controls(f"{text}: {hint}" if hint else text)
+    return mask_keys(escape_controls(f"{text}: {hint}" if hint else text))
 
 
 def run_async(
@@ -199,7 +231,7 @@ def run_async(
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = record.levelname.lower()
-        return f"{PROG}: {level}: {escape_controls(record.getMessage())}"
+        return f"{PROG}: {level}: {mask_keys(escape_controls(record.getMessage()))}"
 
 
 class _Quiet(logging.Filter):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import describe, interruptible, run_async
+from ._failures import describe, interruptible, mask_keys, run_async
 from ._output import account_lines, balance_line
 
 __all__ = ["account", "balance", "emulator", "finite", "watch"]
@@ -152,6 +152,9 @@ def emulator(ctx: click.Context, arguments: tuple[str, ...]) -> int:
             "its own --accounts N sets how many demo accounts it serves",
             ctx,
         )
+    for argument in arguments:
+        if mask_keys(argument) != argument:  # the emulator makes its keys: it takes none
+            raise click.UsageError(f"unexpected argument {argument}", ctx)
     from ..testing import __main__ as standalone  # noqa: PLC0415 - only this command needs it
 
     # The emulator's own command line defines its options; they are handed over as given.
