@@ -231,6 +231,17 @@ async def test_the_emulator_option_does_not_apply_to_the_emulator_command() -> N
     )
 
 
+async def test_an_emulator_certificate_that_is_no_pem_says_so(tmp_path: pathlib.Path) -> None:
+    keys = tmp_path / "keys.csv"
+    keys.write_text("api_key,label\n")
+    result = await run("emulator", "--certfile", str(keys))
+    assert (result.code, result.err) == (
+        2,
+        "stability-user emulator: error: cannot use --certfile/--keyfile as a PEM certificate "
+        "and key: no PEM certificate and private key in them\n",
+    )
+
+
 # A core-only install (no [cli] extra) is one without click: as if it were not installed.
 WITHOUT_CLICK = """
 import sys
@@ -288,6 +299,19 @@ async def test_a_forbidden_organization_points_to_the_account_command(
     assert result.code == 1
     assert result.err.startswith("stability-user: error: 403 ")
     assert result.err.endswith(": 'stability-user account' lists the organizations of the key\n")
+
+
+async def test_a_retired_v1alpha_gives_the_command_line_s_advice_only() -> None:
+    async with StabilityEmulator(retire_v1alpha=True) as emulator:
+        key = emulator.add_account(credits=1)
+        env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": emulator.base_url}
+        result = await run("--api-version", "v1alpha", "balance", env=env)
+        request_id = emulator.requests[0].request_id
+    assert result.code == 1
+    assert result.err == (
+        "stability-user: error: 404 not_found: nothing at /v1alpha/user/balance "
+        f"(request id {request_id}): the service may have retired v1alpha: try --api-version v1\n"
+    )
 
 
 async def test_api_version_defaults_to_v1_and_offers_the_library_versions(

@@ -242,6 +242,11 @@ async def test_ca_bundle_trusts_a_private_ca(
         f"stability-user: error: certificate verification failed for {https_url}: "
     )
     assert untrusted.err.count("\n") == 1
+    # The command line's advice, naming its option; not the library's advice to programs.
+    assert untrusted.err.endswith(
+        ": a TLS-inspecting proxy or a private CA needs its CA certificate: pass --ca-bundle FILE\n"
+    )
+    assert "ssl=" not in untrusted.err
     trusted = await run_cli(
         "--base-url", https_url, "--ca-bundle", str(certificate[0]), "balance", env=env
     )
@@ -255,12 +260,20 @@ async def test_ca_bundle_trusts_a_private_ca(
         2,
         f"stability-user: error: --ca-bundle {tmp_path / 'nope.pem'}: no such file or directory\n",
     )
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("not a certificate\n")
+    garbage = tmp_path / "keys.csv"
+    garbage.write_text("api_key,label\n")
     bad = await run_cli("--ca-bundle", str(garbage), "balance", env=env)
-    assert bad.code == 2
-    assert bad.err.startswith(f"stability-user: error: --ca-bundle {garbage}: ")
-    assert bad.err.count("\n") == 1
+    assert (bad.code, bad.err) == (
+        2,
+        f"stability-user: error: --ca-bundle {garbage}: no PEM certificate in it\n",
+    )
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    unreadable = await run_cli("--ca-bundle", str(broken), "balance", env=env)
+    assert (unreadable.code, unreadable.err) == (
+        2,
+        f"stability-user: error: --ca-bundle {broken}: a certificate in it is not valid PEM\n",
+    )
 
 
 async def test_a_stalled_server_is_a_timeout_with_advice(hostile: HostileServer) -> None:

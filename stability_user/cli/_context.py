@@ -19,7 +19,7 @@ from .._retry import RetryPolicy
 from .._secrets import redact
 from .._session import StabilitySession
 from ..testing import StabilityEmulator
-from ._failures import UsageFailure, describe
+from ._failures import UsageFailure, describe, in_option_terms
 
 __all__ = [
     "Settings",
@@ -91,11 +91,16 @@ def load_ca_bundle(path: str) -> ssl.SSLContext:
     """
     try:
         return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as error:  # an OSError too: first
+        # OpenSSL's words ("[X509: NO_CERTIFICATE_OR_CRL_FOUND] ... (_ssl.c:4154)") are
+        # not for a command line.
+        if error.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+            problem = "no PEM certificate in it"
+        else:
+            problem = "a certificate in it is not valid PEM"
+        raise UsageFailure(f"--ca-bundle {path}: {problem}") from None
     except OSError as error:
         raise UsageFailure(f"--ca-bundle {path}: {_reason(error)}") from None
-    except ssl.SSLError as error:
-        reason = error.reason or error.strerror or "not a PEM bundle of CA certificates"
-        raise UsageFailure(f"--ca-bundle {path}: {str(reason).lower()}") from None
 
 
 def read_key(path: str) -> str:
@@ -142,7 +147,7 @@ def _session(
         )
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
-        raise UsageFailure(redact(describe(error), settings.secrets)) from None
+        raise UsageFailure(in_option_terms(redact(describe(error), settings.secrets))) from None
 
 
 @contextlib.asynccontextmanager

@@ -36,6 +36,7 @@ __all__ = [
     "Interrupted",
     "UsageFailure",
     "describe",
+    "in_option_terms",
     "install_log_handler",
     "interruptible",
     "mask_keys",
@@ -170,6 +171,23 @@ _HINTS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+_CA_HINT: Final = (
+    "a TLS-inspecting proxy or a private CA needs its CA certificate: pass --ca-bundle FILE"
+)
+
+# The library's advice to programs in a connection error's message ("pass ssl=..."):
+# the command line gives its own, naming its option.
+_PROGRAM_ADVICE: Final = re.compile(r" \([^()]*\bssl=[^()]*\)")
+
+# The library's parameters, as its configuration errors name them, and their options.
+_PARAMETER: Final = re.compile(r"^(base_url|timeout|proxy|rate_limit_store|max_attempts)\b")
+
+
+def in_option_terms(message: str) -> str:
+    """A configuration error of the library, naming the option instead of the parameter."""
+    return _PARAMETER.sub(lambda match: "--" + match.group(1).replace("_", "-"), message)
+
+
 def _hint(error: BaseException, api_version: str | None) -> str | None:
     """What to do about ``error``, or ``None`` when its message says it all."""
     if isinstance(error, NotFoundError) and api_version == "v1alpha":
@@ -177,14 +195,20 @@ def _hint(error: BaseException, api_version: str | None) -> str | None:
     if isinstance(error, RateLimitError) and error.retry_after is not None:
         return f"the key is rate limited: try again in {math.ceil(error.retry_after)} s"
     if isinstance(error, APIConnectionError) and not error.retryable:
-        return None  # a certificate failure: its message says what to do
+        return _CA_HINT  # a certificate that failed verification: never retried
     return next((hint for kind, hint in _HINTS if isinstance(error, kind)), None)
 
 
 def describe(error: BaseException, *, api_version: str | None = None) -> str:
     """One line for ``error``: what failed, after how many attempts, and what to do."""
     if isinstance(error, APIConnectionError):
-        text = f"{error.args[0] if error.args else type(error).__name__}{_attempts(error)}"
+        message = str(error.args[0]) if error.args else type(error).__name__
+        text = f"{_PROGRAM_ADVICE.sub('', message)}{_attempts(error)}"
+    elif isinstance(error, NotFoundError) and api_version == "v1alpha":
+        # The library's detail tells programs to pass api_version='v1'; the hint names
+        # the option instead. The same error without that detail:
+        bare = NotFoundError(error.status, error.error, request_id=error.request_id)
+        text = f"{bare}{_attempts(error)}"
     elif isinstance(error, APIError):
         text = f"{error}{_attempts(error)}"
     elif isinstance(error, OSError) and error.strerror:
