@@ -2,6 +2,9 @@
 
     STABILITY_API_KEY=sk-... python examples/aiohttp_app.py    # then GET :8080/credits
     python examples/aiohttp_app.py                            # on the bundled emulator
+    PORT=9000 python examples/aiohttp_app.py                  # on another port
+
+It listens on 127.0.0.1, port ``$PORT`` (default 8080).
 
 ``GET /credits[?organization=org-...]`` and ``GET /account`` answer JSON. The
 session is opened once in a cleanup context and shared by every request: one

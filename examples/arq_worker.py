@@ -19,6 +19,10 @@ workers, together they stay under the service's limit.
     python examples/arq_worker.py                    # the whole thing on the bundled emulator
 
 Needs the ``examples`` extra (``pip install -e '.[examples]'``) and a Redis server.
+
+Exit status: 0 when every check succeeded, 1 when any failed or Redis cannot be
+reached, 2 when the setup is wrong (no keys file, a target without a label) or
+no worker took the jobs (they are taken off the queue again).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import Job, JobStatus
 from arq.worker import Worker, run_worker
+from redis.exceptions import RedisError
 
 from stability_user import (
     BalanceTarget,
@@ -52,6 +58,10 @@ KEYS_FILE = "STABILITY_KEYS_FILE"
 
 class SetupError(Exception):
     """The environment is not set up for this example; the message says what to set."""
+
+
+class NoRedis(Exception):  # noqa: N818 - named for what the user sees
+    """Redis cannot be reached; the message says where it was looked for."""
 
 
 def redis_url() -> str:
@@ -72,6 +82,23 @@ def shown(url: str) -> str:
 def redis_settings() -> RedisSettings:
     """arq's connection settings for :func:`redis_url`."""
     return RedisSettings.from_dsn(redis_url())
+
+
+async def connect() -> ArqRedis:
+    """A pool on :func:`redis_url`, or :class:`NoRedis` at once if nothing answers there.
+
+    arq would retry five times, logging each, then raise: a command run by hand
+    had better say in one line that Redis is not running.
+    """
+    settings = redis_settings()
+    settings.conn_retries = 0
+    try:
+        return await create_pool(settings)
+    except (RedisError, OSError, asyncio.TimeoutError) as error:
+        raise NoRedis(
+            f"cannot reach Redis at {shown(redis_url())} ({type(error).__name__}): "
+            "start Redis, or set REDIS_URL to where it runs"
+        ) from None
 
 
 def keys_file() -> str:
@@ -170,6 +197,14 @@ async def wait_for_a_worker(jobs: list[Job], seconds: float) -> None:
         await asyncio.sleep(0.1)  # polling Redis: arq offers no notification for this
 
 
+async def withdraw(pool: ArqRedis, jobs: list[Job]) -> None:
+    """Take the jobs no worker has started off the queue, so no later worker runs them stale."""
+    for job in jobs:
+        # Atomic: a worker about to start the job finds it gone from the queue and skips it.
+        if await pool.zrem(default_queue_name, job.job_id):
+            await pool.delete(job_key_prefix + job.job_id)
+
+
 async def collect(jobs: list[Job]) -> list[dict[str, Any]]:
     """Wait for the jobs' results, in order."""
     return [await job.result(timeout=120) for job in jobs]
@@ -179,10 +214,14 @@ async def enqueue_and_collect(
     labels: list[str], below: float, *, worker_wait: float = 10.0
 ) -> list[dict[str, Any]]:
     """Fan out the checks to whatever workers are running, and collect the results."""
-    pool = await create_pool(redis_settings())
+    pool = await connect()
     try:
         jobs = await enqueue_checks(pool, labels, below)
-        await wait_for_a_worker(jobs, worker_wait)
+        try:
+            await wait_for_a_worker(jobs, worker_wait)
+        except SetupError:
+            await withdraw(pool, jobs)
+            raise
         return await collect(jobs)
     finally:
         await pool.aclose()
@@ -218,7 +257,11 @@ async def demo(accounts: int = 20, below: float = 10.0) -> list[dict[str, Any]]:
             saved = {name: os.environ.get(name) for name in DEMO_ENVIRONMENT}
             os.environ[KEYS_FILE] = str(path)
             os.environ["STABILITY_API_HOST"] = emulator.base_url
-            pool = await create_pool(redis_settings())
+            try:
+                pool = await connect()
+            except NoRedis:
+                restore(saved)
+                raise
             try:
                 jobs = await enqueue_checks(pool, labels, below)
                 worker = Worker(
@@ -237,13 +280,18 @@ async def demo(accounts: int = 20, below: float = 10.0) -> list[dict[str, Any]]:
                 results = await collect(jobs)
             finally:
                 await pool.aclose()
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
+                restore(saved)
     report(results)
     return results
+
+
+def restore(saved: dict[str, str | None]) -> None:
+    """Put the environment variables back as they were."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def main(argv: list[str]) -> int:
@@ -261,21 +309,35 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "worker":
             read_labelled(keys_file())  # a bad file fails here, not in every worker start-up
+            asyncio.run(reachable())  # and no Redis here, in one line
             run_worker(WorkerSettings)  # type: ignore[arg-type]
-        elif args.command == "enqueue":
+            return 0
+        if args.command == "enqueue":
             labels = list(read_labelled(keys_file()))
-            report(
-                asyncio.run(enqueue_and_collect(labels, args.below, worker_wait=args.worker_wait))
+            results = asyncio.run(
+                enqueue_and_collect(labels, args.below, worker_wait=args.worker_wait)
             )
         else:
-            asyncio.run(demo(below=args.below))
+            results = asyncio.run(demo(below=args.below))
+    except NoRedis as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (SetupError, TargetFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
-    return 0
+    if args.command == "enqueue":
+        report(results)
+    # As stability-user balances: 1 when any check failed.
+    return 1 if any(result["error"] for result in results) else 0
+
+
+async def reachable() -> None:
+    """Raise :class:`NoRedis` unless Redis answers at :func:`redis_url`."""
+    pool = await connect()
+    await pool.aclose()
 
 
 if __name__ == "__main__":

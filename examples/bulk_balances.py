@@ -10,13 +10,14 @@ It stays on your machine: keys are never passed on the command line, and only
 labels or masked keys (``sk-…abcd``) are printed.
 
 Exit status: 0 when every check succeeded, 1 when any failed, 2 when the file
-cannot be read.
+cannot be read or holds no target.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 from collections.abc import AsyncIterator, Iterable
 
@@ -62,12 +63,20 @@ async def demo() -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
             yield session, targets
 
 
+class NoTargets(Exception):  # noqa: N818 - named for what the user sees
+    """The keys file holds only blank lines and comments."""
+
+
 async def main(argv: list[str]) -> dict[str, float]:
     """Check the targets in ``argv[0]``, or the demo accounts when no file is given."""
     if argv:
+        lines = read_targets(argv[0])
+        first = next(lines, None)  # an empty file is a mistake, not "checked 0"
+        if first is None:
+            raise NoTargets(f"no targets in {argv[0]}: it holds only blank lines and comments")
         # No key of its own: every target brings one.
         async with StabilitySession() as session:
-            return await summarise(session, read_targets(argv[0]))
+            return await summarise(session, itertools.chain([first], lines))
     async with demo() as (session, targets):
         return await summarise(session, targets)
 
@@ -75,7 +84,7 @@ async def main(argv: list[str]) -> dict[str, float]:
 if __name__ == "__main__":
     try:
         summary = asyncio.run(main(sys.argv[1:]))
-    except TargetFileError as error:  # names the file and line, never quotes the key
+    except (TargetFileError, NoTargets) as error:  # names the file (and line), never a key
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:

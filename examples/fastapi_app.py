@@ -3,6 +3,9 @@
 pip install -e '.[examples]'
 STABILITY_API_KEY=sk-... python examples/fastapi_app.py   # then GET :8000/credits
 python examples/fastapi_app.py                           # on the bundled emulator
+PORT=9000 python examples/fastapi_app.py                 # on another port
+
+It listens on 127.0.0.1, port ``$PORT`` (default 8000).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ The command line, the examples and any program of yours read the same format::
 
 or CSV whose first line is a header naming the columns: ``api_key`` (or
 ``key``), ``organization`` (or ``org``) and ``label`` (or ``name``), in any
-order, other columns ignored. A UTF-8 byte-order mark at the start is skipped.
+order, other columns ignored. A first line naming any of these columns is a
+header, and must have the key column. A UTF-8 byte-order mark at the start is
+skipped. Fields may be quoted (``"org,with,commas"``); a quote must be closed.
 
 A line that cannot be a target is a :class:`TargetFileError` naming the file and
 line, and never quoting the line: it holds a key.
@@ -123,11 +125,15 @@ def _fields(line: str, source: str, number: int) -> list[str]:
     if "\0" in line:
         raise TargetFileError(source, number, "holds a NUL byte: is it a binary file?")
     try:
-        return [field.strip() for field in next(csv.reader([line]))]
+        # Strict: a quote left open is an error, not a field running to the end of
+        # the line (a key with a comma and the rest of the line in it).
+        return [field.strip() for field in next(csv.reader([line], strict=True))]
     except csv.Error as exc:
         if "field limit" in str(exc):
             limit = csv.field_size_limit()
             problem = f"a field is longer than {limit:,} characters: not a target"
+        elif "unexpected end of data" in str(exc):
+            problem = 'a quoted field has no closing "'
         else:
             problem = f"not a CSV line ({exc})"
         raise TargetFileError(source, number, problem) from None
@@ -147,9 +153,15 @@ def _parse(lines: Iterable[str] | Iterable[bytes], source: str) -> Iterator[Bala
         fields = _fields(line, source, number)
         if first:
             first = False
-            if {field.lower() for field in fields} & set(_KEY_COLUMNS):
+            names = {field.lower() for field in fields}
+            if names & set(_KEY_COLUMNS):
                 columns = _Columns(fields)
                 continue
+            if names & set(_ORGANIZATION_COLUMNS + _LABEL_COLUMNS):
+                # A header without a key column: its first name would be sent as a key.
+                raise TargetFileError(
+                    source, number, "a header row needs an api_key (or key) column"
+                )
         if columns is not None:
             key, organization, label = columns.pick(fields)
         elif len(fields) > 3:

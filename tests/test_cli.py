@@ -132,6 +132,149 @@ async def test_usage_errors_exit_2() -> None:
     assert "rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'fast'" in limit.err
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--rate-limit", "abc", "balance"],
+            "--rate-limit: rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'abc' "
+            "(see 'stability-user --help')",
+        ),
+        (
+            ["--timeout", "0", "balance"],
+            "--timeout: must be a number of seconds > 0, got 0 (see 'stability-user --help')",
+        ),
+        (
+            ["balances"],
+            "give a FILE of targets, or - to read them from stdin "
+            "(see 'stability-user balances --help')",
+        ),
+        (["--foo", "balance"], "no such option '--foo' (see 'stability-user --help')"),
+        (
+            ["balance", "extra"],
+            "got unexpected extra argument (extra) (see 'stability-user balance --help')",
+        ),
+        (["nonsense"], "no such command 'nonsense' (see 'stability-user --help')"),
+        (
+            ["--emulator", "1", "watch", "--below", "nan"],
+            "--below: must be a finite number, got nan (see 'stability-user watch --help')",
+        ),
+        (
+            ["--emulator", "1", "balances", "-c", "0"],
+            "--concurrency: 0 is not in the range 1<=x<=10000 "
+            "(see 'stability-user balances --help')",
+        ),
+    ],
+)
+async def test_a_usage_error_is_one_line_naming_the_option(args: list[str], line: str) -> None:
+    result = await run(*args)
+    assert (result.code, result.out, result.err) == (2, "", f"stability-user: error: {line}\n")
+
+
+async def test_an_option_from_the_environment_is_named_by_its_variable() -> None:
+    result = await run("balance", env={"STABILITY_RATE_LIMIT": "abc"})
+    assert (result.code, result.err) == (
+        2,
+        "stability-user: error: STABILITY_RATE_LIMIT: rate limit must be REQUESTS/SECONDS, "
+        "e.g. 150/10, got 'abc' (see 'stability-user --help')\n",
+    )
+
+
+async def test_help_is_still_click_s_own() -> None:
+    result = await run("--help")
+    assert result.code == 0
+    assert result.out.startswith("Usage: stability-user [OPTIONS] COMMAND [ARGS]...")
+    bare = await run()  # no command at all: the help, as before (on stderr since click 8.2)
+    assert (bare.out + bare.err).startswith("Usage: stability-user [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in bare.out + bare.err
+
+
+KEY = "sk-" + "Ab3" * 16
+MASKED = f"sk-…{KEY[-4:]}"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["balance", KEY], f"got unexpected extra argument ({MASKED})"),
+        ([f"--key-file={KEY}", "balance"], f"--key-file {MASKED}: no such file or directory"),
+        (["balances", KEY], f"cannot read {MASKED}: no such file or directory"),
+        (["emulator", "--port", "0", KEY], f"unexpected argument {MASKED}"),
+    ],
+)
+async def test_a_key_given_as_an_argument_is_masked_and_the_way_to_give_one_told(
+    args: list[str], line: str
+) -> None:
+    result = await run(*args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: {line}; an API key goes in STABILITY_API_KEY "
+        "or --key-file FILE, never on the command line\n"
+    )
+    no_key_in(result, KEY)
+
+
+async def test_a_key_looking_token_is_masked_in_any_error() -> None:
+    result = await run("--base-url", KEY, "balance", env={"STABILITY_API_KEY": KEY})
+    assert result.code == 2
+    assert MASKED in result.err
+    no_key_in(result, KEY)
+
+
+async def test_the_emulator_option_does_not_apply_to_the_emulator_command() -> None:
+    result = await run("--emulator", "2", "emulator", "--port", "0")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "stability-user: error: --emulator N does not apply to the emulator command: "
+        "its own --accounts N sets how many demo accounts it serves "
+        "(see 'stability-user emulator --help')\n"
+    )
+
+
+async def test_an_emulator_certificate_that_is_no_pem_says_so(tmp_path: pathlib.Path) -> None:
+    keys = tmp_path / "keys.csv"
+    keys.write_text("api_key,label\n")
+    result = await run("emulator", "--certfile", str(keys))
+    assert (result.code, result.err) == (
+        2,
+        "stability-user emulator: error: cannot use --certfile/--keyfile as a PEM certificate "
+        "and key: no PEM certificate and private key in them\n",
+    )
+
+
+# A core-only install (no [cli] extra) is one without click: as if it were not installed.
+WITHOUT_CLICK = """
+import sys
+sys.modules["click"] = None  # `import click` raises ModuleNotFoundError
+from stability_user.cli import main
+main(["--version"])
+"""
+
+
+async def test_without_its_extra_the_command_line_says_what_to_install() -> None:
+    result = await run_program(sys.executable, "-c", WITHOUT_CLICK)
+    assert (result.code, result.out, result.err) == (
+        1,
+        "",
+        "stability-user: the command line needs its extra: pip install 'stability-user[cli]'\n",
+    )
+
+
+OTHER_MISSING_MODULE = """
+import sys
+sys.modules["stability_user.cli._app"] = None
+from stability_user.cli import main
+main(["--version"])
+"""
+
+
+async def test_a_missing_module_of_the_package_itself_is_not_blamed_on_the_extra() -> None:
+    result = await run_program(sys.executable, "-c", OTHER_MISSING_MODULE)
+    assert result.code == 1
+    assert "ModuleNotFoundError" in result.err
+    assert "pip install" not in result.err
+
+
 async def test_a_connection_refused_is_one_line_with_what_to_do() -> None:
     env = {"STABILITY_API_KEY": "sk-" + "4" * 48}
     result = await run("--base-url", "http://127.0.0.1:1", "balance", env=env)
@@ -156,6 +299,19 @@ async def test_a_forbidden_organization_points_to_the_account_command(
     assert result.code == 1
     assert result.err.startswith("stability-user: error: 403 ")
     assert result.err.endswith(": 'stability-user account' lists the organizations of the key\n")
+
+
+async def test_a_retired_v1alpha_gives_the_command_line_s_advice_only() -> None:
+    async with StabilityEmulator(retire_v1alpha=True) as emulator:
+        key = emulator.add_account(credits=1)
+        env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": emulator.base_url}
+        result = await run("--api-version", "v1alpha", "balance", env=env)
+        request_id = emulator.requests[0].request_id
+    assert result.code == 1
+    assert result.err == (
+        "stability-user: error: 404 not_found: nothing at /v1alpha/user/balance "
+        f"(request id {request_id}): the service may have retired v1alpha: try --api-version v1\n"
+    )
 
 
 async def test_api_version_defaults_to_v1_and_offers_the_library_versions(

@@ -15,7 +15,7 @@ import termios
 
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
-from .processes import CLI, no_key_in, run_cli
+from .processes import CLI, clean_environment, no_key_in, run_cli
 
 BALANCE_HEADER = "index,label,key,organization,credits,ok,low,error_type,error"
 
@@ -177,8 +177,64 @@ async def test_no_targets_is_exit_2(tmp_path: pathlib.Path) -> None:
         f"stability-user: error: no targets in {empty}: it holds only blank lines and comments\n"
     )
     stdin = await run_cli("--base-url", "http://127.0.0.1:9", "balances", "-", stdin="")
-    assert stdin.code == 2
-    assert stdin.err.endswith("stability-user: error: no targets on stdin\n")
+    assert (stdin.code, stdin.out) == (2, "")  # not even the table's header
+    assert stdin.err == "stability-user: error: no targets on stdin\n"
+    as_csv = await run_cli("--emulator", "1", "balances", "-", "--format", "csv", stdin="# x\n")
+    assert (as_csv.code, as_csv.out) == (2, "")
+
+
+async def test_stdin_is_checked_line_by_line_as_it_comes(live: StabilityEmulator) -> None:
+    one, two = live.add_account(credits=1), live.add_account(credits=2)
+    assert CLI is not None
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        *("--base-url", live.base_url, "balances", "-", "--format", "json"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_environment(),
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        # One line at a time, stdin left open: each row comes before the next line is sent.
+        for key, label, credits in ((one, "one", 1.0), (two, "two", 2.0)):
+            process.stdin.write(f"{key},,{label}\n".encode())
+            await process.stdin.drain()
+            row = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+            assert (row["label"], row["credits"]) == (label, credits)
+        process.stdin.close()
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (process.returncode, out) == (0, b"")
+    assert err.decode() == "checked 2, failed 0, total credits 3.00\n"
+
+
+async def test_a_key_looking_label_is_masked_in_the_rows(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=1)
+    pasted = "sk-" + "Z" * 40  # the columns in the wrong order: a key where the label goes
+    result = await run_cli(
+        "--base-url", live.base_url, "balances", "-", "--format", "csv", stdin=f"{key},,{pasted}\n"
+    )
+    assert result.code == 0, result.err
+    assert list(csv.reader(io.StringIO(result.out)))[1][1] == "sk-…ZZZZ"
+    no_key_in(result, key, pasted)
+
+
+async def test_a_header_without_a_key_column_stops_the_run(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    targets = tmp_path / "keys.csv"
+    targets.write_text("organization,label\norg-1,acme\n")
+    result = await run_cli("--base-url", live.base_url, "balances", str(targets))
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"stability-user: error: {targets}:1: a header row needs an api_key (or key) column\n"
+    )
+    assert live.requests == []
 
 
 async def test_terminal_text_has_its_control_characters_escaped(

@@ -94,8 +94,87 @@ async def test_a_redis_password_is_never_printed() -> None:
     )
     assert wrong.code == 2
     assert wrong.err == (
-        "stability-user: error: --rate-limit-store must be memory, local or a redis:// URL, "
-        "got 'mongodb://u:***@h'\n"
+        "stability-user: error: --rate-limit-store: must be memory, local or a redis:// URL, "
+        "got 'mongodb://u:***@h' (see 'stability-user --help')\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--rate-limit-store", "redis://127.0.0.1:notaport"],
+            "--rate-limit-store: 'redis://127.0.0.1:notaport' is not a valid URL "
+            "(port can't be converted to integer)",
+        ),
+        (
+            ["--rate-limit-store", "redis://:hunter2@[::1"],
+            "--rate-limit-store: 'redis://:***@[::1' is not a valid URL (invalid IPv6 URL)",
+        ),
+        (
+            ["--rate-limit-store", "unix://"],
+            "--rate-limit-store: 'unix://' names no socket",
+        ),
+        (
+            ["--proxy", "http://me:hunter2@[::1"],
+            "--proxy: 'http://me:***@[::1' is not a valid URL (invalid IPv6 URL)",
+        ),
+        (
+            ["--proxy", "socks5://me:hunter2@h"],
+            "--proxy: must be an http:// URL, got 'socks5://me:***@h'",
+        ),
+        (["--proxy", "http://"], "--proxy: 'http://' names no host"),
+    ],
+)
+async def test_a_malformed_url_is_a_usage_error_naming_its_option(
+    args: list[str], line: str
+) -> None:
+    result = await run_cli(*args, "balance", env={"STABILITY_API_KEY": KEY})
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"stability-user: error: {line} (see 'stability-user --help')\n"
+
+
+async def test_a_malformed_url_from_the_environment_names_its_variable() -> None:
+    result = await run_cli(
+        "balance",
+        env={"STABILITY_API_KEY": KEY, "STABILITY_RATE_LIMIT_STORE": "rediss://u:hunter2@h:x"},
+    )
+    assert (result.code, result.err) == (
+        2,
+        "stability-user: error: STABILITY_RATE_LIMIT_STORE: 'rediss://u:***@h:x' is not a "
+        "valid URL (port can't be converted to integer) (see 'stability-user --help')\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        (
+            "notaurl",
+            "must be an absolute http(s) URL such as 'https://api.stability.ai', got 'notaurl'",
+        ),
+        (
+            "http://example.com",
+            "refusing clear-text http:// to 'example.com': the API key would "
+            "travel unencrypted; use https://, or http:// only to a loopback address "
+            "(127.0.0.1, ::1, localhost)",
+        ),
+    ],
+)
+async def test_a_bad_base_url_names_the_option(base_url: str, problem: str) -> None:
+    result = await run_cli("--base-url", base_url, "balance", env={"STABILITY_API_KEY": KEY})
+    assert (result.code, result.err) == (
+        2,
+        f"stability-user: error: --base-url: {problem} (see 'stability-user --help')\n",
+    )
+
+
+async def test_a_timeout_that_is_not_a_number_names_the_option() -> None:
+    result = await run_cli("--timeout", "nan", "balance", env={"STABILITY_API_KEY": KEY})
+    assert (result.code, result.err) == (
+        2,
+        "stability-user: error: --timeout: must be a number of seconds > 0, got nan "
+        "(see 'stability-user --help')\n",
     )
 
 
@@ -163,6 +242,11 @@ async def test_ca_bundle_trusts_a_private_ca(
         f"stability-user: error: certificate verification failed for {https_url}: "
     )
     assert untrusted.err.count("\n") == 1
+    # The command line's advice, naming its option; not the library's advice to programs.
+    assert untrusted.err.endswith(
+        ": a TLS-inspecting proxy or a private CA needs its CA certificate: pass --ca-bundle FILE\n"
+    )
+    assert "ssl=" not in untrusted.err
     trusted = await run_cli(
         "--base-url", https_url, "--ca-bundle", str(certificate[0]), "balance", env=env
     )
@@ -176,12 +260,20 @@ async def test_ca_bundle_trusts_a_private_ca(
         2,
         f"stability-user: error: --ca-bundle {tmp_path / 'nope.pem'}: no such file or directory\n",
     )
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("not a certificate\n")
+    garbage = tmp_path / "keys.csv"
+    garbage.write_text("api_key,label\n")
     bad = await run_cli("--ca-bundle", str(garbage), "balance", env=env)
-    assert bad.code == 2
-    assert bad.err.startswith(f"stability-user: error: --ca-bundle {garbage}: ")
-    assert bad.err.count("\n") == 1
+    assert (bad.code, bad.err) == (
+        2,
+        f"stability-user: error: --ca-bundle {garbage}: no PEM certificate in it\n",
+    )
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    unreadable = await run_cli("--ca-bundle", str(broken), "balance", env=env)
+    assert (unreadable.code, unreadable.err) == (
+        2,
+        f"stability-user: error: --ca-bundle {broken}: a certificate in it is not valid PEM\n",
+    )
 
 
 async def test_a_stalled_server_is_a_timeout_with_advice(hostile: HostileServer) -> None:

@@ -76,3 +76,31 @@ async def test_ctrl_c_ends_a_watch(live: StabilityEmulator) -> None:
     process.send_signal(signal.SIGINT)
     out, err = await process.communicate()
     assert (process.returncode, out, err) == (130, b"", b"stability-user: interrupted\n")
+
+
+async def test_ctrl_c_while_stdin_stays_open_counts_what_was_checked(
+    live: StabilityEmulator,
+) -> None:
+    key = live.add_account(credits=3)
+    assert CLI is not None
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        *("--base-url", live.base_url, "balances", "-"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=clean_environment(),
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(f"{key},,first\n".encode())  # and nothing more: a slow producer
+    await process.stdin.drain()
+    header = await asyncio.wait_for(process.stdout.readline(), 30)
+    row = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert header.split() == [b"TARGET", b"ORGANIZATION", b"CREDITS", b"STATUS"]
+    assert row.split() == [b"first", b"(default)", b"3.00", b"ok"]
+    process.send_signal(signal.SIGINT)  # while its reader waits for the next line
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 130
+    assert out == b""
+    assert err.decode() == "interrupted after 1: failed 0, total credits 3.00\n"

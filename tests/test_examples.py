@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import pathlib
+import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -104,12 +106,36 @@ class TestBulkBalances:
         assert result.err == (
             f"error: {keys}:1: expected key[,organization[,label]], got 4 fields\n"
         )
+        empty = tmp_path / "empty.csv"
+        empty.write_text("# key,organization,label\n\n")
+        nothing = await run_example("bulk_balances.py", str(empty))
+        assert (nothing.code, nothing.out) == (2, "")
+        assert nothing.err == (
+            f"error: no targets in {empty}: it holds only blank lines and comments\n"
+        )
         missing = await run_example("bulk_balances.py", str(tmp_path / "nope.csv"))
         assert missing.code == 2
         assert (
             missing.err
             == f"error: cannot read {tmp_path / 'nope.csv'}: No such file or directory\n"
         )
+
+
+# os.environ.get("X"), os.getenv("X") and os.environ["X"] read, not assigned.
+ENVIRONMENT_READ = re.compile(
+    r"""(?:os\.environ\.get\(|os\.getenv\()\s*["']([A-Z_]+)["']"""
+    r"""|os\.environ\[["']([A-Z_]+)["']\](?!\s*=[^=])"""
+)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda path: path.name)
+def test_every_variable_an_example_reads_is_in_its_docstring(path: pathlib.Path) -> None:
+    source = path.read_text()
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    read = {name for match in ENVIRONMENT_READ.findall(source) for name in match if name}
+    if path.name in ("aiohttp_app.py", "fastapi_app.py"):
+        assert "PORT" in read  # the pattern finds what it is for
+    assert sorted(name for name in read if name not in docstring) == []
 
 
 @pytest.fixture(name="service_env")
@@ -243,6 +269,7 @@ async def test_arq_worker_process_and_enqueuer(
     labels = [f"c{n}" for n in range(12)]
     keys.write_text(
         "".join(f"{live.add_account(credits=n)},,{label}\n" for n, label in enumerate(labels))
+        + f"sk-{'8' * 48},,revoked\n"  # a key the service does not know
     )
     env = {
         "REDIS_URL": redis_url,
@@ -261,15 +288,28 @@ async def test_arq_worker_process_and_enqueuer(
     try:
         running = await asyncio.wait_for(worker.stdout.readline(), 30)
         assert (
-            running.decode() == f"worker running: jobs from {redis_url}, 12 targets from {keys}\n"
+            running.decode() == f"worker running: jobs from {redis_url}, 13 targets from {keys}\n"
         )
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         results = await asyncio.wait_for(arq_worker.enqueue_and_collect([*labels, "nobody"], 5), 60)
+        # The enqueuer as a user runs it: every label of the file, one of them failing.
+        enqueued = await asyncio.wait_for(
+            run_example("arq_worker.py", "enqueue", "--below", "5", env=env), 60
+        )
     finally:
         worker.terminate()  # arq shuts down on SIGTERM, running on_shutdown
         _, err = await worker.communicate()
     assert worker.returncode == 0, err.decode()
+    assert enqueued.code == 1, enqueued.err  # as stability-user balances: a check failed
+    lines = enqueued.out.splitlines()
+    assert lines[0].startswith("LOW    c0: 0.00 credits")
+    assert (
+        [line for line in lines if line.startswith("FAILED")]
+        == [line for line in lines if line.startswith("FAILED revoked: 401 unauthorized")]
+        != []
+    )
+    assert lines[-1] == "checked 13 in jobs, failed 1, low 5"
     assert [(r["label"], r["credits"], r["low"]) for r in results[:-1]] == [
         (label, float(n), n < 5) for n, label in enumerate(labels)
     ]
@@ -280,7 +320,7 @@ async def test_arq_worker_process_and_enqueuer(
         "error": "unknown label",
     }
     assert {r.path for r in live.requests} == {"/v1/user/balance"}
-    assert len(live.requests) == 12
+    assert len(live.requests) == 12 + 13
 
 
 async def test_arq_setup_errors_are_one_line(redis_url: str, tmp_path: pathlib.Path) -> None:
@@ -310,12 +350,31 @@ async def test_arq_enqueue_says_when_no_worker_is_running(
     keys.write_text(f"sk-{'6' * 48},,only\n")
     env = {"REDIS_URL": redis_url, "STABILITY_KEYS_FILE": str(keys)}
     result = await run_example("arq_worker.py", "enqueue", "--worker-wait", "0.3", env=env)
-    await flush(redis_url)  # the job nobody took
     assert result.code == 2
     assert result.err == (
         "error: no worker took a job within 0.3 s: start one with "
         f"'python examples/arq_worker.py worker' (REDIS_URL={redis_url})\n"
     )
+    # The job nobody took is gone: a worker started later does not run it, stale.
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        assert await pool.keys("*") == []
+    finally:
+        await pool.aclose()
+
+
+async def test_arq_without_redis_is_one_line(tmp_path: pathlib.Path) -> None:
+    keys = tmp_path / "keys.csv"
+    keys.write_text(f"sk-{'6' * 48},,only\n")
+    # Nothing listens on port 1 of loopback.
+    env = {"REDIS_URL": "redis://:hunter2@127.0.0.1:1", "STABILITY_KEYS_FILE": str(keys)}
+    for command in ("worker", "enqueue", "demo"):
+        result = await run_example("arq_worker.py", command, env=env)
+        assert (result.code, result.out) == (1, ""), command
+        assert result.err == (
+            "error: cannot reach Redis at redis://:***@127.0.0.1:1 (ConnectionError): "
+            "start Redis, or set REDIS_URL to where it runs\n"
+        )
 
 
 def test_arq_shows_redis_urls_without_their_password() -> None:

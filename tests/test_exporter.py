@@ -253,7 +253,7 @@ async def test_usage_errors(tmp_path: pathlib.Path) -> None:
         "--base-url", "http://example.com", "exporter", targets_file(tmp_path, f"{key}\n")
     )
     assert unsafe.code == 2
-    assert unsafe.err.startswith("stability-user: error: refusing clear-text http://")
+    assert unsafe.err.startswith("stability-user: error: --base-url: refusing clear-text http://")
     for result in (bad, same, unsafe):
         no_key_in(result, key, other)
 

@@ -83,6 +83,11 @@ def test_an_open_binary_stream_is_named_by_its_name(tmp_path: pathlib.Path) -> N
         ([f"{KEY}\0"], "1: holds a NUL byte: is it a binary file?"),
         ([f"{KEY}\rorg"], "1: not a CSV line (new-line character seen in unquoted field"),
         (["sk-" + "x" * 200_000], "1: a field is longer than 131,072 characters: not a target"),
+        (["organization,label", f"{KEY},acme"], "1: a header row needs an api_key (or key) column"),
+        (["# org first", "Org,Name,notes"], "2: a header row needs an api_key (or key) column"),
+        ([f'"{KEY},org-1'], '1: a quoted field has no closing "'),
+        ([f'{KEY},"org-1,acme'], '1: a quoted field has no closing "'),
+        ([f'{KEY},"org"-1'], "1: not a CSV line (',' expected after '\"')"),
     ],
 )
 def test_a_bad_line_is_named_and_never_quoted(lines: list[str], problem: str) -> None:
@@ -125,3 +130,11 @@ def test_a_missing_file_raises_os_error_when_iterated(tmp_path: pathlib.Path) ->
     targets = read_targets(tmp_path / "nope.txt")
     with pytest.raises(FileNotFoundError):
         next(targets)
+
+
+def test_a_column_name_after_the_first_target_is_a_label() -> None:
+    # Only the first line can be a header: later, "name" is just a label.
+    assert list(read_targets([KEY, f"{KEY},,name"])) == [
+        BalanceTarget(api_key=KEY),
+        BalanceTarget(api_key=KEY, label="name"),
+    ]

@@ -8,7 +8,7 @@ Exit codes:
 
 * 0: success;
 * 1: a call failed, or any target of ``balances`` failed, or ``watch --once``
-  found the balance below ``--below``;
+  found the balance below ``--below``, or the ``cli`` extra is not installed;
 * 2: a usage error: a wrong option, no API key, an unreadable key, CA or
   target file, a target file without targets;
 * 3: ``watch --once`` could not read the balance;
@@ -24,15 +24,26 @@ __all__ = ["main"]
 
 INTERRUPTED = 130  # the shell's 128 + SIGINT
 
+# What the command line needs beyond the core library: the ``cli`` extra.
+_EXTRA_NEEDS = frozenset({"click", "tqdm", "platformdirs"})
+NEEDS_EXTRA = (
+    "stability-user: the command line needs its extra: pip install 'stability-user[cli]'\n"
+)
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line (the ``stability-user`` console script)."""
     try:
         # Imported here, not at the top, so that Ctrl-C while click, tqdm and the
-        # commands load is caught below too.
+        # commands load is caught below too, and a core-only install is told what to add.
         from ._app import run  # noqa: PLC0415
 
         code = run(argv)
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in _EXTRA_NEEDS:
+            raise
+        sys.stderr.write(NEEDS_EXTRA)
+        code = 1
     except KeyboardInterrupt:
         sys.stderr.write("stability-user: interrupted\n")
         code = INTERRUPTED

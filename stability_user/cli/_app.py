@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import click
+from yarl import URL
 
+from .._checks import check_base_url
 from .._endpoints import API_VERSIONS, DEFAULT_API_VERSION
+from .._errors import StabilityError
 from .._ratelimit import RateLimit
 from .._version import __version__
 from . import INTERRUPTED
 from ._balances import balances
 from ._context import Settings, load_ca_bundle, mask_url
 from ._exporter import exporter
-from ._failures import PROG, Interrupted, UsageFailure, install_log_handler
+from ._failures import PROG, Interrupted, install_log_handler, usage_line
 from ._single import account, balance, emulator, watch
 
 __all__ = ["cli", "run"]
@@ -36,12 +40,56 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(error), ctx, param) from None
 
 
-def _store(value: str) -> str:
-    if value in ("memory", "local") or value.startswith(("redis://", "rediss://", "unix://")):
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a number of seconds > 0, got {value:g}", ctx, param)
+    return value
+
+
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        check_base_url(value)  # the library's own check, when the option is read
+    except StabilityError as error:
+        raise click.BadParameter(str(error).removeprefix("base_url "), ctx, param) from None
+    return value
+
+
+def _url_problem(value: str, schemes: tuple[str, ...], what: str) -> str | None:
+    """What is wrong with ``value`` as a URL of one of ``schemes``; its password masked."""
+    shown = mask_url(value)
+    try:
+        url = URL(value)
+    except ValueError as error:
+        reason = str(error).removeprefix("Invalid URL: ")
+        return f"{shown!r} is not a valid URL ({reason[:1].lower()}{reason[1:]})"
+    if url.scheme not in schemes:
+        return f"must be {what}, got {shown!r}"
+    if not (url.host if url.scheme != "unix" else url.path.strip("/")):
+        return f"{shown!r} names no {'host' if url.scheme != 'unix' else 'socket'}"
+    return None
+
+
+_STORE_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("memory", "local"):
         return value
-    raise UsageFailure(
-        f"--rate-limit-store must be memory, local or a redis:// URL, got {mask_url(value)!r}"
-    )
+    problem = _url_problem(value, _STORE_SCHEMES, "memory, local or a redis:// URL")
+    if problem is not None:
+        raise click.BadParameter(problem, ctx, param)
+    return value
+
+
+def _proxy(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    problem = _url_problem(value, ("http", "https"), "an http:// URL")
+    if problem is not None:
+        raise click.BadParameter(problem, ctx, param)
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +103,7 @@ def _store(value: str) -> str:
     "--base-url",
     envvar="STABILITY_API_HOST",
     metavar="URL",
+    callback=_base_url,
     help="The service's base URL [env: STABILITY_API_HOST; default https://api.stability.ai].",
 )
 @click.option(
@@ -66,7 +115,9 @@ def _store(value: str) -> str:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
+    metavar="SECONDS",
+    callback=_seconds,
     default=30.0,
     show_default=True,
     help="Seconds per attempt.",
@@ -94,12 +145,14 @@ def _store(value: str) -> str:
     envvar="STABILITY_RATE_LIMIT_STORE",
     metavar="memory|local|URL",
     default="local",
+    callback=_store,
     help=_STORE_HELP,
 )
 @click.option(
     "--proxy",
     envvar="STABILITY_PROXY",
     metavar="URL",
+    callback=_proxy,
     help="An http:// proxy for every request [env: STABILITY_PROXY; else HTTPS_PROXY, NO_PROXY].",
 )
 @click.option(
@@ -134,7 +187,7 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
         timeout=values["timeout"],
         max_attempts=values["max_attempts"],
         rate_limit=values["rate_limit"],
-        rate_limit_store=_store(values["rate_limit_store"]),
+        rate_limit_store=values["rate_limit_store"],
         proxy=values["proxy"],
         ssl_context=load_ca_bundle(ca_bundle) if ca_bundle else None,
         emulator=values["emulator"],
@@ -145,6 +198,22 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
 
 for _command in (account, balance, balances, watch, emulator, exporter):
     cli.add_command(_command)
+
+
+# click 8.2 and later answer a bare command with its help, as an error (exit 2).
+_SHOWS_HELP: Final = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
+def _show(error: click.ClickException) -> int:
+    if isinstance(error, click.UsageError) and not isinstance(error, _SHOWS_HELP):
+        click.echo(f"{PROG}: error: {usage_line(error)}", err=True)
+    else:
+        error.show()
+    return error.exit_code
 
 
 def run(argv: Sequence[str] | None) -> int:
@@ -159,8 +228,7 @@ def run(argv: Sequence[str] | None) -> int:
         click.echo(f"{PROG}: interrupted", err=True)
         return INTERRUPTED
     except click.ClickException as error:
-        error.show()
-        return error.exit_code
+        return _show(error)
     except BrokenPipeError:
         return 1
     if isinstance(code, int):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Final
+from typing import BinaryIO, Final
 
 import click
 
@@ -23,7 +23,7 @@ from ._single import finite
 __all__ = ["balances"]
 
 INTERRUPTED: Final = 130
-_BATCH: Final = 256  # targets read from stdin per hand-over from the reader thread
+_AHEAD: Final = 1024  # targets read from stdin ahead of the checks, at most
 
 
 def _count(path: str) -> int:
@@ -38,34 +38,57 @@ def _count(path: str) -> int:
         ) from None
 
 
-async def _from_thread(targets: Iterator[BalanceTarget]) -> AsyncIterator[BalanceTarget]:
-    """Targets read by a daemon thread, so a slow stdin never blocks the event loop.
+async def _from_stdin() -> AsyncIterator[BalanceTarget]:
+    """The targets of standard input, read by a daemon thread as they come.
 
-    A daemon thread rather than the loop's executor: a read blocked on a terminal
-    or an idle pipe must not keep Ctrl-C from ending the program.
+    Each target is handed over as soon as its line is read: a line typed, or
+    written by a slow producer, is checked at once, not when more lines come.
+    A daemon thread rather than the loop's executor, so that a read blocked on a
+    terminal or an idle pipe never keeps Ctrl-C from ending the program; and on a
+    file object of its own (a duplicate of the descriptor), not ``sys.stdin``,
+    whose lock the interpreter would wait for at exit while the thread reads.
     """
+    stream = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    async for target in _from_thread(stream, read_targets(stream, name="stdin")):
+        yield target
+
+
+async def _from_thread(
+    stream: BinaryIO, targets: Iterator[BalanceTarget]
+) -> AsyncIterator[BalanceTarget]:
+    """``targets``, read from ``stream`` by a daemon thread; it closes ``stream`` when done."""
     loop = asyncio.get_running_loop()
-    batches: asyncio.Queue[list[BalanceTarget] | BaseException | None] = asyncio.Queue(2)
+    read: asyncio.Queue[BalanceTarget | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(_AHEAD)  # the reader waits when this many are not taken yet
+
+    def hand_over(item: BalanceTarget | BaseException | None) -> bool:
+        try:
+            loop.call_soon_threadsafe(read.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening
+            return False
+        return True
 
     def pump() -> None:
-        try:
-            while batch := list(itertools.islice(targets, _BATCH)):
-                asyncio.run_coroutine_threadsafe(batches.put(batch), loop).result()
-            item: BaseException | None = None
-        except Exception as error:  # noqa: BLE001 - handed to the event loop, raised there
-            item = error
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-            asyncio.run_coroutine_threadsafe(batches.put(item), loop).result()
+        with stream:
+            try:
+                for target in targets:
+                    room.acquire()
+                    if not hand_over(target):
+                        return
+                item: BaseException | None = None
+            except Exception as error:  # noqa: BLE001 - handed to the event loop, raised there
+                item = error
+        hand_over(item)
 
     threading.Thread(target=pump, name="stability-user targets", daemon=True).start()
     while True:
-        got = await batches.get()
+        got = await read.get()
         if got is None:
             return
         if isinstance(got, BaseException):
             raise got
-        for target in got:
-            yield target
+        room.release()
+        yield got
 
 
 @click.command()
@@ -121,7 +144,9 @@ def balances(
     1 when any failed, 2 for a bad or empty FILE, 130 when interrupted.
     """
     if source is None and settings.emulator is None:
-        raise click.UsageError("give a FILE of targets, or - to read them from stdin")
+        raise click.UsageError(
+            "give a FILE of targets, or - to read them from stdin", click.get_current_context()
+        )
     total = None
     if source not in (None, "-"):
         total = _count(source)
@@ -138,15 +163,16 @@ def balances(
             if source is None:
                 targets = demo
             elif source == "-":
-                targets = _from_thread(read_targets(sys.stdin.buffer, name="stdin"))
+                targets = _from_stdin()
             else:
                 targets = read_targets(source)
-            first = header(fmt)
-            if first is not None:
-                click.echo(first)
+            first = header(fmt)  # printed with the first row: no rows, no header
             results = session.balances(targets, concurrency=concurrency, ordered=ordered)
             async with progress.ticking(), contextlib.aclosing(results):
                 async for result in results:
+                    if first is not None:
+                        progress.line(first)
+                        first = None
                     tally.add(result)
                     progress.row(render(result))
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final
+from urllib.parse import unquote
 
 import attrs
-from yarl import URL
 
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
+from .._http import Middleware
 from .._ratelimit import RateLimit, RateLimitWait
 from .._retry import RetryPolicy
 from .._secrets import redact
 from .._session import StabilitySession
 from ..testing import StabilityEmulator
-from ._failures import UsageFailure, describe
+from ._failures import UsageFailure, describe, in_option_terms
 
 __all__ = [
     "Settings",
@@ -31,24 +34,28 @@ __all__ = [
 ]
 
 
+# The password of a URL, found without parsing it (a URL that does not parse may
+# still hold one): after "user:" up to the last "@" of the authority, or in a query.
+_PASSWORD: Final = re.compile(r"(?<=//)[^/@:]*:([^/]+)@|[?&]password=([^&#]+)")
+
+
+def _masked(match: re.Match[str]) -> str:
+    start, end = match.span(1 if match.group(1) is not None else 2)
+    return match.string[match.start() : start] + "***" + match.string[end : match.end()]
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password shown as ``***``: safe to print."""
-    try:
-        parsed = URL(url)
-    except (TypeError, ValueError):
-        return "(an invalid URL)"
-    return str(parsed.with_password("***")) if parsed.password else url
+    """``url`` with its password shown as ``***``: safe to print, even if it does not parse."""
+    return _PASSWORD.sub(_masked, url)
 
 
 def url_secrets(url: str | None) -> tuple[str, ...]:
-    """The password of ``url``, if it has one: what must never be printed."""
+    """The passwords in ``url``, if it has any: what must never be printed."""
     if not url:
         return ()
-    with contextlib.suppress(TypeError, ValueError):
-        password = URL(url).password
-        if password:
-            return (password,)
-    return ()
+    found = [password for match in _PASSWORD.finditer(url) for password in match.groups()]
+    # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
+    return tuple(dict.fromkeys(form for p in found if p is not None for form in (p, unquote(p))))
 
 
 @attrs.frozen
@@ -85,11 +92,16 @@ def load_ca_bundle(path: str) -> ssl.SSLContext:
     """
     try:
         return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as error:  # an OSError too: first
+        # OpenSSL's words ("[X509: NO_CERTIFICATE_OR_CRL_FOUND] ... (_ssl.c:4154)") are
+        # not for a command line.
+        if error.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+            problem = "no PEM certificate in it"
+        else:
+            problem = "a certificate in it is not valid PEM"
+        raise UsageFailure(f"--ca-bundle {path}: {problem}") from None
     except OSError as error:
         raise UsageFailure(f"--ca-bundle {path}: {_reason(error)}") from None
-    except ssl.SSLError as error:
-        reason = error.reason or error.strerror or "not a PEM bundle of CA certificates"
-        raise UsageFailure(f"--ca-bundle {path}: {str(reason).lower()}") from None
 
 
 def read_key(path: str) -> str:
@@ -117,7 +129,9 @@ def _session(
     key: str | None,
     base_url: str | None,
     store: str,
+    *,
     on_wait: Callable[[RateLimitWait], None] | None,
+    middlewares: Sequence[Middleware] = (),
 ) -> StabilitySession:
     """The session, or a one-line usage failure naming the option that is wrong."""
     try:
@@ -130,13 +144,14 @@ def _session(
             rate_limit=settings.rate_limit,
             rate_limit_store=store,
             on_rate_limit_wait=on_wait,
+            middlewares=middlewares,
             proxy=settings.proxy,
             trust_env=True,  # HTTPS_PROXY and NO_PROXY, as every command-line tool honours
             ssl=settings.ssl_context,
         )
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
-        raise UsageFailure(redact(describe(error), settings.secrets)) from None
+        raise UsageFailure(in_option_terms(redact(describe(error), settings.secrets))) from None
 
 
 @contextlib.asynccontextmanager
@@ -145,10 +160,14 @@ async def open_session(
     key: str | None,
     *,
     on_wait: Callable[[RateLimitWait], None] | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
     """A session per the options; with ``--emulator N``, on N in-process demo accounts."""
     if settings.emulator is None:
-        session = _session(settings, key, settings.base_url, settings.rate_limit_store, on_wait)
+        store = settings.rate_limit_store
+        session = _session(
+            settings, key, settings.base_url, store, on_wait=on_wait, middlewares=middlewares
+        )
         async with session:
             yield session, []
         return
@@ -160,7 +179,14 @@ async def open_session(
             demo_key = emulator.add_account(email=f"demo-{number}@example.com", credits=credits)
             targets.append(BalanceTarget(api_key=demo_key, label=f"demo-{number}"))
         # Demo keys live as long as this process: nothing to share with other runs.
-        session = _session(settings, targets[0].api_key, emulator.base_url, "memory", on_wait)
+        session = _session(
+            settings,
+            targets[0].api_key,
+            emulator.base_url,
+            "memory",
+            on_wait=on_wait,
+            middlewares=middlewares,
+        )
         async with session:
             yield session, targets
 

@@ -23,7 +23,6 @@ import click
 
 from .._bulk import BalanceResult, BalanceTarget
 from .._errors import StabilityError
-from .._retry import RetryPolicy
 from .._secrets import escape_controls, redact
 from .._session import StabilitySession
 from .._targets import TargetFileError, read_targets
@@ -58,49 +57,15 @@ def _load(path: str) -> list[BalanceTarget]:
     return targets
 
 
-def _session(
-    settings: Settings, key: str | None, base_url: str | None, store: str, metrics: ExporterMetrics
-) -> StabilitySession:
-    """The session the other commands get (``cli/_context.py``), with the metrics' hooks.
-
-    Built here because ``open_session`` takes no middleware, and the exporter
-    counts every response's status (429s) with one.
-    """
-    try:
-        return StabilitySession(
-            key,
-            base_url=base_url,
-            api_version=settings.api_version,
-            timeout=settings.timeout,
-            retry=RetryPolicy(max_attempts=settings.max_attempts),
-            rate_limit=settings.rate_limit,
-            rate_limit_store=store,
-            on_rate_limit_wait=metrics.waited,
-            middlewares=[metrics.count_response],
-            proxy=settings.proxy,
-            trust_env=True,
-            ssl=settings.ssl_context,
-        )
-    except (StabilityError, ImportError, TypeError, ValueError) as error:
-        raise UsageFailure(redact(describe(error), settings.secrets)) from None
-
-
 @contextlib.asynccontextmanager
 async def _open(
     settings: Settings, key: str | None, metrics: ExporterMetrics
 ) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
-    """The exporter's session; with ``--emulator N``, on the demo accounts of ``open_session``."""
-    if settings.emulator is None:
-        store = settings.rate_limit_store
-        async with _session(settings, key, settings.base_url, store, metrics) as session:
-            yield session, []
-        return
-    async with open_session(settings, key) as (demo_session, demo):
-        # The in-process emulator and its accounts are open_session's; the checks go
-        # through a session of the exporter's, which has the metrics' hooks.
-        base_url = demo_session.base_url
-        async with _session(settings, demo[0].api_key, base_url, "memory", metrics) as session:
-            yield session, demo
+    """The session of every command, with the metrics' hooks (429s counted by a middleware)."""
+    async with open_session(
+        settings, key, on_wait=metrics.waited, middlewares=[metrics.count_response]
+    ) as opened:
+        yield opened
 
 
 class _Checker:

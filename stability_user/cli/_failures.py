@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO, Any, Final, ParamSpec, TypeVar
@@ -26,23 +27,52 @@ from .._errors import (
     ServerError,
     StabilityError,
 )
-from .._secrets import escape_controls, redact
+from .._secrets import escape_controls, mask_secret, redact
 from .._targets import TargetFileError
 
 __all__ = [
+    "KEY_HINT",
     "Failure",
     "Interrupted",
     "UsageFailure",
     "describe",
+    "in_option_terms",
     "install_log_handler",
     "interruptible",
+    "mask_keys",
     "run_async",
+    "usage_line",
 ]
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
 PROG = "stability-user"
+
+# What a Stability API key looks like. Wherever one turns up in what the command
+# line prints (a key pasted as an argument, a file named after one), it is masked.
+_KEY_LIKE: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9]{20,}")
+KEY_HINT: Final = (
+    "an API key goes in STABILITY_API_KEY or --key-file FILE, never on the command line"
+)
+
+
+def mask_keys(text: str) -> str:
+    """``text`` with every key-looking token masked (``sk-…abcd``)."""
+    return _KEY_LIKE.sub(lambda match: mask_secret(match.group(0)), text)
+
+
+def _one_line(message: str, *, usage: bool) -> str:
+    """``message`` made safe to print: control characters escaped, keys masked.
+
+    A usage error that quoted a key was given one on the command line: it says
+    where a key goes instead.
+    """
+    text = escape_controls(message)
+    masked = mask_keys(text)
+    if usage and masked != text:
+        return f"{masked}; {KEY_HINT}"
+    return masked
 
 
 class Failure(click.ClickException):
@@ -52,7 +82,8 @@ class Failure(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Print the one line on stderr."""
-        click.echo(f"{PROG}: error: {escape_controls(self.message)}", err=True)
+        line = _one_line(self.message, usage=self.exit_code == 2)
+        click.echo(f"{PROG}: error: {line}", err=True)
 
 
 class UsageFailure(Failure):
@@ -63,6 +94,51 @@ class UsageFailure(Failure):
 
 class Interrupted(Exception):  # noqa: N818 - it is not an error: the user asked for it
     """Ctrl-C stopped the work; the command says what was done and exits 130."""
+
+
+def _option_name(error: click.BadParameter) -> str | None:
+    """The option (or argument, or environment variable) a bad value was given to."""
+    param, ctx = error.param, error.ctx
+    if param is None:
+        return None
+    from_env = click.core.ParameterSource.ENVIRONMENT
+    if (
+        isinstance(param, click.Option)
+        and isinstance(param.envvar, str)
+        and ctx is not None
+        and ctx.get_parameter_source(param.name or "") == from_env
+    ):
+        return param.envvar
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def _sentence(text: str) -> str:
+    """A message of click's as a clause of ours: no capital to start, no full stop to end."""
+    text = text.strip().rstrip(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def usage_line(error: click.UsageError) -> str:
+    """One line for a usage error from click: the option, what is wrong, where help is.
+
+    ``--rate-limit: rate limit must be REQUESTS/SECONDS, e.g. 150/10, got 'abc'
+    (see 'stability-user --help')``; an API key on the command line is masked, and
+    the line says where a key goes instead.
+    """
+    name = _option_name(error) if isinstance(error, click.BadParameter) else None
+    if name is not None and not isinstance(error, click.MissingParameter):
+        what = f"{name}: {_sentence(error.message)}"
+    else:
+        what = _sentence(error.format_message())
+    text = escape_controls(what)
+    if mask_keys(text) != text:
+        return _one_line(what, usage=True)
+    command = error.ctx.command_path if error.ctx is not None else PROG
+    return f"{text} (see '{command} --help')"
 
 
 def interruptible(callback: Callable[P, T]) -> Callable[P, T]:
@@ -95,6 +171,23 @@ _HINTS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+_CA_HINT: Final = (
+    "a TLS-inspecting proxy or a private CA needs its CA certificate: pass --ca-bundle FILE"
+)
+
+# The library's advice to programs in a connection error's message ("pass ssl=..."):
+# the command line gives its own, naming its option.
+_PROGRAM_ADVICE: Final = re.compile(r" \([^()]*\bssl=[^()]*\)")
+
+# The library's parameters, as its configuration errors name them, and their options.
+_PARAMETER: Final = re.compile(r"^(base_url|timeout|proxy|rate_limit_store|max_attempts)\b")
+
+
+def in_option_terms(message: str) -> str:
+    """A configuration error of the library, naming the option instead of the parameter."""
+    return _PARAMETER.sub(lambda match: "--" + match.group(1).replace("_", "-"), message)
+
+
 def _hint(error: BaseException, api_version: str | None) -> str | None:
     """What to do about ``error``, or ``None`` when its message says it all."""
     if isinstance(error, NotFoundError) and api_version == "v1alpha":
@@ -102,14 +195,20 @@ def _hint(error: BaseException, api_version: str | None) -> str | None:
     if isinstance(error, RateLimitError) and error.retry_after is not None:
         return f"the key is rate limited: try again in {math.ceil(error.retry_after)} s"
     if isinstance(error, APIConnectionError) and not error.retryable:
-        return None  # a certificate failure: its message says what to do
+        return _CA_HINT  # a certificate that failed verification: never retried
     return next((hint for kind, hint in _HINTS if isinstance(error, kind)), None)
 
 
 def describe(error: BaseException, *, api_version: str | None = None) -> str:
     """One line for ``error``: what failed, after how many attempts, and what to do."""
     if isinstance(error, APIConnectionError):
-        text = f"{error.args[0] if error.args else type(error).__name__}{_attempts(error)}"
+        message = str(error.args[0]) if error.args else type(error).__name__
+        text = f"{_PROGRAM_ADVICE.sub('', message)}{_attempts(error)}"
+    elif isinstance(error, NotFoundError) and api_version == "v1alpha":
+        # The library's detail tells programs to pass api_version='v1'; the hint names
+        # the option instead. The same error without that detail:
+        bare = NotFoundError(error.status, error.error, request_id=error.request_id)
+        text = f"{bare}{_attempts(error)}"
     elif isinstance(error, APIError):
         text = f"{error}{_attempts(error)}"
     elif isinstance(error, OSError) and error.strerror:
@@ -118,7 +217,7 @@ def describe(error: BaseException, *, api_version: str | None = None) -> str:
     else:
         text = str(error) or type(error).__name__
     hint = _hint(error, api_version)
-    return escape_controls(f"{text}: {hint}" if hint else text)
+    return mask_keys(escape_controls(f"{text}: {hint}" if hint else text))
 
 
 def run_async(
@@ -156,7 +255,7 @@ def run_async(
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = record.levelname.lower()
-        return f"{PROG}: {level}: {escape_controls(record.getMessage())}"
+        return f"{PROG}: {level}: {mask_keys(escape_controls(record.getMessage()))}"
 
 
 class _Quiet(logging.Filter):

@@ -20,6 +20,7 @@ import attrs
 from .._bulk import BalanceResult
 from .._models import Account, Balance
 from .._secrets import escape_controls, mask_secret
+from ._failures import mask_keys
 
 __all__ = [
     "CSV_FIELDS",
@@ -95,7 +96,16 @@ def header(fmt: str) -> str | None:
 
 
 def formatter(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
-    """The function turning a result into its line in ``fmt``."""
+    """The function turning a result into its line in ``fmt``.
+
+    A key-looking label or organization (a file's columns in the wrong order) is
+    masked like the key column.
+    """
+    line = _line(fmt, below)
+    return lambda result: mask_keys(line(result))
+
+
+def _line(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
     if fmt == "json":
         return lambda result: json.dumps(_row(result, below))
     if fmt == "csv":

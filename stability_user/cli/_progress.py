@@ -64,12 +64,16 @@ class Progress:
             self._bar.set_description_str("", refresh=False)
         self._bar.refresh()
 
-    def row(self, line: str) -> None:
-        """Write one result line on stdout and count it."""
+    def line(self, line: str) -> None:
+        """Write a line on stdout, above the bar."""
         if self.enabled:
             tqdm.write(line, file=sys.stdout)
         else:
             click.echo(line)
+
+    def row(self, line: str) -> None:
+        """Write one result line on stdout and count it."""
+        self.line(line)
         self._bar.update(1)
 
     @contextlib.asynccontextmanager

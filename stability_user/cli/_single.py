@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import describe, interruptible, run_async
+from ._failures import describe, interruptible, mask_keys, run_async
 from ._output import account_lines, balance_line
 
 __all__ = ["account", "balance", "emulator", "finite", "watch"]
@@ -22,7 +22,7 @@ CHECK_FAILED = 3  # watch --once: the balance could not be read
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """An option's callback refusing ``nan`` and ``inf``, which click's float accepts."""
     if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"expected a finite number, got {value!r}", ctx, param)
+        raise click.BadParameter(f"must be a finite number, got {value:g}", ctx, param)
     return value
 
 
@@ -142,8 +142,19 @@ def watch(
     add_help_option=False,
 )
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
-def emulator(arguments: tuple[str, ...]) -> int:
+@click.pass_context
+def emulator(ctx: click.Context, arguments: tuple[str, ...]) -> int:
     """Serve the bundled emulator (python -m stability_user.testing); --help for its options."""
+    settings = ctx.find_object(Settings)
+    if settings is not None and settings.emulator is not None:
+        raise click.UsageError(
+            "--emulator N does not apply to the emulator command: "
+            "its own --accounts N sets how many demo accounts it serves",
+            ctx,
+        )
+    for argument in arguments:
+        if mask_keys(argument) != argument:  # the emulator makes its keys: it takes none
+            raise click.UsageError(f"unexpected argument {argument}", ctx)
     from ..testing import __main__ as standalone  # noqa: PLC0415 - only this command needs it
 
     # The emulator's own command line defines its options; they are handed over as given.

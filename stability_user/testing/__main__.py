@@ -148,7 +148,10 @@ def _ssl_context(
     try:
         context.load_cert_chain(args.certfile, args.keyfile)
     except ssl.SSLError as error:
-        parser.error(f"cannot use --certfile/--keyfile as a PEM certificate and key: {error}")
+        # Not OpenSSL's "[SSL] PEM lib (_ssl.c:3905)", which it says of any file without PEM.
+        reason = error.reason.lower().replace("_", " ") if error.reason else None
+        problem = reason or "no PEM certificate and private key in them"
+        parser.error(f"cannot use --certfile/--keyfile as a PEM certificate and key: {problem}")
     except OSError as error:
         parser.error(f"cannot read --certfile/--keyfile: {_reason(error)}")
     return context
