@@ -106,16 +106,7 @@ class SessionState:
             request = build_request(self.config, ACCOUNT)
         if self.around_call:
             return self._around(request, decoder)
-        return call_with_retries(
-            request,
-            self.handler,
-            decoder,
-            self.retry,
-            limiter=self.limiter,
-            key_id=self.config.key_id,
-            sleep=self.sleep,
-            clock=self.clock,
-        )
+        return self._send(request, decoder)
 
     def _send(self, request: Request, decoder: Callable[[Response], T]) -> Awaitable[T]:
         return call_with_retries(

@@ -50,6 +50,24 @@ async def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | No
     return await run_program(CLI, *args, stdin=stdin, env=env)
 
 
+async def start_cli(
+    *args: str,
+    stdin: int = asyncio.subprocess.DEVNULL,
+    stderr: int = asyncio.subprocess.PIPE,
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """Start the installed ``stability-user`` with ``args``, stdout piped, for a test to drive."""
+    assert CLI is not None, "the stability-user console script is not installed"
+    return await asyncio.create_subprocess_exec(
+        CLI,
+        *args,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env=clean_environment(env),
+    )
+
+
 def no_key_in(result: Run, *keys: str) -> None:
     """Assert that no key appears anywhere in what the program printed."""
     for key in keys:

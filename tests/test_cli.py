@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import pathlib
@@ -17,7 +16,7 @@ from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulato
 from stability_user.testing import RateLimit as EmulatorRateLimit
 from stability_user.testing import __main__ as standalone_emulator
 
-from .processes import CLI, no_key_in, run_program
+from .processes import no_key_in, run_program, start_cli
 from .processes import run_cli as run
 
 
@@ -370,10 +369,7 @@ async def test_the_emulator_command_is_the_standalone_emulator() -> None:
     wrong = await run("emulator", "--port", "nope")
     assert wrong.code == 2
     assert wrong.err.startswith("stability-user emulator: error: ")
-    assert CLI is not None
-    process = await asyncio.create_subprocess_exec(
-        CLI, "emulator", "--port", "0", "--accounts", "1", stdout=asyncio.subprocess.PIPE
-    )
+    process = await start_cli("emulator", "--port", "0", "--accounts", "1")
     assert process.stdout is not None
     first = await process.stdout.readline()
     assert first.startswith(b"Stability user API emulator on http://127.0.0.1:")

@@ -15,7 +15,7 @@ import termios
 
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
-from .processes import CLI, clean_environment, no_key_in, run_cli
+from .processes import no_key_in, run_cli, start_cli
 
 BALANCE_HEADER = "index,label,key,organization,credits,ok,low,error_type,error"
 
@@ -185,14 +185,9 @@ async def test_no_targets_is_exit_2(tmp_path: pathlib.Path) -> None:
 
 async def test_stdin_is_checked_line_by_line_as_it_comes(live: StabilityEmulator) -> None:
     one, two = live.add_account(credits=1), live.add_account(credits=2)
-    assert CLI is not None
-    process = await asyncio.create_subprocess_exec(
-        CLI,
+    process = await start_cli(
         *("--base-url", live.base_url, "balances", "-", "--format", "json"),
         stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_environment(),
     )
     assert process.stdin is not None
     assert process.stdout is not None
@@ -269,20 +264,10 @@ async def test_progress_bar_on_a_terminal_shows_the_total_and_the_waits(
     # A terminal has a size; tqdm draws nothing on one zero columns wide.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     try:
-        assert CLI is not None
-        process = await asyncio.create_subprocess_exec(
-            CLI,
-            "--base-url",
-            live.base_url,
-            "--rate-limit",
-            "2/1",
-            "--rate-limit-store",
-            "memory",
-            "balances",
-            str(targets),
-            stdout=asyncio.subprocess.PIPE,
+        process = await start_cli(
+            *("--base-url", live.base_url, "--rate-limit", "2/1"),
+            *("--rate-limit-store", "memory", "balances", str(targets)),
             stderr=follower,
-            env={k: v for k, v in os.environ.items() if not k.startswith("STABILITY_")},
         )
         os.close(follower)
         out, _ = await process.communicate()

@@ -9,25 +9,13 @@ import signal
 
 from stability_user.testing import Fault, StabilityEmulator
 
-from .processes import CLI, clean_environment
-
-
-async def start(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    assert CLI is not None
-    return await asyncio.create_subprocess_exec(
-        CLI,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_environment(env),
-    )
+from .processes import start_cli
 
 
 async def test_ctrl_c_during_start_up(tmp_path: pathlib.Path) -> None:
     fifo = tmp_path / "key"
     os.mkfifo(fifo)
-    process = await start("--key-file", str(fifo), "balance")
+    process = await start_cli("--key-file", str(fifo), "balance")
     # Opening a FIFO for writing returns once the program has opened it to read the
     # key: it is then waiting for the key, as a start-up blocked on a slow file would.
     writer = await asyncio.to_thread(os.open, fifo, os.O_WRONLY)
@@ -48,7 +36,7 @@ async def test_ctrl_c_mid_run_prints_a_partial_summary(
         live.script(Fault.stall(60), api_key=key)  # the rest of the run hangs
     targets = tmp_path / "targets.txt"
     targets.write_text("".join(f"{key}\n" for key in keys))
-    process = await start(
+    process = await start_cli(
         "--base-url", live.base_url, "balances", str(targets), "--concurrency", "1", "--ordered"
     )
     assert process.stdout is not None
@@ -64,7 +52,7 @@ async def test_ctrl_c_mid_run_prints_a_partial_summary(
 
 async def test_ctrl_c_ends_a_watch(live: StabilityEmulator) -> None:
     key = live.add_account(credits=8)
-    process = await start(
+    process = await start_cli(
         "watch",
         "--interval",
         "60",
@@ -82,14 +70,8 @@ async def test_ctrl_c_while_stdin_stays_open_counts_what_was_checked(
     live: StabilityEmulator,
 ) -> None:
     key = live.add_account(credits=3)
-    assert CLI is not None
-    process = await asyncio.create_subprocess_exec(
-        CLI,
-        *("--base-url", live.base_url, "balances", "-"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=clean_environment(),
+    process = await start_cli(
+        "--base-url", live.base_url, "balances", "-", stdin=asyncio.subprocess.PIPE
     )
     assert process.stdin is not None
     assert process.stdout is not None
