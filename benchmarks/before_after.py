@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import io
 import statistics
@@ -25,18 +24,16 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import aiohttp
 
 import stability_user
 from stability_user import BalanceTarget, RateLimit, StabilitySession
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import KEY, cpu_per_call, machine, server
+from run import KEY, bulk_aiohttp, bulk_targets, cpu_per_call, fmt_row, machine, raw_aiohttp, server
 
 Call = Callable[[], Awaitable[object]]
 # Every call of this version passes the rate limiter; one key's thousands of calls a
@@ -67,28 +64,13 @@ def this_session(base: str, concurrency: int, rate_limit: RateLimit | None) -> A
     return StabilitySession(KEY, base_url=base, max_connections=concurrency, rate_limit=rate_limit)
 
 
-@contextlib.asynccontextmanager
-async def raw(base: str, concurrency: int) -> AsyncIterator[dict[str, Call]]:
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        def call(endpoint: str) -> Call:
-            async def get() -> object:
-                url = f"{base}/v1/user/{endpoint}"
-                async with session.get(url, headers={"Authorization": KEY}) as response:
-                    return await response.json()
-
-            return get
-
-        yield {"balance": call("balance"), "account": call("account")}
-
-
-def targets(count: int, keys: int) -> Iterator[int]:
-    return (n % keys for n in range(count))
-
-
 async def bulk_rate(session: Any, target_class: Any, count: int, keys: int, conc: int) -> float:
-    items = (target_class(api_key=f"sk-bulk-{n:040d}") for n in targets(count, keys))
+    """``balances()`` checks per second; ``target_class`` is the version's ``BalanceTarget``.
+
+    The keys are ``run.bulk_targets``' own, so raw aiohttp (``run.bulk_aiohttp``)
+    calls with the same ones.
+    """
+    items = (target_class(api_key=t.api_key) for t in bulk_targets(count, keys))
     start = time.perf_counter()
     done = 0
     async for result in session.balances(items, concurrency=conc):
@@ -97,47 +79,30 @@ async def bulk_rate(session: Any, target_class: Any, count: int, keys: int, conc
     return count / (time.perf_counter() - start)
 
 
-async def raw_bulk_rate(base: str, count: int, keys: int, conc: int) -> float:
-    url = f"{base}/v1/user/balance"
-    source = targets(count, keys)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
-
-        async def worker() -> None:
-            for n in source:  # the workers share one generator
-                headers = {"Authorization": f"sk-bulk-{n:040d}"}
-                async with session.get(url, headers=headers) as response:
-                    await response.json()
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(conc)))
-        return count / (time.perf_counter() - start)
-
-
-def row(name: str, values: list[float], baseline: float, unit: str) -> str:
-    median = statistics.median(values)
-    return (
-        f"| {name} | {median:,.1f} {unit} | {min(values):,.1f} .. {max(values):,.1f} "
-        f"| {median / baseline:.3f}x |"
-    )
-
-
 async def measure(args: argparse.Namespace, before: ModuleType, base: str) -> list[str]:
     cpu: dict[str, list[float]] = {}
     bulk: dict[str, list[float]] = {"before": [], "this version": [], "raw aiohttp": []}
     old = earlier_session(before, base, args.concurrency)
     new = this_session(base, args.concurrency, UNREACHED)
     new_off = this_session(base, args.concurrency, None)
-    async with old, new, new_off, raw(base, args.concurrency) as by_hand:
+    async with (
+        old,
+        new,
+        new_off,
+        raw_aiohttp(base, args.concurrency, "balance") as by_hand_balance,
+        raw_aiohttp(base, args.concurrency, "account") as by_hand_account,
+    ):
         contenders = [
             ("before balance()", old.balance),
             ("this version balance()", new.balance),
             ("this version balance(), rate limit off", new_off.balance),
-            ("raw aiohttp balance", by_hand["balance"]),
+            ("raw aiohttp balance", by_hand_balance),
             ("before account()", old.account),
             ("this version account()", new.account),
-            ("raw aiohttp account", by_hand["account"]),
+            ("raw aiohttp account", by_hand_account),
         ]
         sizes = (args.bulk_checks, args.keys, args.concurrency)
+        raw_sizes = (args.bulk_checks, args.concurrency, args.keys)
         for round_number in range(args.rounds):
             shift = round_number % len(contenders)
             for name, call in contenders[shift:] + contenders[:shift]:
@@ -146,7 +111,7 @@ async def measure(args: argparse.Namespace, before: ModuleType, base: str) -> li
                 bulk_order: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                     ("before", lambda: bulk_rate(old, before.BalanceTarget, *sizes)),
                     ("this version", lambda: bulk_rate(new_bulk, BalanceTarget, *sizes)),
-                    ("raw aiohttp", lambda: raw_bulk_rate(base, *sizes)),
+                    ("raw aiohttp", lambda: bulk_aiohttp(base, *raw_sizes)),
                 ]
                 for name, run in bulk_order[shift % 3 :] + bulk_order[: shift % 3]:
                     bulk[name].append(await run())
@@ -162,7 +127,7 @@ async def measure(args: argparse.Namespace, before: ModuleType, base: str) -> li
     ]
     for name, values in cpu.items():
         baseline = raw_account if "account" in name else raw_balance
-        lines.append(row(name, values, baseline, "µs"))
+        lines.append(fmt_row(name, values, baseline, "µs"))
     lines += [
         "",
         f"### Bulk balances() over {args.keys:,} keys ({args.bulk_checks:,} checks at "
@@ -172,7 +137,7 @@ async def measure(args: argparse.Namespace, before: ModuleType, base: str) -> li
         "|---|---|---|---|",
     ]
     raw_bulk = statistics.median(bulk["raw aiohttp"])
-    lines += [row(name, values, raw_bulk, "checks/s") for name, values in bulk.items()]
+    lines += [fmt_row(name, values, raw_bulk, "checks/s") for name, values in bulk.items()]
     return lines
 
 
