@@ -18,16 +18,11 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from ._checks import check_type, is_loopback
+from ._secrets import mask_url
 
-__all__ = ["Route", "mask_proxy"]
+__all__ = ["Route"]
 
 _CHOICES_KEPT: Final = 4096  # proxy choices per URL kept; cleared when full
-
-
-def mask_proxy(proxy: str) -> str:
-    """A proxy URL with its password hidden, for reprs and messages."""
-    url = URL(proxy)
-    return str(url.with_password("***")) if url.password is not None else proxy
 
 
 def _secrets_of(proxy: str | None) -> tuple[str, ...]:
@@ -48,7 +43,7 @@ def _check_proxy(proxy: object) -> str | None:
     assert isinstance(proxy, str)  # noqa: S101 - for the type checker
     url = URL(proxy)
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"proxy must be an http:// URL, got {mask_proxy(proxy)!r}")
+        raise ValueError(f"proxy must be an http:// URL, got {mask_url(proxy)!r}")
     return proxy
 
 
@@ -96,7 +91,7 @@ class Route:
     @property
     def proxy(self) -> str | None:
         """The explicit proxy, its password masked."""
-        return None if self._proxy is None else mask_proxy(self._proxy)
+        return None if self._proxy is None else mask_url(self._proxy)
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through, or ``None`` to go directly.

@@ -23,16 +23,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-from yarl import URL
-
 from ._ratelimit import RateLimit, Wait, held_for
 from ._ratelimit_memory import MemoryRateLimitStore
+from ._secrets import display_text, mask_url, url_secrets
 from ._types import Clock
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisRateLimitStore", "mask_url"]
+__all__ = ["RedisRateLimitStore"]
 
 logger = logging.getLogger("stability_user")
 
@@ -106,12 +105,6 @@ return 1
 _RETRY_REDIS_AFTER: Final = 5.0  # seconds of in-process limiting before trying Redis again
 
 
-def mask_url(url: str) -> str:
-    """A URL with its password hidden, for messages and reprs."""
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password is not None else url
-
-
 def _check_url(url: str) -> None:
     """Refuse a URL redis-py cannot connect with, now rather than at the first call."""
     from redis.connection import parse_url  # noqa: PLC0415 - see _redis_errors
@@ -120,8 +113,7 @@ def _check_url(url: str) -> None:
         parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         # The parser's message may quote a password: only its kind of problem is shown.
-        shown = "a URL with credentials" if "@" in url else repr(url)
-        raise ValueError(f"not a Redis URL: {shown} ({_problem(exc)})") from None
+        raise ValueError(f"not a Redis URL: {mask_url(url)!r} ({_problem(exc)})") from None
 
 
 def _problem(exc: ValueError) -> str:
@@ -142,7 +134,8 @@ class RedisRateLimitStore:
         url: a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py's forms).
         client: a ``redis.asyncio.Redis`` or ``RedisCluster`` of the caller's instead
             of ``url`` (never closed here).
-        clock: seconds to use instead of the server's clock (for tests).
+        clock: seconds to use instead of the server's clock, and for this
+            process's own limiting and retry interval while Redis is away (for tests).
 
     Raises:
         ImportError: redis-py is not installed (``pip install 'stability-user[redis]'``).
@@ -170,8 +163,9 @@ class RedisRateLimitStore:
         self._client = client
         self._owns_client = client is None
         self._clock = clock
+        self._local_clock = clock or time.monotonic
         self._scripts: dict[str, Any] = {}
-        self._fallback = MemoryRateLimitStore()
+        self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._down_since: float | None = None
         self._errors = _redis_errors()
 
@@ -212,17 +206,20 @@ class RedisRateLimitStore:
     def _use_redis(self) -> bool:
         if self._down_since is None:
             return True
-        return time.monotonic() - self._down_since >= _RETRY_REDIS_AFTER
+        return self._local_clock() - self._down_since >= _RETRY_REDIS_AFTER
 
     def _went_down(self, error: BaseException) -> None:
         if self._down_since is None:
+            # Any error, not only a lost connection: a read-only replica or an ACL
+            # without EVALSHA must not stop the calls either; the reason says which.
             logger.warning(
-                "rate-limit store %s is unavailable (%s): limiting in this process "
+                "rate-limit store %s is unavailable (%s: %s): limiting in this process "
                 "until it is back",
                 self.where,
                 type(error).__name__,
+                display_text(str(error), url_secrets(self._url), limit=200),
             )
-        self._down_since = time.monotonic()
+        self._down_since = self._local_clock()
 
     def _came_back(self) -> None:
         if self._down_since is not None:
@@ -258,6 +255,8 @@ class RedisRateLimitStore:
         if isinstance(token, int):  # taken in this process while Redis was away
             self._fallback.release_nowait(key_id, token, limit)
             return
+        if not self._use_redis():
+            return  # its slot frees when its lease runs out: no wait on a dead server
         keys = self._keys(key_id)
         try:
             await self._script(_RELEASE)(
@@ -266,6 +265,8 @@ class RedisRateLimitStore:
         except self._errors as error:
             # Its slot frees when its lease runs out; limit here meanwhile.
             self._went_down(error)
+        else:
+            self._came_back()
 
     async def lock(self, key_id: str, seconds: float) -> bool:
         """Lock the key out for ``seconds``; ``True`` when it was not locked before."""

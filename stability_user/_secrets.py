@@ -18,7 +18,15 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["REDACTED", "display_text", "escape_controls", "mask_secret", "redact"]
+__all__ = [
+    "REDACTED",
+    "display_text",
+    "escape_controls",
+    "mask_secret",
+    "mask_url",
+    "redact",
+    "url_secrets",
+]
 
 REDACTED: Final = "[redacted]"
 
@@ -113,3 +121,28 @@ def display_text(
     if len(text) > limit:
         text = f"{text[:limit]}… ({len(text) - limit} more characters)"
     return text
+
+
+# The password of a URL, found without parsing it (a URL that does not parse may
+# still hold one): after "user:" up to the last "@" of the authority (after "//",
+# or a mistyped "/", or at the start of a value with no scheme), or in a query.
+_PASSWORD: Final = re.compile(r"(?:^|(?<=/))[^/@:]*:([^/]+)@|[?&]password=([^&#]+)")
+
+
+def _masked(match: re.Match[str]) -> str:
+    start, end = match.span(1 if match.group(1) is not None else 2)
+    return match.string[match.start() : start] + "***" + match.string[end : match.end()]
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: safe to print, even if it does not parse."""
+    return _PASSWORD.sub(_masked, url)
+
+
+def url_secrets(url: str | None) -> tuple[str, ...]:
+    """The passwords in ``url``, if it has any: what must never be printed."""
+    if not url:
+        return ()
+    found = [password for match in _PASSWORD.finditer(url) for password in match.groups()]
+    # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
+    return tuple(dict.fromkeys(form for p in found if p is not None for form in (p, unquote(p))))

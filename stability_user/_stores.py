@@ -16,6 +16,7 @@ from ._ratelimit import RateLimitStore
 from ._ratelimit_local import LocalRateLimitStore
 from ._ratelimit_memory import MemoryRateLimitStore
 from ._ratelimit_redis import RedisRateLimitStore
+from ._secrets import mask_url
 from ._types import Clock
 
 __all__ = ["ENV_RATE_LIMIT_STORE", "STORE_NAMES", "RateLimitStoreLike", "open_store"]
@@ -56,8 +57,8 @@ def open_store(
         return LocalRateLimitStore(), True
     if spec.startswith(_REDIS_SCHEMES):
         return RedisRateLimitStore(spec), True
-    # Never echo what may be a URL with a password in it, however mistyped.
-    shown = "a value with credentials" if "@" in spec else repr(spec)
+    # Never echo a password of what may be a URL, however mistyped.
     raise ValueError(
-        f"rate_limit_store must be 'memory', 'local', a redis:// URL or a store, got {shown}"
+        "rate_limit_store must be 'memory', 'local', a redis:// URL or a store, "
+        f"got {mask_url(spec)!r}"
     )

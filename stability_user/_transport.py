@@ -21,8 +21,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._checks import check_count
 from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
 from ._http import Request, Response
-from ._network import Route, mask_proxy
-from ._secrets import display_text, redact
+from ._network import Route
+from ._secrets import display_text, mask_url, redact
 
 __all__ = ["AiohttpTransport"]
 
@@ -240,7 +240,7 @@ class AiohttpTransport:
             )
         if isinstance(exc, aiohttp.ClientProxyConnectionError):
             proxy = self._route.proxy_for(request.url)
-            where = mask_proxy(proxy) if proxy else "the proxy"
+            where = mask_url(proxy) if proxy else "the proxy"
             return APIConnectionError(
                 f"cannot connect to the proxy {where} ({_os_reason(exc.os_error).lower()})",
                 attempts=request.attempt,

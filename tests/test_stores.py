@@ -293,14 +293,28 @@ class TestRedis:
         assert problem in str(info.value)
         assert "hunter2" not in str(info.value)
 
-    def test_url_password_is_never_shown(self) -> None:
-        store = RedisRateLimitStore("redis://user:hunter2@127.0.0.1:1/0")
+    @pytest.mark.parametrize(
+        "url", ["redis://user:hunter2@127.0.0.1:1/0", "redis://127.0.0.1:1/0?password=hunter2"]
+    )
+    def test_url_password_is_never_shown(self, url: str) -> None:
+        store = RedisRateLimitStore(url)
         assert "hunter2" not in repr(store)
-        assert "hunter2" not in store.where
+        assert store.where == url.replace("hunter2", "***")
         with pytest.raises(ValueError, match="url or a client"):
             RedisRateLimitStore()
-        with pytest.raises(ValueError, match="rate_limit_store") as info:
-            open_store("redis:/user:hunter2@typo")
+
+    @pytest.mark.parametrize(
+        ("spec", "shown"),
+        [
+            ("redis:/user:hunter2@typo", "'redis:/user:***@typo'"),
+            ("redis:/x?password=hunter2", "'redis:/x?password=***'"),
+            ("redis://h:abc/0?password=hunter2", "'redis://h:abc/0?password=***'"),
+        ],
+    )
+    def test_a_mistyped_url_is_shown_without_its_password(self, spec: str, shown: str) -> None:
+        with pytest.raises(ValueError, match=r"rate_limit_store|not a Redis URL") as info:
+            open_store(spec)
+        assert shown in str(info.value)
         assert "hunter2" not in str(info.value)
 
     async def test_a_callers_client_is_used_and_left_open(self, redis_url: str) -> None:
@@ -334,7 +348,8 @@ class TestRedis:
     async def test_unavailable_then_back(self, caplog: pytest.LogCaptureFixture) -> None:
         port = free_port()
         url = f"redis://127.0.0.1:{port}"
-        store = RedisRateLimitStore(url)
+        clock = FakeClock()
+        store = RedisRateLimitStore(url, clock=clock)
         key_id = uuid.uuid4().hex
         try:
             # Nothing listens: limited in this process, one warning.
@@ -345,10 +360,12 @@ class TestRedis:
                 await store.release(key_id, token, LIMIT)  # type: ignore[arg-type]
             warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
             assert len(warnings) == 1
-            assert "unavailable" in warnings[0]
+            assert "unavailable (ConnectionError: " in warnings[0]
             assert f"127.0.0.1:{port}" in warnings[0]
             with redis_server(port):
-                store._down_since = -1e9  # the retry interval has passed
+                clock.advance(4.9)  # within the retry interval: still in this process
+                assert await store.acquire(key_id, LIMIT, 5.0) == approx_wait(10.0 - 4.9)
+                clock.advance(0.1)
                 assert isinstance(await store.acquire(key_id, LIMIT, 5.0), str)
             assert "is back" in caplog.records[-1].getMessage()
         finally:

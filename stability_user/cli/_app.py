@@ -13,10 +13,11 @@ from .._checks import check_base_url
 from .._endpoints import API_VERSIONS, DEFAULT_API_VERSION
 from .._errors import StabilityError
 from .._ratelimit import RateLimit
+from .._secrets import mask_url
 from .._version import __version__
 from . import INTERRUPTED
 from ._balances import balances
-from ._context import Settings, load_ca_bundle, mask_url
+from ._context import Settings, load_ca_bundle
 from ._exporter import exporter
 from ._failures import PROG, Interrupted, install_log_handler, usage_line
 from ._single import account, balance, emulator, watch

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Final
-from urllib.parse import unquote
 
 import attrs
 
@@ -17,7 +14,7 @@ from .._errors import StabilityError
 from .._http import Middleware
 from .._ratelimit import RateLimit, RateLimitWait
 from .._retry import RetryPolicy
-from .._secrets import redact
+from .._secrets import redact, url_secrets
 from .._session import StabilitySession
 from ..testing import StabilityEmulator
 from ._failures import UsageFailure, describe, in_option_terms
@@ -25,37 +22,11 @@ from ._failures import UsageFailure, describe, in_option_terms
 __all__ = [
     "Settings",
     "load_ca_bundle",
-    "mask_url",
     "open_session",
     "optional_key",
     "read_key",
     "require_key",
-    "url_secrets",
 ]
-
-
-# The password of a URL, found without parsing it (a URL that does not parse may
-# still hold one): after "user:" up to the last "@" of the authority, or in a query.
-_PASSWORD: Final = re.compile(r"(?<=//)[^/@:]*:([^/]+)@|[?&]password=([^&#]+)")
-
-
-def _masked(match: re.Match[str]) -> str:
-    start, end = match.span(1 if match.group(1) is not None else 2)
-    return match.string[match.start() : start] + "***" + match.string[end : match.end()]
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password shown as ``***``: safe to print, even if it does not parse."""
-    return _PASSWORD.sub(_masked, url)
-
-
-def url_secrets(url: str | None) -> tuple[str, ...]:
-    """The passwords in ``url``, if it has any: what must never be printed."""
-    if not url:
-        return ()
-    found = [password for match in _PASSWORD.finditer(url) for password in match.groups()]
-    # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
-    return tuple(dict.fromkeys(form for p in found if p is not None for form in (p, unquote(p))))
 
 
 @attrs.frozen
