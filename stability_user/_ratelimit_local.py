@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import pathlib
 import sqlite3
@@ -136,22 +137,32 @@ class LocalRateLimitStore:
             try:
                 connection = self._connect()
                 connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
                 raise self._unusable(exc) from exc
-            try:
-                result = work(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
             return result
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
 
     def _unusable(self, error: BaseException) -> StabilityError:
-        # A broken file stays broken: say which one and what to do, once per call.
-        self._connection = None
+        # The next call opens the file afresh: it may have been repaired or replaced.
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        if isinstance(error, sqlite3.OperationalError) and "locked" in reason:
+            # Busy, not broken: another process held the file past the busy timeout.
+            return StabilityError(
+                f"the machine-wide rate-limit store {self.path} stayed busy for "
+                f"{self._busy_timeout:g} s (another process holds it): try again, or "
+                "choose another store (rate_limit_store='memory')"
+            )
         return StabilityError(
             f"the machine-wide rate-limit store {self.path} cannot be used ({reason}): "
             "delete the file, or choose another store (rate_limit_store='memory')"

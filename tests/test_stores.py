@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -242,6 +243,42 @@ class TestLocal:
         message = str(info.value)
         assert message.startswith(f"the machine-wide rate-limit store {path} cannot be used (")
         assert "delete the file, or choose another store" in message
+
+    async def test_a_file_broken_while_in_use_is_a_clear_error_then_usable_again(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "l.sqlite3"
+        store = LocalRateLimitStore(path)
+        try:
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            with sqlite3.connect(path) as other:  # another process drops a table
+                other.execute("DROP TABLE slots")
+            with pytest.raises(StabilityError, match="cannot be used") as info:
+                await store.acquire("k", LIMIT, 5.0)
+            assert "no such table: slots" in str(info.value)
+            path.unlink()  # what the message says to do
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+        finally:
+            await store.aclose()
+
+    async def test_a_file_held_by_another_process_is_busy_not_broken(self, tmp_path: Path) -> None:
+        path = tmp_path / "l.sqlite3"
+        store = LocalRateLimitStore(path, busy_timeout=0.05)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            other.execute("BEGIN IMMEDIATE")  # and holds it
+            with pytest.raises(StabilityError) as info:
+                await store.acquire("k", LIMIT, 5.0)
+            assert str(info.value) == (
+                f"the machine-wide rate-limit store {path} stayed busy for 0.05 s (another "
+                "process holds it): try again, or choose another store (rate_limit_store='memory')"
+            )
+            other.execute("ROLLBACK")
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+        finally:
+            other.close()
+            await store.aclose()
 
     def test_needs_platformdirs_only_without_a_path(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
