@@ -170,12 +170,16 @@ class RateLimitError(_RetryAfterError):
     """429: too many requests for this key, from the service or from the client's own limiter.
 
     When the client's rate limiter refuses to wait (the wait is longer than the
-    retry policy allows), nothing was sent: ``headers`` is empty and ``error`` is
-    ``None``, and the message says so.
+    retry policy allows), nothing was sent: ``sent`` is ``False``, ``headers`` is
+    empty, ``error`` is ``None``, and the message says so.
 
     Attributes:
         retry_after: seconds until the key may send again, when known.
+        sent: whether the service answered this 429; ``False`` when the client's own
+            rate limiter refused to send.
     """
+
+    sent: bool = True
 
 
 class ServerError(_RetryAfterError):

@@ -7,6 +7,7 @@ allows) when none is free, and records the service's lockout after a 429.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
@@ -53,7 +54,7 @@ class RateLimiter:
         owns_store: close ``store`` with the limiter (a store made from a name or URL).
     """
 
-    __slots__ = ("_fast", "_on_wait", "_owns_store", "_sleep", "limit", "store")
+    __slots__ = ("_fast", "_giving_back", "_on_wait", "_owns_store", "_sleep", "limit", "store")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class RateLimiter:
         self._owns_store = owns_store
         # The in-process store answers without an await: the common case costs no coroutine.
         self._fast = store if isinstance(store, _SYNC_STORES) else None
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     def take_now(self, key_id: str, lease: float) -> Slot | None:
         """A free slot of the in-process store, taken without an await, or ``None``.
@@ -108,7 +110,7 @@ class RateLimiter:
             answer = (
                 fast.acquire_nowait(key_id, limit, lease)
                 if fast is not None
-                else await self.store.acquire(key_id, limit, lease)
+                else await self._from_store(key_id, lease)
             )
             if not isinstance(answer, Wait):
                 return Slot(key_id, answer)
@@ -123,12 +125,30 @@ class RateLimiter:
             await self._sleep(answer.seconds)
             max_wait -= answer.seconds
 
+    async def _from_store(self, key_id: str, lease: float) -> int | str | Wait:
+        # The store's work runs to its end even if the caller is cancelled (SQLite in
+        # its thread, a script in Redis): a slot it took then has nobody to release
+        # it, and would stay held in every process until its lease ran out.
+        taking = asyncio.ensure_future(self.store.acquire(key_id, self.limit, lease))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            giving_back = asyncio.ensure_future(self._give_back(key_id, taking))
+            self._giving_back.add(giving_back)
+            giving_back.add_done_callback(self._giving_back.discard)
+            raise
+
+    async def _give_back(self, key_id: str, taking: asyncio.Future[int | str | Wait]) -> None:
+        try:
+            answer = await taking
+        except Exception:  # noqa: BLE001 - nothing was taken: nothing to give back
+            return
+        if not isinstance(answer, Wait):
+            await self.store.release(key_id, answer, self.limit)
+
     async def release(self, slot: Slot) -> None:
         """The slot's request completed now."""
-        fast = self._fast
-        if fast is not None:
-            fast.release_nowait(slot.key_id, slot.token, self.limit)
-        else:
+        if not self.release_now(slot):
             await self.store.release(slot.key_id, slot.token, self.limit)
 
     async def lock(self, key_id: str, api_key: str, retry_after: float | None) -> None:
@@ -147,7 +167,9 @@ class RateLimiter:
             )
 
     async def aclose(self) -> None:
-        """Close the store if the limiter made it."""
+        """Close the store if the limiter made it, once the slots being given back are."""
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
         if self._owns_store:
             await self.store.aclose()
 
@@ -158,9 +180,11 @@ def _refused(api_key: str, wait: Wait, attempts: int, limit: RateLimit) -> RateL
         why = f"the service locked {key} out"
     else:
         why = f"{key} used its {limit.requests} requests per {limit.window:g} s"
-    return RateLimitError(
+    error = RateLimitError(
         429,
         attempts=attempts,
         detail=f"not sent: {why}, and the wait is longer than the retry policy allows",
         retry_after=wait.seconds,
     )
+    error.sent = False
+    return error

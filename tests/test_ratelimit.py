@@ -194,6 +194,7 @@ class TestLimiter:
             {},
         )
         assert "not sent" in str(error)
+        assert error.sent is False
         assert "k" * 20 not in str(error)  # the key, masked
 
     async def test_tells_who_waits_and_why(self, clock: FakeClock) -> None:
@@ -219,6 +220,54 @@ class TestLimiter:
         assert warnings == [
             "the service locked sk-…kkkk out for 30 s (429): its calls wait until then"
         ]
+
+
+class GatedStore:
+    """An awaited store (as a shared one is) whose acquire ends when the test says."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.state = MemoryRateLimitStore(clock=clock)
+        self.gate = asyncio.Event()
+        self.taking = asyncio.Event()
+        self.released: list[int | str] = []
+
+    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
+        self.taking.set()
+        await self.gate.wait()
+        return self.state.acquire_nowait(key_id, limit, lease)
+
+    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        self.released.append(token)
+        self.state.release_nowait(key_id, token, limit)
+
+    async def lock(self, key_id: str, seconds: float) -> bool:
+        return await self.state.lock(key_id, seconds)
+
+    async def aclose(self) -> None:
+        await self.state.aclose()
+
+
+class TestCancelledWhileTaking:
+    async def test_the_slot_a_shared_store_took_anyway_is_given_back(
+        self, clock: FakeClock
+    ) -> None:
+        store = GatedStore(clock)
+        limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
+        assert limiter.take_now("k", 30.0) is None  # an awaited store: no fast path
+        caller = asyncio.create_task(one_request(limiter))
+        await store.taking.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        store.gate.set()  # the store's work ends after its caller has gone
+        await limiter.aclose()  # waits for the give-back
+        assert len(store.released) == 1
+        # Released, it counts as a request of this window (10 s), no longer as one in
+        # flight until its lease (30 s) runs out: one more now, the next after 10 s.
+        await one_request(limiter)
+        assert clock.sleeps == []
+        await one_request(limiter)
+        assert clock.sleeps == [10.0]
 
 
 class TestSession:
@@ -253,13 +302,14 @@ class TestSession:
             sleep=clock.sleep,
             clock=clock,
         ) as session:
-            with pytest.raises(RateLimitError, match="429"):
+            with pytest.raises(RateLimitError, match="429") as answered:
                 await session.balance()
+            assert answered.value.sent is True  # the service's own 429
             sent = len(emulator.requests)
             # Every other call on the key now knows: it raises at once, unsent.
             with pytest.raises(RateLimitError, match="not sent") as info:
                 await session.account()
-            assert info.value.retry_after == 30.0
+            assert (info.value.retry_after, info.value.sent) == (30.0, False)
             assert len(emulator.requests) == sent
             clock.advance(30)
             assert await session.balance() == Balance(12.5)

@@ -44,7 +44,6 @@ from ._semconv import (
     Ended,
     Target,
     parse_target,
-    refused_by_limiter,
     type_name,
 )
 
@@ -194,7 +193,7 @@ class OpenTelemetryMiddleware:
         if error is not None:
             status = None
             error_type = type_name(error)
-            if isinstance(error, RateLimitError) and refused_by_limiter(error, call):
+            if isinstance(error, RateLimitError) and not error.sent:
                 attributes[REFUSED] = True
             elif isinstance(error, APIError):
                 status, error_type = error.status, str(error.status)
@@ -291,7 +290,6 @@ class OpenTelemetryMiddleware:
             call.attempts = max(call.attempts, request.attempt)
             call.status = status
             call.last = Ended(error_type or str(status), ended, ended_ns)
-            call.headers = outcome.headers if isinstance(outcome, Response) else None
         if span.is_recording():
             span.set_attributes({k: v for k, v in attributes.items() if k in OUTCOME})
             if isinstance(outcome, Response):

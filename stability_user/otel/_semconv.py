@@ -16,7 +16,6 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from .._endpoints import ENDPOINTS
-from .._errors import RateLimitError
 
 __all__ = [
     "ATTEMPT",
@@ -42,7 +41,6 @@ __all__ = [
     "Ended",
     "Target",
     "parse_target",
-    "refused_by_limiter",
     "type_name",
 ]
 
@@ -171,11 +169,3 @@ class Call:
     attempts: int = 0
     status: int | None = None
     last: Ended | None = None  # the last attempt seen
-    headers: Mapping[str, str] | None = None  # of the last response, to tell a refusal
-
-
-def refused_by_limiter(error: RateLimitError, call: Call) -> bool:
-    """A ``RateLimitError`` of the client's own limiter: nothing sent, nothing answered."""
-    # The library's documented marks, and not the headers of the last answer seen
-    # (a hostile server's bare 429 would have both marks).
-    return error.error is None and not error.headers and error.headers is not call.headers
