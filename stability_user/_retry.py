@@ -84,10 +84,11 @@ class RetryPolicy:
 
     A ``Retry-After`` on a 429 or 503 (seconds or an HTTP-date) replaces that wait.
     A 429 *without* ``Retry-After`` waits out the service's documented 60-second
-    lockout (:data:`RATE_LIMIT_LOCKOUT`) instead of burning the remaining attempts
-    inside it. When a wait named by the service exceeds ``max_retry_after``, or any
-    wait would end past ``deadline``, the call does not wait at all: it raises at
-    once (with ``retry_after`` set), so a bulk job can reschedule instead of blocking.
+    lockout (:data:`RATE_LIMIT_LOCKOUT`, or the session's ``RateLimit.lockout``)
+    instead of burning the remaining attempts inside it. When a wait named by the
+    service exceeds ``max_retry_after``, or any wait would end past ``deadline``, the
+    call does not wait at all: it raises at once (with ``retry_after`` set), so a
+    bulk job can reschedule instead of blocking.
 
     Attributes:
         max_attempts: attempts in all, the first included (1 disables retries).
@@ -163,6 +164,16 @@ def _attempt_request(request: Request, attempt: int, left: float | None) -> Requ
     return request
 
 
+async def _locked_out(
+    limiter: RateLimiter, key_id: str, request: Request, retry_after: float | None
+) -> float:
+    """Lock the key out after a 429; the seconds this call waits for it."""
+    await limiter.lock(key_id, request.api_key or "", retry_after)
+    # The lockout the limiter now enforces on every call of the key is this call's
+    # wait too (the policy's own default is the service's 60 s).
+    return limiter.limit.lockout if retry_after is None else retry_after
+
+
 async def call_with_retries(
     request: Request,
     handler: Handler,
@@ -231,7 +242,7 @@ async def call_with_retries(
             status: int | None = exc.status
             retry_after = getattr(exc, "retry_after", None)
             if status == 429 and limiter is not None and key_id is not None:
-                await limiter.lock(key_id, request.api_key or "", retry_after)
+                retry_after = await _locked_out(limiter, key_id, request, retry_after)
         except APIConnectionError as exc:
             if began is not None:
                 _log_attempt(sent, None, clock() - began)

@@ -493,6 +493,28 @@ class TestWithTheLimiter:
         assert clock.sleeps == [10.0]  # all of the deadline went on the wait...
         assert handler.requests[0].timeout == 0.001  # ...so the attempt gets the floor
 
+    async def test_a_429_without_retry_after_waits_the_limits_lockout(
+        self, clock: FakeClock
+    ) -> None:
+        answers = [Response(429, {}, b"{}"), Response(200, {}, b"{}")]
+
+        async def handler(request: Request) -> Response:
+            return answers.pop(0)
+
+        limiter = self.limiter(clock, RateLimit(100, 10.0, lockout=5.0))
+        await call_with_retries(
+            REQUEST,
+            handler,
+            decode,
+            RetryPolicy(),
+            limiter=limiter,
+            key_id="k",
+            sleep=clock.sleep,
+            clock=clock,
+        )
+        assert clock.sleeps == [5.0]  # the limit's lockout, not the policy's default 60 s
+        assert answers == []
+
     async def test_a_429_locks_the_key_and_says_whose_key(
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:
