@@ -64,8 +64,10 @@ class SessionState:
     limiter: RateLimiter | None
     sleep: Sleep
     clock: Clock
-    handler: Handler = attrs.field(init=False, eq=False, repr=False)
-    around_call: tuple[AroundCall, ...] = attrs.field(init=False, eq=False, repr=False)
+    # Derived from the middlewares, which no view changes: built once, and handed on
+    # by attrs.evolve to every view (a bulk run makes one per key).
+    handler: Handler = attrs.field(eq=False, repr=False)
+    around_call: tuple[AroundCall, ...] = attrs.field(eq=False, repr=False)
     # The default request of each endpoint, built on first use and kept: a view made
     # for one bulk check of one key builds only what it sends.
     _requests: dict[str, Request] = attrs.field(init=False, factory=dict, eq=False, repr=False)

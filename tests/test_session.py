@@ -25,6 +25,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
+from stability_user._endpoints import BALANCE
 from stability_user._http import Handler, Request, Response
 from stability_user._transport import AiohttpTransport
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
@@ -198,6 +199,8 @@ class TestLifecycle:
         assert (await view.balance()).credits == 3.0
         assert view._state.transport is parent._state.transport
         assert view._state.limiter is parent._state.limiter
+        assert view._state.handler is parent._state.handler  # the middleware chain, built once
+        assert view._state.default_request(BALANCE) != parent._state.default_request(BALANCE)
         await view.close()
         assert view.closed
         assert (await parent.balance()).credits == 12.5  # closing a view closes nothing shared
