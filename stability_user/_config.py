@@ -23,7 +23,7 @@ from ._checks import (
     check_seconds,
 )
 from ._endpoints import API_VERSIONS, DEFAULT_API_VERSION
-from ._secrets import mask_secret
+from ._secrets import bare_key, mask_secret
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -46,8 +46,7 @@ def key_id_of(api_key: str) -> str:
 
     A ``Bearer`` prefix does not change it: both forms reach the same account.
     """
-    bare = api_key[7:] if api_key.startswith("Bearer ") else api_key
-    digest = hashlib.sha256(b"stability-user key id\0" + bare.encode()).hexdigest()
+    digest = hashlib.sha256(b"stability-user key id\0" + bare_key(api_key).encode()).hexdigest()
     return digest[:32]
 
 

@@ -32,6 +32,9 @@ from ._secrets import display_text
 if TYPE_CHECKING:
     from ._models import ErrorBody
 
+SESSION_CLOSED = "this StabilitySession is closed"
+"""The message of the :class:`StabilityError` a call on a closed session raises."""
+
 __all__ = [
     "APIConnectionError",
     "APIError",

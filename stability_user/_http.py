@@ -9,7 +9,7 @@ middleware sees the response, so no middleware ever holds a connection.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -30,6 +30,12 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
             if key.lower() == lowered:
                 return candidate
     return value
+
+
+def request_id_of(headers: Mapping[str, str], secrets: Iterable[str | None]) -> str | None:
+    """The ``x-request-id`` in ``headers``, redacted of ``secrets`` and safe to print."""
+    value = header(headers, _REQUEST_ID_HEADER)
+    return display_text(value, secrets, limit=100) if value else None
 
 
 def _mask_headers(headers: Mapping[str, str]) -> str:
@@ -89,11 +95,8 @@ class Response:
     @property
     def request_id(self) -> str | None:
         """The service's ``x-request-id``, made safe to print; ``None`` when absent."""
-        value = header(self.headers, _REQUEST_ID_HEADER)
-        if not value:
-            return None
         secret = self.request.api_key if self.request is not None else None
-        return display_text(value, (secret,), limit=100)
+        return request_id_of(self.headers, (secret,))
 
     def __repr__(self) -> str:
         """Status, attempt, size and headers, the key redacted wherever it was echoed."""

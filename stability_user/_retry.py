@@ -52,10 +52,6 @@ def _seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None
     check_seconds(attribute.name, value, zero=True)
 
 
-def _positive_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    check_seconds(attribute.name, value)
-
-
 def _attempts(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     check_count(attribute.name, value)
 

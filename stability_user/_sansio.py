@@ -29,7 +29,7 @@ from ._errors import (
     ServerError,
     StabilityError,
 )
-from ._http import Request, Response, header
+from ._http import Request, Response, header, request_id_of
 from ._secrets import display_text, redact
 from ._version import __version__
 
@@ -152,8 +152,7 @@ def error_for_response(response: Response, config: ClientConfig, *, now: float) 
     except (ValueError, RecursionError):
         data = None
     error = structure_error_body(data, lambda text: redact(text, secrets))
-    raw_id = header(response.headers, "x-request-id")
-    request_id = display_text(raw_id, secrets, limit=100) if raw_id else None
+    request_id = request_id_of(response.headers, secrets)
     detail = None
     if 300 <= status < 400:
         location = display_text(header(response.headers, "Location") or "?", secrets)

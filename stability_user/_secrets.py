@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 __all__ = [
     "REDACTED",
+    "bare_key",
     "display_text",
     "escape_controls",
     "mask_secret",
@@ -49,14 +50,15 @@ def mask_secret(secret: str) -> str:
     Keys of 20 characters or more keep their last four (``sk-…abcd``); shorter
     ones show nothing (``…``). A ``Bearer`` prefix is dropped first.
     """
-    secret = _bare(secret)
+    secret = bare_key(secret)
     if len(secret) >= 20:
         prefix = "sk-" if secret.startswith("sk-") else ""
         return f"{prefix}…{secret[-4:]}"
     return "…"
 
 
-def _bare(secret: str) -> str:
+def bare_key(secret: str) -> str:
+    """The key without a ``Bearer`` prefix: both forms are the same key."""
     return secret[7:] if secret.startswith("Bearer ") else secret
 
 
@@ -84,7 +86,7 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     a secret is found only after decoding percent-, HTML- or backslash-escapes,
     the decoded text is returned, redacted: the escapes were hiding it.
     """
-    bare = [_bare(secret) for secret in secrets if secret]
+    bare = [bare_key(secret) for secret in secrets if secret]
     if not bare:
         return text
     for secret in bare:

@@ -29,7 +29,7 @@ from ._bulk import BalanceResult, TargetLike, check_balances
 from ._checks import check_count, check_seconds
 from ._config import derive_config, make_config
 from ._endpoints import ACCOUNT, BALANCE
-from ._errors import StabilityError
+from ._errors import SESSION_CLOSED, StabilityError
 from ._http import Middleware, Request, Response, Transport
 from ._models import Account, Balance
 from ._network import Route
@@ -45,8 +45,6 @@ from ._watch import BalanceReading, Threshold, watch
 __all__ = ["StabilitySession"]
 
 T = TypeVar("T")
-
-_CLOSED = "this StabilitySession is closed"
 
 
 class _Unset(enum.Enum):
@@ -268,7 +266,7 @@ class StabilitySession:
         # A plain function handing back the call's coroutine: no frame of its own to
         # resume at every step of every call.
         if self.closed:
-            raise StabilityError(_CLOSED)
+            raise StabilityError(SESSION_CLOSED)
         return self._state.call(request, decoder)
 
     async def account(self) -> Account:

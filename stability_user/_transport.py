@@ -19,7 +19,13 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._checks import check_count
-from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, StabilityError
+from ._errors import (
+    SESSION_CLOSED,
+    APIConnectionError,
+    APITimeoutError,
+    ResponseValidationError,
+    StabilityError,
+)
 from ._http import Request, Response
 from ._network import Route
 from ._secrets import display_text, mask_url, redact
@@ -28,7 +34,6 @@ __all__ = ["AiohttpTransport"]
 
 _CHUNK: Final = 65536
 _CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
-_CLOSED: Final = "this StabilitySession is closed"
 _AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
 
 
@@ -104,7 +109,7 @@ class AiohttpTransport:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
-                raise StabilityError(_CLOSED)
+                raise StabilityError(SESSION_CLOSED)
             if self._loop is not None:
                 raise StabilityError(
                     "this StabilitySession was first used in another event loop; "
@@ -132,7 +137,7 @@ class AiohttpTransport:
 
     def _check_open(self, session: aiohttp.ClientSession) -> None:
         if self._closed:
-            raise StabilityError(_CLOSED)
+            raise StabilityError(SESSION_CLOSED)
         if session.closed:
             raise StabilityError("the aiohttp.ClientSession given as http_session is closed")
 
@@ -208,7 +213,7 @@ class AiohttpTransport:
             except RuntimeError as exc:
                 # aiohttp's "Session is closed", when close() won the race.
                 if session.closed:
-                    raise StabilityError(_CLOSED) from exc
+                    raise StabilityError(SESSION_CLOSED) from exc
                 raise
         finally:
             slots.release()
