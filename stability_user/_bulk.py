@@ -106,23 +106,22 @@ class BalanceResult:
         return self.error is None
 
 
-_INVALID: Final = "(invalid target)"
+_INVALID: Final = BalanceTarget(label="(invalid target)")
+"""The target of the result of a ``str`` that cannot be one."""
 
 
-def _as_target(item: TargetLike) -> tuple[BalanceTarget, ValueError | None]:
-    """The target an item stands for, and the reason it cannot be checked, if any.
+def _as_target(item: TargetLike) -> BalanceTarget:
+    """The target an item stands for.
 
-    A plain ``str`` that cannot be an ``Organization`` header (CR, LF, NUL) is one
-    target's failure, reported in its result; an item of another type is a
-    programming error and stops the run.
+    Raises:
+        ValueError: a plain ``str`` that cannot be an ``Organization`` header (CR,
+            LF, NUL): one target's failure, reported in its result.
+        TypeError: an item of another type: a programming error, which stops the run.
     """
     if isinstance(item, BalanceTarget):
-        return item, None
+        return item
     if isinstance(item, str):
-        try:
-            return BalanceTarget(organization=item), None
-        except ValueError as exc:
-            return BalanceTarget(label=_INVALID), exc
+        return BalanceTarget(organization=item)
     raise TypeError(f"a bulk target must be a BalanceTarget or str, got {type(item).__name__}")
 
 
@@ -151,23 +150,23 @@ class _Targets:
         """Whether :meth:`next_sync` may be used (no await needed per target)."""
         return self._sync is not None
 
-    def next_sync(self) -> tuple[int, BalanceTarget, ValueError | None] | None:
+    def next_sync(self) -> tuple[int, TargetLike] | None:
         """The next target of a sync iterable and its position, or ``None`` at the end."""
         assert self._sync is not None  # noqa: S101 - callers check is_sync
         return self._number(next(self._sync, _END))
 
-    async def next(self) -> tuple[int, BalanceTarget, ValueError | None] | None:
+    async def next(self) -> tuple[int, TargetLike] | None:
         """The next target of an async iterable and its position, or ``None`` at the end."""
         assert self._async is not None  # noqa: S101 - callers check is_sync
         async with self._lock:
             return self._number(await anext(self._async, _END))
 
-    def _number(self, item: object) -> tuple[int, BalanceTarget, ValueError | None] | None:
+    def _number(self, item: object) -> tuple[int, TargetLike] | None:
         if item is _END:
             return None
         index = self.count
         self.count += 1
-        return (index, *_as_target(item))  # type: ignore[arg-type]
+        return index, item  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         close = getattr(self._async, "aclose", None)
@@ -237,10 +236,10 @@ async def _worker(source: _Targets, check: CheckBalance, mailbox: _Mailbox) -> N
             taken = source.next_sync() if source.is_sync else await source.next()
             if taken is None:
                 return
-            index, target, invalid = taken
+            index, item = taken
+            target = _INVALID
             try:
-                if invalid is not None:
-                    raise invalid
+                target = _as_target(item)
                 balance = await check(target)
             except (StabilityError, ValueError) as exc:
                 mailbox.put(BalanceResult(target, index, error=exc))
