@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from stability_user.testing import StabilityEmulator
+
 from .hostile import HostileServer, json_response
 from .processes import no_key_in, run_cli
 
@@ -77,16 +79,18 @@ async def test_the_environment_s_https_proxy_is_used(hostile: HostileServer) -> 
     assert hostile.requests[0].startswith(b"CONNECT stability.invalid:443 ")
 
 
-async def test_a_redis_password_is_never_printed() -> None:
+async def test_a_redis_password_is_never_printed(live: StabilityEmulator) -> None:
+    # Nothing listens on port 1: the store warns, naming where it is, and the call
+    # goes on limited in this process.
     result = await run_cli(
-        "--rate-limit-store",
-        "redis://:hunter2@127.0.0.1:1/0",
-        "--emulator",
-        "1",
-        "--max-attempts",
-        "1",
-        "balance",
-        env={"STABILITY_API_KEY": KEY},
+        *("--base-url", live.base_url, "--max-attempts", "1"),
+        *("--rate-limit-store", "redis://:hunter2@127.0.0.1:1/0?password=hunter2", "balance"),
+        env={"STABILITY_API_KEY": live.add_account(credits=7)},
+    )
+    assert (result.code, result.out) == (0, "7.00 credits\n")
+    assert result.err.startswith(
+        "stability-user: warning: rate-limit store redis://:***@127.0.0.1:1/0?password=*** "
+        "is unavailable (ConnectionError: "
     )
     assert "hunter2" not in result.out + result.err
     wrong = await run_cli(

@@ -170,10 +170,11 @@ def only(spans: list[ReadableSpan], kind: SpanKind) -> ReadableSpan:
 
 
 async def test_a_call_with_two_retries(
-    telemetry: Telemetry, emulator: StabilityEmulator, key: str
+    telemetry: Telemetry, emulator: StabilityEmulator, key: str, clock: FakeClock
 ) -> None:
     emulator.script(503, 503, 200)
-    async with traced(emulator, key, telemetry.middleware(), retry=TINY_WAITS) as session:
+    middleware = telemetry.middleware(clock=clock)  # the session's clock: waits take no time
+    async with traced(emulator, key, middleware, clock=clock, retry=TINY_WAITS) as session:
         assert await session.balance() == Balance(12.5)
 
     spans = telemetry.spans()
@@ -241,7 +242,7 @@ async def test_a_call_with_two_retries(
     for event, before, after in zip(retries, attempts, attempts[1:], strict=False):
         wait = attributes(event)["stability.retry.wait"]
         assert isinstance(wait, float)
-        assert 0.009 <= wait < 5.0
+        assert wait == pytest.approx(0.01)  # TINY_WAITS' backoff, measured on the clock
         assert before.end_time <= event.timestamp <= after.start_time  # type: ignore[operator]
 
     # Metrics: one duration per attempt, one per call, one retry per resend.
@@ -268,7 +269,7 @@ async def test_a_call_with_two_retries(
     (calls,) = telemetry.points("stability.client.operation.duration")
     assert calls.count == 1
     assert attributes(calls) == {**operation, "http.response.status_code": 200}
-    assert calls.sum >= 0.019  # both waits are in it
+    assert calls.sum == pytest.approx(0.02)  # both waits are in it (the clock stands still else)
 
     (retried,) = telemetry.points("stability.client.retries")
     assert isinstance(retried, NumberDataPoint)

@@ -307,12 +307,14 @@ class TestRedis:
         try:
             token = await store.acquire(key_id, LIMIT, 5.0)
             in_flight, done, lockout = store._keys(key_id)
-            assert 14_000 < await client.pttl(in_flight) <= 15_011  # lease 5 + window 10 + 0.01
+            # Upper bounds exact; lower ones only far enough to tell which term is there
+            # (Redis counts down in real time while this runs).
+            assert 10_000 < await client.pttl(in_flight) <= 15_011  # lease 5 + window 10 + 0.01
             await store.release(key_id, token, LIMIT)  # type: ignore[arg-type]
             assert await client.exists(in_flight) == 0  # empty sets are deleted
-            assert 9_000 < await client.pttl(done) <= 10_011
+            assert 5_000 < await client.pttl(done) <= 10_011
             await store.lock(key_id, 30.0)
-            assert 29_000 < await client.pttl(lockout) <= 30_001
+            assert 20_000 < await client.pttl(lockout) <= 30_001
         finally:
             await store.aclose()
             await client.aclose()

@@ -16,6 +16,7 @@ from opentelemetry.util.types import AttributeValue
 from .._errors import APIError, RateLimitError, ResponseValidationError
 from .._http import Handler, Request, Response, header
 from .._secrets import redact
+from .._types import Clock
 from .._version import __version__
 
 __all__ = ["OpenTelemetryMiddleware"]
@@ -66,10 +67,13 @@ class OpenTelemetryMiddleware:
             (``stability.organization.id``). Off by default: it names a customer.
         propagate: inject the attempt span's trace context into each request's
             headers (``traceparent``...), with the global propagator.
+        clock: seconds for the durations and waits it measures; ``time.perf_counter``
+            by default (tests give the clock the session waits on).
     """
 
     __slots__ = (
         "_call",
+        "_clock",
         "_operation_duration",
         "_propagate",
         "_record_organization",
@@ -86,8 +90,10 @@ class OpenTelemetryMiddleware:
         meter_provider: metrics.MeterProvider | None = None,
         record_organization: bool = False,
         propagate: bool = False,
+        clock: Clock = time.perf_counter,
     ) -> None:
         """Get a tracer and create the instruments; nothing is sent until a call."""
+        self._clock = clock
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider, schema_url=SCHEMA_URL)
         self._request_duration = meter.create_histogram(
@@ -159,7 +165,7 @@ class OpenTelemetryMiddleware:
     ) -> Any:
         """Wrap one whole call (every attempt and wait) in its span; time it."""
         target = self._target(request)
-        began = time.perf_counter()
+        began = self._clock()
         with self._tracer.start_as_current_span(
             target.call_name,
             kind=SpanKind.INTERNAL,
@@ -187,7 +193,7 @@ class OpenTelemetryMiddleware:
         began: float,
         error: BaseException | None,
     ) -> None:
-        elapsed = time.perf_counter() - began
+        elapsed = self._clock() - began
         attributes = dict(target.operation_metric)
         status = call.status
         if error is not None:
@@ -232,7 +238,7 @@ class OpenTelemetryMiddleware:
             headers = dict(request.headers)
             propagate.inject(headers, context=ctx)
             sent = attrs.evolve(request, headers=headers)
-        began = time.perf_counter()
+        began = self._clock()
         token = otel_context.attach(ctx)
         try:
             response = await handler(sent)
@@ -255,7 +261,7 @@ class OpenTelemetryMiddleware:
             return
         event: Attributes = {
             ATTEMPT: attempt,
-            RETRY_WAIT: max(0.0, time.perf_counter() - last.at),
+            RETRY_WAIT: max(0.0, self._clock() - last.at),
             ERROR_TYPE: last.cause,
         }
         call.span.add_event(RETRY_EVENT, event, timestamp=last.at_ns)
@@ -270,7 +276,7 @@ class OpenTelemetryMiddleware:
         target: Target,
         began: float,
     ) -> None:
-        ended = time.perf_counter()
+        ended = self._clock()
         ended_ns = time.time_ns()  # the span's end, and where a wait that follows begins
         status: int | None
         if isinstance(outcome, Response):

@@ -157,7 +157,7 @@ class Ended:
     """How and when an attempt ended: what a retry after it reports."""
 
     cause: str  # error.type, or the status: why a retry followed
-    at: float  # perf_counter()
+    at: float  # the middleware's clock
     at_ns: int  # the same moment as a span timestamp
 
 
