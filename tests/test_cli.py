@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import pathlib
 import signal
@@ -10,11 +9,9 @@ import sys
 
 import pytest
 
-import stability_user
 from stability_user import __version__
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 from stability_user.testing import RateLimit as EmulatorRateLimit
-from stability_user.testing import __main__ as standalone_emulator
 
 from .processes import no_key_in, run_program, start_cli
 from .processes import run_cli as run
@@ -355,12 +352,6 @@ async def test_runs_as_a_module() -> None:
     assert (result.code, result.out.strip()) == (0, f"stability-user, version {__version__}")
 
 
-def takes_prog() -> bool:
-    """Whether the standalone emulator's main() takes prog= (the emulator branch adds it)."""
-    return "prog" in inspect.signature(standalone_emulator.main).parameters
-
-
-@pytest.mark.skipif(not takes_prog(), reason="needs the emulator's main(argv, prog=...)")
 async def test_the_emulator_command_is_the_standalone_emulator() -> None:
     help_text = await run("emulator", "--help")
     assert help_text.code == 0
@@ -378,10 +369,6 @@ async def test_the_emulator_command_is_the_standalone_emulator() -> None:
     assert process.returncode == 0
 
 
-@pytest.mark.skipif(
-    not hasattr(stability_user, "LocalRateLimitStore"),
-    reason="the library has no machine-wide 'local' rate-limit store yet",
-)
 async def test_back_to_back_runs_share_one_window_through_the_local_store(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
 from arq.connections import RedisSettings
 
-import stability_user
 from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulator
 
 from .processes import Run, clean_environment, run_program
@@ -241,14 +240,6 @@ ARQ_DEPRECATED_CLOSE = pytest.mark.filterwarnings(
 )
 
 
-# The workers share their rate limit through Redis: the library's Redis store.
-NEEDS_REDIS_STORE = pytest.mark.skipif(
-    not hasattr(stability_user, "RedisRateLimitStore"),
-    reason="the library has no Redis rate-limit store yet",
-)
-
-
-@NEEDS_REDIS_STORE
 @ARQ_DEPRECATED_CLOSE
 async def test_arq_demo_in_one_process(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
@@ -260,7 +251,6 @@ async def test_arq_demo_in_one_process(redis_url: str, monkeypatch: pytest.Monke
     assert all(r["error"] is None for r in results)
 
 
-@NEEDS_REDIS_STORE
 async def test_arq_worker_process_and_enqueuer(
     redis_url: str, live: StabilityEmulator, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
