@@ -76,9 +76,16 @@ async def test_normal_answers(emulator: StabilityEmulator, key: str, version: st
     answer = await get(emulator.base_url, account, key)
     assert answer[0] == 200
     conforms(version, account, answer)
-    for headers in ({}, {"Organization": "org-a"}, {"Organization": "org-b"}):
+    assert answer[2]["organizations"][1] == {
+        "id": "org-b",
+        "name": "B",
+        "role": "MEMBER",
+        "is_default": False,
+    }
+    for organization, credits in ((None, 3), ("org-a", 3), ("org-b", 0.125)):
+        headers = {"Organization": organization} if organization else {}
         answer = await get(emulator.base_url, balance, key, **headers)
-        assert answer[0] == 200
+        assert (answer[0], answer[2]) == (200, {"credits": credits})
         conforms(version, balance, answer)
 
 
@@ -104,6 +111,10 @@ async def test_error_answers(
     cases.append((account, await get(url, account, fresh)))  # locked out
     statuses = [answer[0] for _, answer in cases]
     assert statuses == [401, 401, 403, 404, 405, 405, 429, 429]
+    names = [answer[2]["name"] for _, answer in cases[:4]]
+    assert names == ["unauthorized", "unauthorized", "permission_denied", "not_found"]
+    if version == "v1":
+        assert set(cases[0][1][2]) == {"id", "name", "message"}  # v1's shorter error shape
     assert [answer[1]["Retry-After"] for _, answer in cases[-2:]] == ["60", "59"]
     for path, answer in cases:
         conforms(version, path, answer)
