@@ -38,14 +38,19 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free pair of ports for a cluster node")
 
 
+def installed(name: str, package: str) -> str:
+    """Where program ``name`` is; the test skips (fails in CI) when it is not installed."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {name} (.ci/run installs Debian's {package})")
+        pytest.skip(f"{name} is not installed (Debian: apt-get install {package})")
+    return found
+
+
 def redis_binary() -> str:
     """Where redis-server is; the test skips (fails in CI) when it is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide redis-server (.ci/run installs it)")
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    return binary
+    return installed("redis-server", "redis-server")
 
 
 @contextlib.contextmanager

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 from stability_user.testing import StabilityEmulator
+
+from .servers import installed
 
 MONITORING = pathlib.Path(__file__).parent.parent / "examples" / "monitoring"
 sys.path.insert(0, str(MONITORING))
@@ -23,13 +22,8 @@ import check_with_prometheus as example  # noqa: E402
 
 
 def binary(name: str) -> str:
-    """Where ``name`` is; the test skips (fails in CI) when it is not installed."""
-    found = shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide {name} (.ci/run installs Debian's prometheus)")
-        pytest.skip(f"{name} is not installed (Debian: apt-get install prometheus)")
-    return found
+    """Where ``name`` (of Debian's prometheus) is; skips, or fails in CI, without it."""
+    return installed(name, "prometheus")
 
 
 def promtool(*args: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -31,6 +30,7 @@ from stability_user.testing import StabilityEmulator
 
 from .conftest import KEY
 from .fakes import FakeClock
+from .servers import free_port
 
 HOST = "api.test"
 
@@ -257,9 +257,7 @@ def test_certificate_checks_cannot_be_turned_off() -> None:
 
 
 async def test_a_dead_proxy_is_named_as_such(clock: FakeClock) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed once the block ends: nothing listens
+    port = free_port()  # nothing listens there
     async with session_to(
         443,
         clock,

@@ -17,7 +17,7 @@ import pytest
 
 from stability_user.testing import RateLimit, StabilityEmulator
 
-from .processes import clean_environment
+from .processes import run_program
 
 WORKERS = 4
 CALLS = 200
@@ -27,24 +27,14 @@ LIMIT = RateLimit(100, 0.5, 1.0)  # the service's numbers scaled down: 100 per 0
 async def run_workers(
     emulator: StabilityEmulator, key: str, store: str, cache: Path, calls: int = CALLS
 ) -> list[dict[str, object]]:
-    env = clean_environment({"STABILITY_API_KEY": key, "XDG_CACHE_HOME": str(cache)})
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.rate_worker",
-            emulator.base_url,
-            store,
-            f"{LIMIT.requests}/{LIMIT.window}",
-            str(calls),
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        for _ in range(WORKERS)
-    ]
-    outputs = [await process.communicate() for process in processes]
-    assert [p.returncode for p in processes] == [0] * WORKERS
-    return [json.loads(out) for out, _ in outputs]
+    env = {"STABILITY_API_KEY": key, "XDG_CACHE_HOME": str(cache)}
+    argv = (sys.executable, "-m", "tests.rate_worker", emulator.base_url, store)
+    limit = f"{LIMIT.requests}/{LIMIT.window}"
+    runs = await asyncio.gather(
+        *(run_program(*argv, limit, str(calls), env=env) for _ in range(WORKERS))
+    )
+    assert [run.code for run in runs] == [0] * WORKERS, [run.err for run in runs]
+    return [json.loads(run.out) for run in runs]
 
 
 def busiest_window(times: list[float], window: float) -> int:
