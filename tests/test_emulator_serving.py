@@ -39,16 +39,6 @@ def test_loopback_hosts_need_no_permission(host: str, recwarn: pytest.WarningsRe
     assert len(recwarn) == 0
 
 
-@pytest.mark.parametrize(
-    ("host", "prefix"), [("127.0.0.2", "http://127.0.0.2:"), ("localhost", "")]
-)
-async def test_serves_on_other_loopback_names(host: str, prefix: str) -> None:
-    async with StabilityEmulator(host=host) as emulator:
-        key = emulator.add_account(credits=4)
-        assert emulator.base_url.startswith(prefix or ("http://127.0.0.1:", "http://[::1]:"))
-        assert (await get(emulator.base_url, "/v1/user/balance", key))[2] == {"credits": 4}
-
-
 @pytest.fixture(name="ca", scope="module")
 def _ca() -> trustme.CA:
     return trustme.CA()

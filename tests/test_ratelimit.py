@@ -325,7 +325,8 @@ class TestSession:
     async def test_limit_off(self, emulator: StabilityEmulator, key: str) -> None:
         async with StabilitySession(key, base_url=emulator.base_url, rate_limit=None) as session:
             assert session.rate_limit is None
-            await session.balance()
+            assert session._state.limiter is None  # no slot taken, no store opened
+            assert await session.balance() == Balance(12.5)
 
     async def test_a_session_on_its_own_clock_keeps_its_own_store(self, clock: FakeClock) -> None:
         async with StabilitySession("sk-" + "k" * 20, clock=clock) as session:
