@@ -6,10 +6,14 @@ import asyncio
 import collections
 import gzip
 import json
+import traceback
 import zlib
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import attrs
+
+from stability_user import APIError
 
 GOOD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
@@ -120,3 +124,34 @@ async def start_hostile() -> AsyncIterator[HostileServer]:
             hostile.hold.set()
         server.close()
         await server.wait_closed()
+
+
+def everything_said(error: BaseException) -> str:
+    """Every text an error puts in front of a person: message, repr, whole traceback."""
+    parts = [str(error), repr(error), *traceback.format_exception(error)]
+    if isinstance(error, APIError):
+        parts += [repr(error.error), str(error.request_id)]
+    return "\n".join(parts)
+
+
+def json_escaped(text: str, every: bool) -> str:
+    """``text`` as a server could write it inside a JSON string: \\u-escaped."""
+    if every:
+        return "".join(f"\\u{ord(c):04x}" for c in text)
+    return f"\\u{ord(text[0]):04x}{text[1:]}"
+
+
+def echoed_forms(key: str) -> dict[str, str]:
+    """``key`` (an ``sk-`` key) in every form a server has been seen to echo it, by name."""
+    return {
+        "plain": key,
+        "json, one character": json_escaped(key, every=False),
+        "json, every character": json_escaped(key, every=True),
+        "percent, one character": "sk%2D" + key[3:],
+        "percent, every character": "".join(f"%{ord(c):02X}" for c in key),
+        "percent, lower case": quote(key, safe="").replace("-", "%2d"),
+        "bytes repr": "".join(f"\\x{ord(c):02x}" for c in key),
+        "html entities": "".join(f"&#{ord(c)};" for c in key),
+        "html hex entities": "".join(f"&#x{ord(c):x};" for c in key),
+        "escaped twice": quote(json_escaped(key, every=True), safe=""),
+    }

@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from multidict import CIMultiDict
 
 from stability_user.testing import (
     EmulatedOrganization,
@@ -21,6 +20,7 @@ from stability_user.testing import (
 )
 
 from .fakes import FakeClock
+from .wire import get
 
 SPEC = json.loads((pathlib.Path(__file__).parent / "data" / "openapi.json").read_text())
 SCHEMAS = SPEC["components"]["schemas"]
@@ -30,30 +30,6 @@ def validate(body: Any, name: str) -> None:
     """Validate against a component schema of the official spec, $refs resolved in place."""
     schema = {**SCHEMAS[name], "components": SPEC["components"]}
     jsonschema.validate(body, schema)
-
-
-async def call(
-    method: str, base_url: str, path: str, key: str | None = None, **headers: str
-) -> tuple[int, CIMultiDict[str], Any]:
-    """One request on a fresh connection: status, headers, and the body parsed if it is JSON."""
-    if key is not None:
-        headers["Authorization"] = key
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, base_url + path, headers=headers) as resp,
-    ):
-        raw = await resp.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = raw
-        return resp.status, CIMultiDict(resp.headers), body
-
-
-async def get(
-    base_url: str, path: str, key: str | None = None, **headers: str
-) -> tuple[int, CIMultiDict[str], Any]:
-    return await call("GET", base_url, path, key, **headers)
 
 
 async def test_bearer_and_raw_keys(emulator: StabilityEmulator) -> None:

@@ -21,8 +21,7 @@ from stability_user.testing import StabilityEmulator
 from stability_user.testing.__main__ import _emulator, build_parser, main
 
 from .processes import clean_environment
-from .test_emulator import get
-from .test_emulator_logs import malformed_requests, send_raw
+from .wire import get, malformed_requests, send_raw
 
 PROG = "python -m stability_user.testing"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - never bound: the tests check it is refused

@@ -7,7 +7,7 @@ import pytest
 
 from stability_user.testing import Fault, StabilityEmulator
 
-from .test_emulator import call, get
+from .wire import call, get
 
 RESOURCES = [
     f"/{version}/user/{endpoint}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 
@@ -11,37 +10,7 @@ import pytest
 from stability_user.testing import StabilityEmulator
 from stability_user.testing._logs import SERVER_LOGGER
 
-
-def malformed_requests(key: str) -> dict[str, bytes]:
-    """Requests aiohttp's parser rejects, each carrying ``key`` where the parser quotes it."""
-    head = b"GET /v1/user/balance HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    raw = key.encode()
-    return {
-        "plain key, bad byte in the value": head + b"Authorization: " + raw + b"\x01\r\n\r\n",
-        "Bearer key, bad byte in the value": head
-        + b"Authorization: Bearer "
-        + raw
-        + b"\x7f\r\n\r\n",
-        "key in a broken request line": b"GET /v1/user/balance?" + raw + b" junk HTTP/1.1\r\n\r\n",
-        "Bearer key in a header line too long": head
-        + b"Authorization: Bearer "
-        + raw
-        + b"x" * 9000
-        + b"\r\n\r\n",
-        "plain key as a header name": head + raw + b" : x\r\n\r\n",
-    }
-
-
-async def send_raw(port: int, data: bytes) -> bytes:
-    """Send ``data`` on a fresh connection and read the answer until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
+from .wire import malformed_requests, send_raw
 
 
 async def test_malformed_requests_are_logged_without_their_bytes(

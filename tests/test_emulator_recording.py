@@ -9,7 +9,7 @@ import pytest
 from stability_user.testing import StabilityEmulator
 
 from .fakes import FakeClock
-from .test_emulator import get
+from .wire import get
 
 
 async def test_requests_are_recorded_with_the_key_redacted(

@@ -10,7 +10,7 @@ import trustme
 
 from stability_user.testing import RemoteAccessWarning, StabilityEmulator
 
-from .test_emulator import get
+from .wire import get
 
 # Never bound here: these tests check that the emulator refuses it, or warns before it would.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104

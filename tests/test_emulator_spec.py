@@ -15,7 +15,7 @@ import pytest
 from stability_user.testing import EmulatedOrganization, Fault, RateLimit, StabilityEmulator
 
 from .fakes import FakeClock
-from .test_emulator import call, get
+from .wire import call, get
 
 DATA = pathlib.Path(__file__).parent / "data"
 SPECS: dict[str, dict[str, Any]] = {

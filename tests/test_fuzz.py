@@ -9,7 +9,6 @@ produces contains the key.
 from __future__ import annotations
 
 import json
-import traceback
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -22,9 +21,10 @@ from stability_user._http import Request
 from stability_user._sansio import decode
 
 from .conftest import KEY
-from .test_secrets import ECHOES
+from .hostile import echoed_forms, everything_said
 
 CONFIG = make_config(KEY, environ={})
+ECHOES = echoed_forms(KEY)
 REQUEST = Request("GET", "https://api.stability.ai/v1/user/balance", {"Authorization": KEY}, 5.0)
 
 echo = st.sampled_from(sorted(ECHOES.values()))
@@ -83,13 +83,6 @@ headers = st.dictionaries(
 )
 
 
-def said(error: BaseException) -> str:
-    parts = [str(error), repr(error), *traceback.format_exception(error)]
-    if isinstance(error, APIError):
-        parts += [repr(error.error), str(error.request_id)]
-    return "\n".join(parts)
-
-
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     status=st.one_of(
@@ -113,6 +106,6 @@ def test_decoding_anything_gives_a_model_or_a_library_error(
         assert 200 <= status < 300
         assert isinstance(result, endpoint.model)
     else:
-        assert KEY not in said(error)
+        assert KEY not in everything_said(error)
         assert not isinstance(error, APIError) or error.status == status
     assert KEY not in repr(response)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import gzip
 import logging
-import traceback
 import tracemalloc
 from collections.abc import AsyncIterator
 from urllib.parse import quote
@@ -35,8 +34,17 @@ from stability_user import (
 
 from .conftest import KEY
 from .fakes import FakeClock
-from .hostile import HostileServer, deflate_bomb_chunked, gzip_bomb, http, json_response
-from .test_secrets import ECHOES
+from .hostile import (
+    HostileServer,
+    deflate_bomb_chunked,
+    echoed_forms,
+    everything_said,
+    gzip_bomb,
+    http,
+    json_response,
+)
+
+ECHOES = echoed_forms(KEY)
 
 
 @contextlib.asynccontextmanager
@@ -55,14 +63,6 @@ async def session_on(
 
 
 IMPOSSIBLE_DATE = "Mon, 01 Jan 9999999999999999999 00:00:00 GMT"
-
-
-def everything_said(error: BaseException) -> str:
-    """Every text an error puts in front of a person: message, repr, whole traceback."""
-    parts = [str(error), repr(error), *traceback.format_exception(error)]
-    if isinstance(error, APIError):
-        parts += [repr(error.error), str(error.request_id)]
-    return "\n".join(parts)
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> str:

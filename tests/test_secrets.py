@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,9 @@ from hypothesis import strategies as st
 from stability_user._secrets import REDACTED, display_text, escape_controls, mask_secret, redact
 
 from .conftest import KEY
+from .hostile import echoed_forms
+
+ECHOES = echoed_forms(KEY)
 
 
 class TestMask:
@@ -25,27 +27,6 @@ class TestMask:
     @pytest.mark.parametrize("short", ["", "k", "sk-short", "x" * 19, "Bearer " + "x" * 19])
     def test_short_keys_show_nothing(self, short: str) -> None:
         assert mask_secret(short) == "…"
-
-
-def json_escaped(text: str, every: bool) -> str:
-    """``text`` as a server could write it inside a JSON string: \\u-escaped."""
-    if every:
-        return "".join(f"\\u{ord(c):04x}" for c in text)
-    return f"\\u{ord(text[0]):04x}{text[1:]}"
-
-
-ECHOES = {
-    "plain": KEY,
-    "json, one character": json_escaped(KEY, every=False),
-    "json, every character": json_escaped(KEY, every=True),
-    "percent, one character": "sk%2D" + KEY[3:],
-    "percent, every character": "".join(f"%{ord(c):02X}" for c in KEY),
-    "percent, lower case": quote(KEY, safe="").replace("-", "%2d"),
-    "bytes repr": "".join(f"\\x{ord(c):02x}" for c in KEY),
-    "html entities": "".join(f"&#{ord(c)};" for c in KEY),
-    "html hex entities": "".join(f"&#x{ord(c):x};" for c in KEY),
-    "escaped twice": quote(json_escaped(KEY, every=True), safe=""),
-}
 
 
 class TestRedact:
