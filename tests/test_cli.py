@@ -149,6 +149,21 @@ async def test_missing_key_is_a_usage_error_naming_both_ways() -> None:
             "--below: must be a finite number, got nan (see 'stability-user watch --help')",
         ),
         (
+            ["--emulator", "1", "exporter", "--interval", "nan"],
+            "--interval: must be a number of seconds > 0, got nan "
+            "(see 'stability-user exporter --help')",
+        ),
+        (
+            ["--emulator", "1", "watch", "--interval", "inf", "--once"],
+            "--interval: must be a number of seconds > 0, got inf "
+            "(see 'stability-user watch --help')",
+        ),
+        (
+            ["--emulator", "1", "exporter", "--interval", "90000"],
+            "--interval: must be at most 86400 seconds, got 90000 "
+            "(see 'stability-user exporter --help')",
+        ),
+        (
             ["--emulator", "1", "balances", "-c", "0"],
             "--concurrency: 0 is not in the range 1<=x<=10000 "
             "(see 'stability-user balances --help')",

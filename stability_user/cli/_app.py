@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ from ._balances import balances
 from ._context import Settings, load_ca_bundle
 from ._exporter import exporter
 from ._failures import PROG, Interrupted, install_log_handler, usage_line
+from ._options import seconds
 from ._single import account, balance, emulator, watch
 
 __all__ = ["cli", "run"]
@@ -39,12 +39,6 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, value: str | None) -
         return RateLimit.parse(value)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx, param) from None
-
-
-def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"must be a number of seconds > 0, got {value:g}", ctx, param)
-    return value
 
 
 def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -118,7 +112,7 @@ def _proxy(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     "--timeout",
     type=float,
     metavar="SECONDS",
-    callback=_seconds,
+    callback=seconds,
     default=30.0,
     show_default=True,
     help="Seconds per attempt.",

@@ -16,9 +16,9 @@ from .._bulk import BalanceTarget
 from .._targets import TargetFileError, read_targets
 from ._context import Settings, open_session, optional_key
 from ._failures import Interrupted, UsageFailure, interruptible, run_async
+from ._options import below_option, concurrency_option
 from ._output import FORMATS, Tally, formatter, header
 from ._progress import Progress
-from ._single import finite
 
 __all__ = ["balances"]
 
@@ -93,14 +93,7 @@ async def _from_thread(
 
 @click.command()
 @click.argument("source", required=False, metavar="[FILE|-]")
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(min=1, max=10_000),
-    default=32,
-    show_default=True,
-    help="Checks in flight at once.",
-)
+@concurrency_option("Checks in flight at once.")
 @click.option("--ordered", is_flag=True, help="Print results in input order.")
 @click.option(
     "--format",
@@ -110,9 +103,7 @@ async def _from_thread(
     show_default=True,
     help="Rows on stdout: a table, JSON (one object per line) or CSV (with a header).",
 )
-@click.option(
-    "--below", type=float, callback=finite, help="Flag balances under this many credits as LOW."
-)
+@below_option("Flag balances under this many credits as LOW.")
 @click.option(
     "--summary",
     type=click.Choice(["text", "json", "none"]),

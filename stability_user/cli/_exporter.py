@@ -29,6 +29,7 @@ from .._targets import TargetFileError, read_targets
 from .._types import Clock, Sleep
 from ._context import Settings, open_session, optional_key
 from ._failures import PROG, UsageFailure, describe, interruptible, run_async
+from ._options import concurrency_option, interval_option
 from ._single import _now
 
 if TYPE_CHECKING:
@@ -206,21 +207,11 @@ async def _export(
     show_default=True,
     help="Serve /metrics on this port; 0 picks a free one.",
 )
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True, max=86400),
-    default=60.0,
-    show_default=True,
-    help="Seconds in which every target is checked once, the checks spread evenly over them.",
+@interval_option(
+    "Seconds in which every target is checked once, the checks spread evenly over them.",
+    at_most=86400,
 )
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(min=1, max=10_000),
-    default=32,
-    show_default=True,
-    help="Checks in flight at most (a slow target never holds up the others).",
-)
+@concurrency_option("Checks in flight at most (a slow target never holds up the others).")
 @click.pass_obj
 @interruptible
 def exporter(

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import math
 from collections.abc import Callable
 
 import click
 
 from ._context import Settings, open_session, require_key
 from ._failures import describe, interruptible, mask_keys, run_async
+from ._options import below_option, interval_option, organization_option
 from ._output import account_lines, balance_line
 
-__all__ = ["account", "balance", "emulator", "finite", "watch"]
+__all__ = ["account", "balance", "emulator", "watch"]
 
 BELOW = 1  # watch --once: the balance is below --below
 CHECK_FAILED = 3  # watch --once: the balance could not be read
-
-
-def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """An option's callback refusing ``nan`` and ``inf``, which click's float accepts."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value:g}", ctx, param)
-    return value
 
 
 @click.command()
@@ -47,7 +40,7 @@ def account(settings: Settings, *, as_json: bool) -> int:
 
 
 @click.command()
-@click.option("--organization", "-o", help="An organization other than the default one.")
+@organization_option("An organization other than the default one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @interruptible
@@ -73,15 +66,9 @@ def _now() -> str:
 
 
 @click.command()
-@click.option("--below", type=float, callback=finite, help="Flag readings under this many credits.")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True, max=86400 * 365),
-    default=60.0,
-    show_default=True,
-    help="Seconds between polls.",
-)
-@click.option("--organization", "-o", help="Watch this organization instead of the default.")
+@below_option("Flag readings under this many credits.")
+@interval_option("Seconds between polls.", at_most=86400 * 365)
+@organization_option("Watch this organization instead of the default.")
 @click.option(
     "--once",
     is_flag=True,
