@@ -107,6 +107,12 @@ def test_series_are_named_by_label_else_masked_key_and_never_show_a_key() -> Non
     ]
 
 
+def test_a_key_of_no_target_in_a_label_is_masked_too() -> None:
+    stranger = "sk-" + "s" * 44 + "wxyz"
+    targets = [BalanceTarget(api_key=KEYS[0], label=f"see {stranger}")]
+    assert series_labels(targets, "f") == [("see sk-…wxyz", "")]
+
+
 def test_two_targets_in_one_series_are_refused() -> None:
     targets = [
         BalanceTarget(api_key=KEYS[0], label="a"),

@@ -35,7 +35,7 @@ from .._http import Handler, Request, Response
 from .._ratelimit import RateLimitWait
 from .._secrets import mask_secret, redact
 from .._version import __version__
-from ._failures import Failure, UsageFailure
+from ._failures import Failure, UsageFailure, mask_keys
 
 __all__ = ["ExporterMetrics", "series_labels", "serve_metrics"]
 
@@ -67,18 +67,24 @@ def series_labels(targets: Sequence[BalanceTarget], source: str) -> list[Labels]
         UsageFailure: two targets would share one series: their numbers in ``source``.
     """
     # A label or organization holding a key (columns swapped in a spreadsheet) must
-    # not publish it: every key of the file is redacted from both.
-    keys = sorted({target.api_key for target in targets if target.api_key})
+    # not publish it: the target's own key is redacted in any form, every other key of
+    # the file as it is written (a set lookup per token: linear in the file), and any
+    # other key-looking token masked.
+    keys = frozenset(target.api_key for target in targets if target.api_key)
+
+    def published(text: str, own_key: str | None) -> str:
+        return mask_keys(redact(text, (own_key,)), keys)
+
     seen: dict[Labels, int] = {}
     labels = []
     for number, target in enumerate(targets, 1):
         if target.label:
-            name = redact(target.label, keys)
+            name = published(target.label, target.api_key)
         elif target.api_key:
             name = mask_secret(target.api_key)
         else:
             name = "(session key)"
-        pair = (name, redact(target.organization or "", keys))
+        pair = (name, published(target.organization or "", target.api_key))
         first = seen.setdefault(pair, number)
         if first != number:
             raise UsageFailure(

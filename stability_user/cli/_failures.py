@@ -9,7 +9,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from typing import IO, Any, Final, ParamSpec, TypeVar
 
 import click
@@ -27,7 +27,7 @@ from .._errors import (
     ServerError,
     StabilityError,
 )
-from .._secrets import escape_controls, mask_secret, redact
+from .._secrets import REDACTED, escape_controls, mask_secret, redact
 from .._targets import TargetFileError
 
 __all__ = [
@@ -57,9 +57,17 @@ KEY_HINT: Final = (
 )
 
 
-def mask_keys(text: str) -> str:
-    """``text`` with every key-looking token masked (``sk-…abcd``)."""
-    return _KEY_LIKE.sub(lambda match: mask_secret(match.group(0)), text)
+def mask_keys(text: str, redacted: Container[str] = ()) -> str:
+    """``text`` with every key-looking token masked (``sk-…abcd``), or redacted if known.
+
+    A token in ``redacted`` (keys the program holds) is replaced whole (``[redacted]``).
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        key = match.group(0)
+        return REDACTED if key in redacted else mask_secret(key)
+
+    return _KEY_LIKE.sub(hide, text)
 
 
 def _one_line(message: str, *, usage: bool) -> str:
