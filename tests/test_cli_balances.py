@@ -254,6 +254,28 @@ async def test_terminal_text_has_its_control_characters_escaped(
     assert "\x1b" not in as_json.out  # the encoder escapes it
 
 
+async def test_account_text_is_hostile_input_too(live: StabilityEmulator) -> None:
+    key, stranger = "sk-" + "k" * 44 + "abcd", "sk-" + "s" * 44 + "wxyz"
+    # A server echoing the key it was sent, another key, and a name of 300,000 characters.
+    live.add_account(
+        api_key=key,
+        email=f"{key} x@example.com",
+        organizations=[EmulatedOrganization(stranger, "N" * 300_000, is_default=True)],
+    )
+    env = {"STABILITY_API_KEY": key, "STABILITY_API_HOST": live.base_url}
+    text = await run_cli("account", env=env)
+    assert text.code == 0, text.err
+    assert text.out.splitlines() == [
+        "[redacted] x@example.com (user-1)",
+        f"  sk-…wxyz  {'N' * 200}… (299800 more characters)  [MEMBER]  (default)",
+    ]
+    as_json = json.loads((await run_cli("account", "--json", env=env)).out)
+    assert as_json["email"] == "[redacted] x@example.com"
+    assert as_json["organizations"][0]["id"] == "sk-…wxyz"
+    assert len(as_json["organizations"][0]["name"]) < 300
+    no_key_in(text, key, stranger)
+
+
 async def test_progress_bar_on_a_terminal_shows_the_total_and_the_waits(
     live: StabilityEmulator, tmp_path: pathlib.Path
 ) -> None:

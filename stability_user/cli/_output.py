@@ -19,7 +19,7 @@ import attrs
 
 from .._bulk import BalanceResult
 from .._models import Account, Balance
-from .._secrets import escape_controls, mask_secret
+from .._secrets import escape_controls, mask_secret, redact
 from ._failures import mask_keys
 
 __all__ = [
@@ -45,6 +45,8 @@ CSV_FIELDS: Final = (
     "error_type",
     "error",
 )
+_MAX_FIELD: Final = 200  # characters of one text field of the service's shown
+
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -125,14 +127,33 @@ def _line(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
     return as_table
 
 
-def account_lines(account: Account, *, as_json: bool) -> list[str]:
-    """The account and its organizations, as text lines or one JSON document."""
+def _from_server(text: str, key: str | None) -> str:
+    """A text field the service sent: no key in it, in any form, and at most a line long."""
+    text = mask_keys(redact(text, (key,)))
+    if len(text) > _MAX_FIELD:
+        text = f"{text[:_MAX_FIELD]}… ({len(text) - _MAX_FIELD} more characters)"
+    return text
+
+
+def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[str]:
+    """The account and its organizations, as text lines or one JSON document.
+
+    Every text the service sent is hostile input: ``key`` (the one the account was
+    read with) and any other key-looking token are hidden, each field is capped,
+    and control characters are escaped (by the JSON encoder in JSON).
+    """
+
+    def field(_: object, __: object, value: object) -> object:
+        return _from_server(value, key) if isinstance(value, str) else value
+
     if as_json:
-        return [json.dumps(attrs.asdict(account), indent=2)]
-    lines = [escape_controls(f"{account.email} ({account.id})")]
+        return [json.dumps(attrs.asdict(account, value_serializer=field), indent=2)]
+    email, account_id = _from_server(account.email, key), _from_server(account.id, key)
+    lines = [escape_controls(f"{email} ({account_id})")]
     for org in account.organizations:
         default = "  (default)" if org.is_default else ""
-        lines.append(escape_controls(f"  {org.id}  {org.name}  [{org.role}]{default}"))
+        name, org_id, role = (_from_server(text, key) for text in (org.name, org.id, org.role))
+        lines.append(escape_controls(f"  {org_id}  {name}  [{role}]{default}"))
     return lines
 
 

@@ -29,7 +29,7 @@ def account(settings: Settings, *, as_json: bool) -> int:
 
     async def work() -> list[str]:
         async with open_session(settings, key) as (session, _):
-            return account_lines(await session.account(), as_json=as_json)
+            return account_lines(await session.account(), as_json=as_json, key=key)
 
     lines = run_async(
         work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
