@@ -13,29 +13,17 @@ from typing import BinaryIO, Final
 import click
 
 from .._bulk import BalanceTarget
-from .._targets import TargetFileError, read_targets
-from ._context import Settings, open_session, optional_key
-from ._failures import Interrupted, UsageFailure, interruptible, run_async
+from .._targets import read_targets
+from . import INTERRUPTED
+from ._context import Settings, open_session, optional_key, read_target_file
+from ._failures import Interrupted, UsageFailure, interruptible
 from ._options import below_option, concurrency_option
 from ._output import FORMATS, Tally, formatter, header
 from ._progress import Progress
 
 __all__ = ["balances"]
 
-INTERRUPTED: Final = 130
 _AHEAD: Final = 1024  # targets read from stdin ahead of the checks, at most
-
-
-def _count(path: str) -> int:
-    """Read the whole file once, lines only, so a bad line stops the run before any call."""
-    try:
-        return sum(1 for _ in read_targets(path))
-    except TargetFileError as error:
-        raise UsageFailure(str(error)) from None
-    except OSError as error:
-        raise UsageFailure(
-            f"cannot read {path}: {(error.strerror or str(error)).lower()}"
-        ) from None
 
 
 async def _from_stdin() -> AsyncIterator[BalanceTarget]:
@@ -140,9 +128,8 @@ def balances(
         )
     total = None
     if source not in (None, "-"):
-        total = _count(source)
-        if total == 0:
-            raise UsageFailure(f"no targets in {source}: it holds only blank lines and comments")
+        # The whole file once, lines only, so a bad line stops the run before any call.
+        total = sum(1 for _ in read_target_file(source))
     key = optional_key(settings)
     progress = Progress(total if source is not None else settings.emulator)
     tally = Tally(total if source is not None else settings.emulator, below)
@@ -169,9 +156,7 @@ def balances(
 
     interrupted = False
     try:
-        run_async(
-            work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
-        )
+        settings.run(work())
     except Interrupted:
         interrupted = True
     finally:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -16,8 +17,9 @@ from .._ratelimit import RateLimit, RateLimitWait
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
 from .._session import StabilitySession
+from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
-from ._failures import UsageFailure, describe, in_option_terms
+from ._failures import UsageFailure, describe, in_option_terms, os_reason, run_async
 
 __all__ = [
     "Settings",
@@ -25,8 +27,11 @@ __all__ = [
     "open_session",
     "optional_key",
     "read_key",
+    "read_target_file",
     "require_key",
 ]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -50,9 +55,18 @@ class Settings:
         """Passwords in the options' URLs: never printed."""
         return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
 
+    def describe(self, error: BaseException, *secrets: str | None) -> str:
+        """One line for ``error``, without the options' passwords or ``secrets``."""
+        return redact(describe(error, api_version=self.api_version), (*self.secrets, *secrets))
 
-def _reason(error: OSError) -> str:
-    return (error.strerror or str(error)).lower()
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a command's ``work``: a failure becomes one line naming what to do.
+
+        Raises:
+            Failure: a library error, a bad value or an OS error (unless ``--debug``).
+            Interrupted: Ctrl-C.
+        """
+        return run_async(work, debug=self.debug, api_version=self.api_version, secrets=self.secrets)
 
 
 def load_ca_bundle(path: str) -> ssl.SSLContext:
@@ -72,7 +86,7 @@ def load_ca_bundle(path: str) -> ssl.SSLContext:
             problem = "a certificate in it is not valid PEM"
         raise UsageFailure(f"--ca-bundle {path}: {problem}") from None
     except OSError as error:
-        raise UsageFailure(f"--ca-bundle {path}: {_reason(error)}") from None
+        raise UsageFailure(f"--ca-bundle {path}: {os_reason(error)}") from None
 
 
 def read_key(path: str) -> str:
@@ -85,7 +99,7 @@ def read_key(path: str) -> str:
         with open(path, "rb") as file:
             first = file.readline()
     except OSError as error:
-        raise UsageFailure(f"--key-file {path}: {_reason(error)}") from None
+        raise UsageFailure(f"--key-file {path}: {os_reason(error)}") from None
     try:
         key = first.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
@@ -168,12 +182,8 @@ def require_key(settings: Settings) -> str | None:
     Raises:
         UsageFailure: there is none (exit 2).
     """
-    if settings.emulator is not None:
-        return None
-    if settings.key_file is not None:
-        return read_key(settings.key_file)
-    key = os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip()
-    if not key:
+    key = optional_key(settings)
+    if key is None and settings.emulator is None:
         raise UsageFailure(
             "no API key: set STABILITY_API_KEY or pass --key-file FILE "
             "(a file whose first line is the key)"
@@ -188,3 +198,23 @@ def optional_key(settings: Settings) -> str | None:
     if settings.key_file is not None:
         return read_key(settings.key_file)
     return os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip() or None
+
+
+def read_target_file(path: str) -> Iterator[BalanceTarget]:
+    """The targets of ``path``, read lazily.
+
+    Raises:
+        UsageFailure: a line that is not a target, a file that cannot be read, or a
+            file with no targets at all (exit 2).
+    """
+    count = 0
+    try:
+        for target in read_targets(path):
+            count += 1
+            yield target
+    except TargetFileError as error:
+        raise UsageFailure(str(error)) from None
+    except OSError as error:
+        raise UsageFailure(f"cannot read {path}: {os_reason(error)}") from None
+    if not count:
+        raise UsageFailure(f"no targets in {path}: it holds only blank lines and comments")

@@ -23,14 +23,12 @@ import click
 
 from .._bulk import BalanceResult, BalanceTarget
 from .._errors import StabilityError
-from .._secrets import escape_controls, redact
+from .._secrets import escape_controls
 from .._session import StabilitySession
-from .._targets import TargetFileError, read_targets
 from .._types import Clock, Sleep
-from ._context import Settings, open_session, optional_key
-from ._failures import PROG, UsageFailure, describe, interruptible, run_async
+from ._context import Settings, open_session, optional_key, read_target_file
+from ._failures import PROG, UsageFailure, interruptible, utc_now
 from ._options import concurrency_option, interval_option
-from ._single import _now
 
 if TYPE_CHECKING:
     from ._exporter_metrics import ExporterMetrics, Labels
@@ -41,32 +39,6 @@ _SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 _NEEDS_EXTRA: Final = (
     "the exporter needs prometheus-client 0.24 or later: pip install 'stability-user[exporter]'"
 )
-
-
-def _load(path: str) -> list[BalanceTarget]:
-    """Every target of the file: a bad line stops the exporter before it serves."""
-    try:
-        targets = list(read_targets(path))
-    except TargetFileError as error:
-        raise UsageFailure(str(error)) from None
-    except OSError as error:
-        raise UsageFailure(
-            f"cannot read {path}: {(error.strerror or str(error)).lower()}"
-        ) from None
-    if not targets:
-        raise UsageFailure(f"no targets in {path}: it holds only blank lines and comments")
-    return targets
-
-
-@contextlib.asynccontextmanager
-async def _open(
-    settings: Settings, key: str | None, metrics: ExporterMetrics
-) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
-    """The session of every command, with the metrics' hooks (429s counted by a middleware)."""
-    async with open_session(
-        settings, key, on_wait=metrics.waited, middlewares=[metrics.count_response]
-    ) as opened:
-        yield opened
 
 
 class _Checker:
@@ -135,11 +107,9 @@ class _Checker:
         self.metrics.failed(labels, error, seconds)
         name, organization = labels
         where = f"{name} ({organization})" if organization else name
-        text = describe(error, api_version=self.settings.api_version)
-        secrets = (result.target.api_key, *self.settings.secrets)
-        click.echo(
-            f"{_now()}  check failed: {escape_controls(where)}: {redact(text, secrets)}", err=True
-        )
+        text = self.settings.describe(error, result.target.api_key)
+        line = f"{utc_now()}  check failed: {escape_controls(where)}: {text}"
+        click.echo(line, err=True)
 
 
 async def _export(
@@ -162,7 +132,10 @@ async def _export(
         loop.add_signal_handler(number, stop.set)
     try:
         metrics = ExporterMetrics(interval=interval)
-        async with _open(settings, key, metrics) as (session, demo):
+        # The session of every command, with the metrics' hooks (429s counted by a middleware).
+        async with open_session(
+            settings, key, on_wait=metrics.waited, middlewares=[metrics.count_response]
+        ) as (session, demo):
             if not targets:
                 targets, labels = demo, series_labels(demo, "--emulator")
             metrics.targets.set(len(targets))
@@ -244,7 +217,7 @@ def exporter(
         raise UsageFailure(_NEEDS_EXTRA) from None
     targets, labels = [], []
     if targets_file is not None:
-        targets = _load(targets_file)
+        targets = list(read_target_file(targets_file))
         # Two targets in one series are a usage error, found before anything is served.
         labels = _exporter_metrics.series_labels(targets, targets_file)
     key = optional_key(settings)
@@ -258,6 +231,4 @@ def exporter(
         interval=interval,
         concurrency=concurrency,
     )
-    return run_async(
-        work, debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
-    )
+    return settings.run(work)

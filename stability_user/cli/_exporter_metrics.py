@@ -35,7 +35,7 @@ from .._http import Handler, Request, Response
 from .._ratelimit import RateLimitWait
 from .._secrets import mask_secret, redact
 from .._version import __version__
-from ._failures import Failure, UsageFailure, mask_keys
+from ._failures import Failure, UsageFailure, mask_keys, os_reason
 
 __all__ = ["ExporterMetrics", "series_labels", "serve_metrics"]
 
@@ -230,4 +230,4 @@ def _reason(error: OSError) -> str:
     if error.errno and error.errno > 0 and not isinstance(error, socket.gaierror):
         # asyncio's bind error repeats the address in strerror: the errno alone says it best.
         return os.strerror(error.errno).lower()
-    return (error.strerror or str(error)).lower()  # a host name that does not resolve
+    return os_reason(error)  # a host name that does not resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import math
@@ -40,8 +41,10 @@ __all__ = [
     "install_log_handler",
     "interruptible",
     "mask_keys",
+    "os_reason",
     "run_async",
     "usage_line",
+    "utc_now",
 ]
 
 T = TypeVar("T")
@@ -205,6 +208,16 @@ def _hint(error: BaseException, api_version: str | None) -> str | None:
     if isinstance(error, APIConnectionError) and not error.retryable:
         return _CA_HINT  # a certificate that failed verification: never retried
     return next((hint for kind, hint in _HINTS if isinstance(error, kind)), None)
+
+
+def utc_now() -> str:
+    """The time a line of a long-running command carries, in UTC, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def os_reason(error: OSError) -> str:
+    """What an operating-system error says, in the lower case of the middle of a line."""
+    return (error.strerror or str(error)).lower()
 
 
 def describe(error: BaseException, *, api_version: str | None = None) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import Callable
 
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import describe, interruptible, mask_keys, run_async
+from ._failures import interruptible, mask_keys, utc_now
 from ._options import below_option, interval_option, organization_option
 from ._output import account_lines, balance_line
 
@@ -31,9 +30,7 @@ def account(settings: Settings, *, as_json: bool) -> int:
         async with open_session(settings, key) as (session, _):
             return account_lines(await session.account(), as_json=as_json, key=key)
 
-    lines = run_async(
-        work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
-    )
+    lines = settings.run(work())
     for line in lines:
         click.echo(line)
     return 0
@@ -53,16 +50,8 @@ def balance(settings: Settings, *, organization: str | None, as_json: bool) -> i
             found = await session.balance(organization=organization)
         return balance_line(found, organization, as_json=as_json)
 
-    click.echo(
-        run_async(
-            work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
-        )
-    )
+    click.echo(settings.run(work()))
     return 0
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.command()
@@ -91,9 +80,6 @@ def watch(
     watch goes on (with --once, it exits 3). Stop it with Ctrl-C (exit 130).
     """
     key = require_key(settings)
-    hint: Callable[[BaseException], str] = lambda error: describe(  # noqa: E731
-        error, api_version=settings.api_version
-    )
 
     async def work() -> int:
         async with open_session(settings, key) as (session, _):
@@ -101,13 +87,12 @@ def watch(
             async with contextlib.aclosing(readings):
                 async for reading in readings:
                     if reading.balance is None:
-                        click.echo(
-                            f"{_now()}  poll failed: {hint(reading.error or Exception())}", err=True
-                        )
+                        failed = settings.describe(reading.error or Exception(), key)
+                        click.echo(f"{utc_now()}  poll failed: {failed}", err=True)
                         if once:
                             return CHECK_FAILED
                         continue
-                    text = f"{_now()}  {reading.balance.credits:,.2f} credits"
+                    text = f"{utc_now()}  {reading.balance.credits:,.2f} credits"
                     if reading.crossing == "below":
                         text += f"  BELOW {below:g}"
                     elif reading.crossing == "recovered":
@@ -119,9 +104,7 @@ def watch(
                         return BELOW if reading.below else 0
         return 0  # pragma: no cover - the watch never ends by itself
 
-    return run_async(
-        work(), debug=settings.debug, api_version=settings.api_version, secrets=settings.secrets
-    )
+    return settings.run(work())
 
 
 @click.command(
