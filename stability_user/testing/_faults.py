@@ -23,18 +23,10 @@ from ._wire import REQUEST_ID_HEADER, Exchange, retry_after_value
 __all__ = ["RANDOM_FAULT_KINDS", "Fault", "FaultContext", "FaultLike", "FaultQueue", "render"]
 
 
-_KINDS: Final = (
-    "status",
-    "drop",
-    "reset",
-    "stall",
-    "malformed_json",
-    "html",
-    "oversized",
-    "wrong_types",
-    "missing_fields",
-    "extra_fields",
-)
+def _known_kind(_: object, __: attrs.Attribute[str], value: str) -> None:
+    # The kinds are the renderers' names: a kind cannot be added without one.
+    if value not in _RENDERERS:
+        raise ValueError(f"'kind' must be in {sorted(_RENDERERS)!r} (got {value!r})")
 
 
 @attrs.frozen
@@ -49,7 +41,7 @@ class Fault:
         size: the size of an oversized body, in bytes.
     """
 
-    kind: str = attrs.field(validator=attrs.validators.in_(_KINDS))
+    kind: str = attrs.field(validator=_known_kind)
     status: int = 200
     retry_after: float | str | None = None
     seconds: float = 0.0
