@@ -101,17 +101,6 @@ class Fault:
 FaultLike = Fault | int
 """A fault, or a bare status as a shorthand for :meth:`Fault.respond`."""
 
-RANDOM_FAULT_KINDS: Final[Mapping[str, Fault]] = {
-    "503": Fault.respond(503),
-    "500": Fault.respond(500),
-    "429": Fault.respond(429, retry_after=1),
-    "drop": Fault.drop(),
-    "reset": Fault.reset(),
-    "stall": Fault.stall(30.0),
-    "html": Fault.html(502),
-    "malformed_json": Fault.malformed_json(),
-}
-
 
 class FaultQueue:
     """The faults still to come: scripted ones per key or for anyone, then a random draw."""
@@ -280,4 +269,16 @@ _RENDERERS: Final[Mapping[str, _Renderer]] = {
     "malformed_json": _malformed_json,
     "oversized": _oversized,
     **dict.fromkeys(_RESHAPERS, _reshaped),
+}
+
+# After the renderers: building a fault checks that its kind has one.
+RANDOM_FAULT_KINDS: Final[Mapping[str, Fault]] = {
+    "503": Fault.respond(503),
+    "500": Fault.respond(500),
+    "429": Fault.respond(429, retry_after=1),
+    "drop": Fault.drop(),
+    "reset": Fault.reset(),
+    "stall": Fault.stall(30.0),
+    "html": Fault.html(502),
+    "malformed_json": Fault.malformed_json(),
 }
