@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import trustme
 from hypothesis import HealthCheck, settings
 
 from stability_user import MemoryRateLimitStore, RetryPolicy, StabilitySession
@@ -90,3 +91,9 @@ def _redis_url() -> Iterator[str]:
         return
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(name="ca", scope="session")
+def _ca() -> trustme.CA:
+    """A test certificate authority: certificates for 127.0.0.1 and test host names."""
+    return trustme.CA()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
+import trustme
 from aiohttp import web
 
 from stability_user.testing import StabilityEmulator
@@ -182,41 +181,17 @@ async def test_a_timeout_that_is_not_a_number_names_the_option() -> None:
     )
 
 
-@pytest.fixture(name="certificate")
-def _certificate(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+@pytest.fixture(name="ca_file")
+def _ca_file(ca: trustme.CA, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The test CA's certificate, as a --ca-bundle file."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
 
 
 @pytest.fixture(name="https_url")
-async def _https_url(certificate: tuple[pathlib.Path, pathlib.Path]) -> AsyncIterator[str]:
-    """A minimal user API over TLS on 127.0.0.1, with the self-signed certificate."""
+async def _https_url(ca: trustme.CA) -> AsyncIterator[str]:
+    """A minimal user API over TLS on 127.0.0.1, its certificate from the test CA."""
 
     async def balance(_: web.Request) -> web.Response:
         return web.json_response({"credits": 4.5})
@@ -224,7 +199,7 @@ async def _https_url(certificate: tuple[pathlib.Path, pathlib.Path]) -> AsyncIte
     app = web.Application()
     app.router.add_get("/v1/user/balance", balance)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
@@ -237,7 +212,7 @@ async def _https_url(certificate: tuple[pathlib.Path, pathlib.Path]) -> AsyncIte
 
 
 async def test_ca_bundle_trusts_a_private_ca(
-    https_url: str, certificate: tuple[pathlib.Path, pathlib.Path], tmp_path: pathlib.Path
+    https_url: str, ca_file: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     env = {"STABILITY_API_KEY": KEY}
     untrusted = await run_cli("--base-url", https_url, "balance", env=env)
@@ -252,11 +227,11 @@ async def test_ca_bundle_trusts_a_private_ca(
     )
     assert "ssl=" not in untrusted.err
     trusted = await run_cli(
-        "--base-url", https_url, "--ca-bundle", str(certificate[0]), "balance", env=env
+        "--base-url", https_url, "--ca-bundle", str(ca_file), "balance", env=env
     )
     assert (trusted.code, trusted.out) == (0, "4.50 credits\n")
     from_env = await run_cli(
-        "--base-url", https_url, "balance", env={**env, "STABILITY_CA_BUNDLE": str(certificate[0])}
+        "--base-url", https_url, "balance", env={**env, "STABILITY_CA_BUNDLE": str(ca_file)}
     )
     assert (from_env.code, from_env.out) == (0, "4.50 credits\n")
     missing = await run_cli("--ca-bundle", str(tmp_path / "nope.pem"), "balance", env=env)

@@ -165,8 +165,7 @@ async def test_a_non_loopback_host_is_refused_in_one_line() -> None:
     )
 
 
-async def test_https_with_certfile_and_keyfile(tmp_path: pathlib.Path) -> None:
-    ca = trustme.CA()
+async def test_https_with_certfile_and_keyfile(ca: trustme.CA, tmp_path: pathlib.Path) -> None:
     issued = ca.issue_cert("127.0.0.1")
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     issued.cert_chain_pems[0].write_to_path(certfile)

@@ -39,11 +39,6 @@ def test_loopback_hosts_need_no_permission(host: str, recwarn: pytest.WarningsRe
     assert len(recwarn) == 0
 
 
-@pytest.fixture(name="ca", scope="module")
-def _ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture(name="server_context", scope="module")
 def _server_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -82,11 +82,6 @@ class Proxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-@pytest.fixture(name="ca", scope="module")
-def _ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture(name="trusting")
 def _trusting(ca: trustme.CA) -> ssl.SSLContext:
     """A client context that trusts the test CA (as --ca-bundle would)."""
