@@ -125,26 +125,51 @@ def display_text(
     return text
 
 
-# The password of a URL, found without parsing it (a URL that does not parse may
-# still hold one): after "user:" up to the last "@" of the authority (after "//",
-# or a mistyped "/", or at the start of a value with no scheme), or in a query.
-_PASSWORD: Final = re.compile(r"(?:^|(?<=/))[^/@:]*:([^/]+)@|[?&]password=([^&#]+)")
+_QUERY_PASSWORD: Final = re.compile(r"[?&]password=([^&#]*)")
 
 
-def _masked(match: re.Match[str]) -> str:
-    start, end = match.span(1 if match.group(1) is not None else 2)
-    return match.string[match.start() : start] + "***" + match.string[end : match.end()]
+def _password_spans(url: str) -> list[tuple[int, int]]:
+    """Where the passwords of ``url`` are, found without parsing it.
+
+    A URL that does not parse may still hold one, and a password may hold any
+    character, "/", "@", ":", "?" and "#" included (``openssl rand -base64`` makes
+    such passwords; they are not always percent-encoded): the user information is
+    everything from the authority's start up to the *last* "@", and its password
+    what follows the first ":" there. Without a "//" (a mistyped URL), the
+    authority starts the text, and its scheme is masked too: better too much than
+    a password. A ``?password=`` in the query counts too.
+    """
+    spans = [match.span(1) for match in _QUERY_PASSWORD.finditer(url) if match.group(1)]
+    at = url.rfind("@")
+    if at >= 0:
+        slashes = url.find("//", 0, at)
+        start = slashes + 2 if slashes >= 0 else 0
+        colon = url.find(":", start, at)
+        if colon >= 0:
+            spans = [(b, e) for b, e in spans if e <= colon or b >= at]  # inside it already
+            spans.append((colon + 1, at))
+    return sorted(spans)
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password shown as ``***``: safe to print, even if it does not parse."""
-    return _PASSWORD.sub(_masked, url)
+    """``url`` with its passwords shown as ``***``: safe to print, even if it does not parse."""
+    spans = _password_spans(url)
+    if not spans:
+        return url
+    parts = []
+    end = 0
+    for start, stop in spans:
+        parts.append(url[end:start])
+        parts.append("***")
+        end = stop
+    parts.append(url[end:])
+    return "".join(parts)
 
 
 def url_secrets(url: str | None) -> tuple[str, ...]:
     """The passwords in ``url``, if it has any: what must never be printed."""
     if not url:
         return ()
-    found = [password for match in _PASSWORD.finditer(url) for password in match.groups()]
+    found = [url[start:stop] for start, stop in _password_spans(url)]
     # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
-    return tuple(dict.fromkeys(form for p in found if p is not None for form in (p, unquote(p))))
+    return tuple(dict.fromkeys(form for p in found if p for form in (p, unquote(p))))
