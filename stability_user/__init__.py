@@ -8,6 +8,8 @@
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._bulk import BalanceResult, BalanceTarget
 from ._errors import (
@@ -25,15 +27,35 @@ from ._errors import (
 )
 from ._http import Request, Response, Transport
 from ._models import Account, Balance, ErrorBody, OrganizationMembership
-from ._ratelimit import RateLimit, RateLimitStore, RateLimitWait
-from ._ratelimit_local import LocalRateLimitStore
-from ._ratelimit_memory import MemoryRateLimitStore
-from ._ratelimit_redis import RedisRateLimitStore
+from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
 from ._retry import RetryPolicy
 from ._session import StabilitySession
 from ._targets import TargetFileError, read_targets
 from ._version import __version__
 from ._watch import BalanceReading
+
+if _TYPE_CHECKING:
+    from ._ratelimit._local import LocalRateLimitStore
+    from ._ratelimit._redis import RedisRateLimitStore
+
+# The shared stores (SQLite, redis-py) are imported when first named, not with the package.
+_LAZY = {
+    "LocalRateLimitStore": "._ratelimit._local",
+    "RedisRateLimitStore": "._ratelimit._redis",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    """The shared stores, imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415 - only when a shared store is named
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 # A library's logger stays quiet in a program that has not configured logging
 # (the standard library's advice): no "last resort" output on stderr.

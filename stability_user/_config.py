@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -34,20 +35,46 @@ __all__ = [
     "derive_config",
     "key_id_of",
     "make_config",
+    "origin_of",
 ]
 
 ENV_API_KEY: Final = "STABILITY_API_KEY"
 ENV_API_HOST: Final = "STABILITY_API_HOST"
 ENV_API_VERSION: Final = "STABILITY_API_VERSION"
 
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
-def key_id_of(api_key: str) -> str:
-    """A stable, non-reversible name for a key's shared state (rate limits).
 
-    A ``Bearer`` prefix does not change it: both forms reach the same account.
+def origin_of(url: str) -> str:
+    """The service a URL reaches: ``scheme://host:port``, lower case, the port explicit.
+
+    ``https://API.stability.ai/v1/user/balance`` and ``https://api.stability.ai:443``
+    are one service; ``http://127.0.0.1:8700`` and ``http://127.0.0.1:8701`` are two.
     """
-    digest = hashlib.sha256(b"stability-user key id\0" + bare_key(api_key).encode()).hexdigest()
-    return digest[:32]
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: the URL names no known service
+        port = None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme, 0)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def key_id_of(api_key: str, origin: str) -> str:
+    """A stable, non-reversible name for one key's shared state at one service.
+
+    State (rate-limit windows and lockouts, cached readings) is named by the service
+    (:func:`origin_of`) and the key, so a lockout met at a local emulator never
+    touches the real service's key, nor one emulator another's. A ``Bearer`` prefix
+    does not change it: both forms reach the same account.
+    """
+    material = f"{origin}\0{bare_key(api_key)}".encode()
+    return hashlib.sha256(b"stability-user key id\0" + material).hexdigest()[:32]
 
 
 def _mask_optional(api_key: str | None) -> str:
@@ -67,7 +94,8 @@ class ClientConfig:
         client_id: sent as ``Stability-Client-ID`` when set.
         client_version: sent as ``Stability-Client-Version`` when set.
         timeout: seconds per attempt.
-        key_id: the key's name in shared state (:func:`key_id_of`), derived.
+        origin: the service, ``scheme://host:port`` (:func:`origin_of`), derived.
+        key_id: the key's name in shared state at this service (:func:`key_id_of`), derived.
     """
 
     api_key: str | None = attrs.field(repr=_mask_optional)
@@ -77,11 +105,16 @@ class ClientConfig:
     client_id: str | None
     client_version: str | None
     timeout: float
+    origin: str = attrs.field(init=False, repr=False, eq=False)
     key_id: str | None = attrs.field(init=False, repr=False, eq=False)
+
+    @origin.default
+    def _origin(self) -> str:
+        return origin_of(self.base_url)
 
     @key_id.default
     def _key_id(self) -> str | None:
-        return None if self.api_key is None else key_id_of(self.api_key)
+        return None if self.api_key is None else key_id_of(self.api_key, self.origin)
 
 
 def make_config(

@@ -16,7 +16,16 @@ import attrs
 
 from ._secrets import display_text, mask_secret, redact
 
-__all__ = ["AroundCall", "Handler", "Middleware", "Request", "Response", "Transport", "header"]
+__all__ = [
+    "AroundCall",
+    "AroundSend",
+    "Handler",
+    "Middleware",
+    "Request",
+    "Response",
+    "Transport",
+    "header",
+]
 
 _REQUEST_ID_HEADER = "x-request-id"
 
@@ -54,9 +63,14 @@ class Request:
         method: the HTTP method, e.g. ``"GET"``.
         url: the absolute URL, as a string.
         headers: the request headers; ``Authorization`` is masked in the ``repr``.
-        timeout: seconds this attempt may take, from sending to the last body byte,
-            already cut to what the call's deadline leaves.
+        timeout: seconds this attempt may take, from sending to the last body byte;
+            the session cuts it to what the call's deadline leaves when it sends.
         attempt: which attempt of the call this is, counted from 1.
+        deadline: when the whole call must have ended, on the session's clock, or
+            ``None``. Nothing waits past it: not for a connection, not for the
+            rate limit, not for an answer.
+        max_retry_after: the longest this attempt may wait for its key's rate
+            limit or lockout (the retry policy's); a longer wait refuses it unsent.
     """
 
     method: str
@@ -64,6 +78,8 @@ class Request:
     headers: Mapping[str, str] = attrs.field(repr=_mask_headers)
     timeout: float
     attempt: int = 1
+    deadline: float | None = attrs.field(default=None, repr=False)
+    max_retry_after: float = attrs.field(default=60.0, repr=False)
 
     @property
     def api_key(self) -> str | None:
@@ -120,6 +136,17 @@ AroundCall = Callable[..., Awaitable[Any]]
 A middleware object with this method is called once per call (``proceed(request)``
 runs every attempt and returns the model or raises the final error), as well as
 once per attempt: how a tracing middleware opens one span over all attempts.
+"""
+
+AroundSend = Callable[..., Awaitable[Response]]
+"""``async def around_send(request, *, send)``: wraps each request the moment it is sent.
+
+A middleware object with this method is called with every request that has its
+connection and its rate-limit slot, right before the transport sends it
+(``send(request)`` returns the response): what an HTTP span or timer wraps, so
+that neither the wait for a connection nor the wait for the rate limit counts
+as the request's time, and an attempt the limiter refused is never seen. It may
+add headers (trace context); the key it sends is the one the limiter counted.
 """
 
 

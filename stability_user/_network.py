@@ -10,6 +10,7 @@ every repr and message, redacted from anything a server or proxy echoes.
 from __future__ import annotations
 
 import base64
+import functools
 import ssl as ssl_module
 import urllib.request
 from typing import Final
@@ -18,7 +19,8 @@ from urllib.parse import urlsplit
 from yarl import URL
 
 from ._checks import check_type, is_loopback
-from ._secrets import mask_url
+from ._errors import StabilityError
+from ._secrets import mask_url, url_secrets
 
 __all__ = ["Route"]
 
@@ -34,6 +36,40 @@ def _secrets_of(proxy: str | None) -> tuple[str, ...]:
     # aiohttp sends the credentials as Basic auth: a proxy could echo either form.
     basic = base64.b64encode(f"{url.user or ''}:{url.password}".encode()).decode()
     return (url.password, basic)
+
+
+@functools.cache
+def verifying_context() -> ssl_module.SSLContext:
+    """The system's trust store, verifying certificates and host names: made once, when needed."""
+    return ssl_module.create_default_context()
+
+
+def _check_env_proxy(proxy: str, scheme: str) -> str:
+    """A proxy from the environment, checked as ``proxy=`` is; its variable named if it is wrong.
+
+    Raises:
+        StabilityError: naming the variable, never the proxy's password.
+    """
+    variable = f"{scheme.upper()}_PROXY"
+    try:
+        url = URL(proxy)
+        url.port  # noqa: B018 - a port that is not a number raises here, not at the send
+    except ValueError as exc:
+        raise StabilityError(
+            f"{variable} is not a proxy URL ({mask_url(proxy)!r}: {_problem(exc)}): "
+            "fix or unset it, or pass trust_env=False"
+        ) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise StabilityError(
+            f"{variable} must be an http:// proxy URL, got {mask_url(proxy)!r}: "
+            "fix or unset it, or pass trust_env=False"
+        )
+    return proxy
+
+
+def _problem(exc: ValueError) -> str:
+    # The parser's message may quote the URL, password and all: only its kind is shown.
+    return "its port is not a number" if "port" in str(exc).lower() else "it does not parse"
 
 
 def _check_proxy(proxy: object) -> str | None:
@@ -72,7 +108,7 @@ class Route:
             does not verify certificates.
     """
 
-    __slots__ = ("_choices", "_proxy", "_trust_env", "secrets", "ssl")
+    __slots__ = ("_choices", "_proxy", "_ssl", "_trust_env", "secrets")
 
     def __init__(
         self,
@@ -84,9 +120,18 @@ class Route:
         """Check the settings."""
         self._proxy = _check_proxy(proxy)
         self._trust_env = bool(trust_env)
-        self.ssl: ssl_module.SSLContext | bool = _check_ssl(ssl) or True
+        self._ssl = _check_ssl(ssl)
         self.secrets = _secrets_of(self._proxy)  # redacted from every message
         self._choices: dict[str, str | None] = {}
+
+    @property
+    def ssl(self) -> ssl_module.SSLContext:
+        """The context every request carries: the one given, else the system's trust store.
+
+        Always an explicit, verifying context: ``ssl=True`` would mean "whatever the
+        connector says", and a connector of the caller's may not verify.
+        """
+        return self._ssl or verifying_context()
 
     @property
     def proxy(self) -> str | None:
@@ -109,8 +154,11 @@ class Route:
                 proxy = self._proxy
             elif self._trust_env and not urllib.request.proxy_bypass(host):
                 proxy = urllib.request.getproxies().get(parts.scheme)
-                # Credentials in HTTPS_PROXY are secrets too, from now on.
-                self.secrets = (*self.secrets, *_secrets_of(proxy))
+                if proxy is not None:
+                    # Credentials in HTTPS_PROXY are secrets too, from now on.
+                    self.secrets = (*self.secrets, *url_secrets(proxy))
+                    proxy = _check_env_proxy(proxy, parts.scheme)
+                    self.secrets = (*self.secrets, *_secrets_of(proxy))
         if len(self._choices) >= _CHOICES_KEPT:
             self._choices.clear()
         self._choices[url] = proxy

@@ -6,10 +6,11 @@ state, so one policy is safely shared by any number of concurrent calls. The
 per-call state (attempt number, start time) lives in :func:`call_with_retries`,
 whose sleep, clock and jitter source are parameters so tests never wait.
 
-Each attempt goes: rate limiter -> middlewares and transport -> decode. Decoding
-raises the typed error a response stands for (its ``Retry-After`` parsed once,
-there), and the loop decides from that error whether to try again, the way
-stamina retries on exceptions.
+Each attempt goes: middlewares -> sender (a connection, the key's rate-limit
+slot, the transport) -> decode. Decoding raises the typed error a response
+stands for (its ``Retry-After`` parsed there), and the loop decides from that
+error whether to try again, the way stamina retries on exceptions. Every attempt
+carries the call's deadline, so the sender waits for nothing past it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from typing import Final, TypeVar
 import attrs
 
 from ._checks import check_count, check_optional_seconds, check_seconds
-from ._errors import APIConnectionError, APIError, APITimeoutError
+from ._errors import APIConnectionError, APIError
 from ._http import Handler, Request, Response
-from ._limiter import LEASE_MARGIN, RateLimiter, Slot
 from ._types import Clock, Sleep
 
 __all__ = [
@@ -151,33 +151,13 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error.args[0] if error.args else ''}"
 
 
-def _attempt_request(request: Request, attempt: int, left: float | None) -> Request:
-    """The request of ``attempt``: numbered, its timeout cut to the time ``left``."""
-    if left is not None and left < request.timeout:
-        return attrs.evolve(request, timeout=max(left, 0.001), attempt=attempt)
-    if attempt > 1:
-        return attrs.evolve(request, attempt=attempt)
-    return request
-
-
-async def _locked_out(
-    limiter: RateLimiter, key_id: str, request: Request, retry_after: float | None
-) -> float:
-    """Lock the key out after a 429; the seconds this call waits for it."""
-    await limiter.lock(key_id, request.api_key or "", retry_after)
-    # The lockout the limiter now enforces on every call of the key is this call's
-    # wait too (the policy's own default is the service's 60 s).
-    return limiter.limit.lockout if retry_after is None else retry_after
-
-
 async def call_with_retries(
     request: Request,
     handler: Handler,
     decode: Callable[[Response], T],
     policy: RetryPolicy,
     *,
-    limiter: RateLimiter | None = None,
-    key_id: str | None = None,
+    lockout: float = RATE_LIMIT_LOCKOUT,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
     jitter: Callable[[], float] = random.random,
@@ -185,16 +165,16 @@ async def call_with_retries(
     """Send ``request`` and decode its response until it succeeds or ``policy`` says stop.
 
     After the last attempt the last error is raised, its ``attempts`` saying how
-    many were made.
+    many were made. A call the rate limiter refused (unsent) and a call whose
+    deadline ran out are not tried again.
 
     Args:
-        request: the first attempt's request; later ones carry their attempt number,
-            and each one's ``timeout`` is cut to what the deadline leaves.
-        handler: the user middlewares and the transport.
+        request: the first attempt's request; every attempt carries its number, the
+            call's deadline and the longest rate-limit wait the policy allows.
+        handler: the user middlewares and the sender (connection, rate limit, transport).
         decode: turns a response into the result, or raises its typed error.
         policy: the retry policy.
-        limiter: the session's rate limiter; every attempt takes a slot of ``key_id``.
-        key_id: the key's name in the limiter's state (no limiting without one).
+        lockout: the wait after a 429 that names no ``Retry-After``.
         sleep: waits between attempts.
         clock: monotonic seconds, for the deadline and the log.
         jitter: a source of numbers in ``[0, 1)``.
@@ -202,49 +182,37 @@ async def call_with_retries(
     start = clock()
     deadline = policy.deadline
     debug = logger.isEnabledFor(logging.DEBUG)  # timing each attempt is only for the log
+    if deadline is not None or policy.max_retry_after != request.max_retry_after:
+        request = attrs.evolve(
+            request,
+            deadline=None if deadline is None else start + deadline,
+            max_retry_after=policy.max_retry_after,
+        )
+    sent = request  # the common case: the request as built, no copy
     attempt = 1
     # One coroutine from the caller down to the handler, on purpose: every frame in
     # between would be resumed at each step of every request's I/O.
     while True:
-        slot = None
-        if limiter is not None and key_id is not None:
-            # The slot first: the attempt's timeout then counts from after any wait.
-            slot = limiter.take_now(key_id, request.timeout + LEASE_MARGIN)
-            if slot is None:
-                left = None if deadline is None else deadline - (clock() - start)
-                slot = await _wait_for_slot(
-                    limiter,
-                    key_id=key_id,
-                    request=request,
-                    policy=policy,
-                    left=left,
-                    attempt=attempt,
-                )
-        if deadline is None and attempt == 1:
-            sent = request  # the common case: the request as built, no copy
-        else:
-            left = None if deadline is None else deadline - (clock() - start)
-            sent = _attempt_request(request, attempt, left)
         began = clock() if debug else None
         try:
-            try:
-                response = await handler(sent)
-            finally:
-                if slot is not None and not limiter.release_now(slot):  # type: ignore[union-attr]
-                    await limiter.release(slot)  # type: ignore[union-attr]
+            response = await handler(sent)
             return decode(_answered(response, sent, began, clock))
         except APIError as exc:
+            if exc.status == 429 and not getattr(exc, "sent", True):
+                raise  # refused by the limiter, unsent: its wait is longer than allowed
             error: APIError | APIConnectionError = exc
             status: int | None = exc.status
             retry_after = getattr(exc, "retry_after", None)
-            if status == 429 and limiter is not None and key_id is not None:
-                retry_after = await _locked_out(limiter, key_id, request, retry_after)
+            if status == 429 and retry_after is None:
+                # The service locks the key out after every 429: without a Retry-After
+                # (or with a date already past, no answer) the wait is its lockout.
+                retry_after = lockout
         except APIConnectionError as exc:
             if began is not None:
                 _log_attempt(sent, None, clock() - began)
-            error = _retryable(
-                exc, cut=sent.timeout < request.timeout, deadline=deadline, attempt=attempt
-            )
+            if not exc.retryable:
+                raise
+            error = exc
             status = retry_after = None
         delay = policy.next_delay(
             attempt,
@@ -266,25 +234,7 @@ async def call_with_retries(
         )
         await sleep(delay)
         attempt += 1
-
-
-async def _wait_for_slot(
-    limiter: RateLimiter,
-    *,
-    key_id: str,
-    request: Request,
-    policy: RetryPolicy,
-    left: float | None,
-    attempt: int,
-) -> Slot:
-    """Wait for a slot, or refuse at once when the wait is longer than the policy allows."""
-    return await limiter.acquire(
-        key_id,
-        request.api_key or "",
-        lease=request.timeout + LEASE_MARGIN,
-        max_wait=policy.max_retry_after if left is None else min(policy.max_retry_after, left),
-        attempts=attempt - 1,
-    )
+        sent = attrs.evolve(request, attempt=attempt)
 
 
 def _answered(response: Response, request: Request, began: float | None, clock: Clock) -> Response:
@@ -295,20 +245,6 @@ def _answered(response: Response, request: Request, began: float | None, clock: 
         # A middleware answered by itself: errors still count the attempt.
         response = attrs.evolve(response, attempt=request.attempt, request=request)
     return response
-
-
-def _retryable(
-    exc: APIConnectionError, *, cut: bool, deadline: float | None, attempt: int
-) -> APIConnectionError:
-    """The connection failure, if another attempt could help; else raise it (or say why)."""
-    if cut and isinstance(exc, APITimeoutError):
-        raise APITimeoutError(
-            f"the call's deadline of {deadline:g} s ran out during an attempt",
-            attempts=attempt,
-        ) from exc
-    if not exc.retryable:
-        raise exc
-    return exc
 
 
 def _path(url: str) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "decode",
     "error_for_response",
     "parse_retry_after",
+    "retry_after_of",
 ]
 
 T = TypeVar("T")
@@ -96,12 +97,15 @@ def build_request(
     return Request(endpoint.method, url, headers, config.timeout)
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from ``now`` (a Unix time) until the time a ``Retry-After`` value names.
+def parse_retry_after(value: str | None, now: float, *, date: str | None = None) -> float | None:
+    """Seconds until the time a ``Retry-After`` value names.
 
-    Both forms are read: delta-seconds (``"120"``) and an HTTP-date. A date in the
-    past gives ``0.0``; an absent, unparseable or impossible value (a year past
-    9999, a negative or infinite number) gives ``None``: the header is ignored.
+    Both forms are read: delta-seconds (``"120"``) and an HTTP-date. A date is
+    read against the response's own ``Date`` when it has a valid one (a server
+    whose clock is off says what it means relative to its clock), else against
+    ``now`` (a Unix time). A date that is not in the future, an absent,
+    unparseable or impossible value (a year past 9999, a negative or infinite
+    number) gives ``None``: the header is no answer.
     """
     if value is None:
         return None
@@ -112,13 +116,30 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         pass
     else:
         return seconds if seconds >= 0 and math.isfinite(seconds) else None
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    reference = _http_date(date) if date is not None else None
+    seconds = moment - (now if reference is None else reference)
+    return seconds if seconds > 0 else None
+
+
+def _http_date(value: str) -> float | None:
     try:
-        moment = parsedate_to_datetime(value)
+        moment = parsedate_to_datetime(value.strip())
         if moment.tzinfo is None:  # HTTP-dates are GMT; parsedate gives naive for "-0000"
             return None
-        return max(0.0, moment.timestamp() - now)
+        return moment.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def retry_after_of(headers: Mapping[str, str], *, now: float) -> float | None:
+    """The seconds a response's ``Retry-After`` names (read against its ``Date``), if any."""
+    value = header(headers, "Retry-After")
+    if value is None:
+        return None
+    return parse_retry_after(value, now, date=header(headers, "Date"))
 
 
 def _secrets(response: Response, config: ClientConfig) -> tuple[str | None, str | None]:
@@ -170,7 +191,7 @@ def error_for_response(response: Response, config: ClientConfig, *, now: float) 
         "request_id": request_id,
     }
     if cls is RateLimitError or cls is ServerError:
-        retry_after = parse_retry_after(header(response.headers, "Retry-After"), now)
+        retry_after = retry_after_of(response.headers, now=now)
         return cls(status, error, retry_after=retry_after, **common)
     return cls(status, error, **common)
 

@@ -20,7 +20,7 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import attrs
@@ -34,11 +34,12 @@ from ._http import Middleware, Request, Response, Transport
 from ._models import Account, Balance
 from ._network import Route
 from ._ratelimit import RateLimit, RateLimitWait
+from ._ratelimit._open import RateLimitStoreLike
 from ._retry import RetryPolicy
 from ._sansio import build_request
 from ._secrets import mask_secret
 from ._state import SessionState, make_state
-from ._stores import RateLimitStoreLike
+from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
 from ._watch import BalanceReading, Threshold, watch
 
@@ -210,12 +211,7 @@ class StabilitySession:
     @property
     def closed(self) -> bool:
         """Whether this session, or the session it is a view of, has been closed."""
-        parent = self._parent
-        return (
-            self._closed
-            or getattr(self._state.transport, "closed", False)
-            or (parent is not None and parent.closed)
-        )
+        return self._closed or self._state.closing.closed
 
     def __repr__(self) -> str:
         """Say where the session points; the key is masked (``sk-…abcd``)."""
@@ -265,9 +261,10 @@ class StabilitySession:
     def _call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
         # A plain function handing back the call's coroutine: no frame of its own to
         # resume at every step of every call.
-        if self.closed:
+        state = self._state
+        if self._closed or state.closing.closed:
             raise StabilityError(SESSION_CLOSED)
-        return self._state.call(request, decoder)
+        return state.call(request, decoder)
 
     async def account(self) -> Account:
         """The account the API key belongs to (``GET /{version}/user/account``).
@@ -387,22 +384,31 @@ class StabilitySession:
             lambda: self.balance(organization=organization),
             interval=interval,
             threshold=Threshold(below),
-            sleep=state.sleep,
+            sleep=state.closing.sleep,
             clock=state.clock,
+            closed=lambda: self.closed,
         )
 
     async def close(self) -> None:
         """Close the session, its connection pool and its rate-limit store; idempotent.
 
-        On a view from :meth:`with_options`, only the view is closed.
+        Calls waiting (for a connection, for the rate limit, between attempts) fail
+        at once with the "session closed" :class:`StabilityError`; requests in flight
+        end, and give back their rate-limit slots before the store closes; a
+        :meth:`watch_balance` ends. On a view from :meth:`with_options`, only the
+        view is closed.
         """
         self._closed = True
-        if self._owner:
-            state = self._state
-            if self._owns_transport:
-                await state.transport.aclose()
-            if state.limiter is not None:
-                await state.limiter.aclose()
+        if not self._owner:
+            return
+        state = self._state
+        closing = state.closing
+        closing.close()
+        if self._owns_transport:
+            await state.transport.aclose()
+        await closing.settle()
+        if state.limiter is not None:
+            await state.limiter.aclose()
 
     async def __aenter__(self) -> StabilitySession:
         """Return the session itself."""
@@ -423,7 +429,7 @@ class StabilitySession:
             getattr(self, "_owner", False)
             and self._owns_transport
             and not self._closed
-            and getattr(self._state.transport, "holds_connections", False)
+            and cast(AiohttpTransport, self._state.transport).holds_connections
         ):
             _warn(
                 f"unclosed {self!r}: use 'async with StabilitySession()' or await close()",

@@ -2,7 +2,8 @@
 
 A :class:`SessionState` is built once from the constructor's options
 (:func:`make_state`); a view from ``with_options`` is the same value with a field
-or two changed (``attrs.evolve``), sharing the transport and the rate limiter.
+or two changed (``attrs.evolve``), sharing the sender (the connection pool and
+the rate limiter) and the session's life (:class:`~._closing.Closing`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from typing import Any, TypeVar
 import aiohttp
 import attrs
 
-from ._checks import check_type
+from ._checks import check_count, check_type
+from ._closing import Closing
 from ._config import ClientConfig
 from ._endpoints import ACCOUNT, BALANCE, Endpoint
 from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
-from ._limiter import RateLimiter
 from ._models import Account, Balance
 from ._network import Route
-from ._ratelimit import RateLimit, RateLimitWait
-from ._retry import RetryPolicy, call_with_retries
+from ._ratelimit import RateLimit, RateLimiter, RateLimitWait
+from ._ratelimit._open import RateLimitStoreLike, open_store
+from ._retry import RATE_LIMIT_LOCKOUT, RetryPolicy, call_with_retries
 from ._sansio import build_request, decode
-from ._stores import RateLimitStoreLike, open_store
+from ._send import Sender
 from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
 
@@ -60,21 +62,44 @@ class SessionState:
     config: ClientConfig
     retry: RetryPolicy = attrs.field(validator=_retry_policy)
     middlewares: tuple[Middleware, ...]
-    transport: Transport
-    limiter: RateLimiter | None
-    sleep: Sleep
-    clock: Clock
-    # Derived from the middlewares, which no view changes: built once, and handed on
-    # by attrs.evolve to every view (a bulk run makes one per key).
+    sender: Sender
+    # Derived from the middlewares and the limit, which no view changes: built once,
+    # and handed on by attrs.evolve to every view (a bulk run makes one per key).
     handler: Handler = attrs.field(eq=False, repr=False)
     around_call: tuple[AroundCall, ...] = attrs.field(eq=False, repr=False)
+    lockout: float = attrs.field(eq=False, repr=False)
     # The default request of each endpoint, built on first use and kept: a view made
     # for one bulk check of one key builds only what it sends.
     _requests: dict[str, Request] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     @handler.default
     def _handler(self) -> Handler:
-        return _chain(self.middlewares, self.transport)
+        return _chain(self.middlewares, self.sender)
+
+    @lockout.default
+    def _lockout(self) -> float:
+        limiter = self.sender.limiter
+        return RATE_LIMIT_LOCKOUT if limiter is None else limiter.limit.lockout
+
+    @property
+    def transport(self) -> Transport:
+        """What sends the requests."""
+        return self.sender.transport
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """The rate limiter, or ``None`` when the limit is off."""
+        return self.sender.limiter
+
+    @property
+    def closing(self) -> Closing:
+        """The session's life, shared by its views."""
+        return self.sender.closing
+
+    @property
+    def clock(self) -> Clock:
+        """The session's monotonic clock."""
+        return self.sender.clock
 
     @around_call.default
     def _around_call(self) -> tuple[AroundCall, ...]:
@@ -111,15 +136,15 @@ class SessionState:
         return self._send(request, decoder)
 
     def _send(self, request: Request, decoder: Callable[[Response], T]) -> Awaitable[T]:
+        sender = self.sender
         return call_with_retries(
             request,
             self.handler,
             decoder,
             self.retry,
-            limiter=self.limiter,
-            key_id=self.config.key_id,
-            sleep=self.sleep,
-            clock=self.clock,
+            lockout=self.lockout,
+            sleep=sender.closing.sleep,
+            clock=sender.clock,
         )
 
     async def _around(self, request: Request, decoder: Callable[[Response], T]) -> T:
@@ -159,7 +184,7 @@ def make_state(
     if rate_limit is not None:
         check_type("rate_limit", rate_limit, RateLimit)
     clock = clock or time.monotonic
-    sleep = sleep or asyncio.sleep
+    closing = Closing(sleep or asyncio.sleep)
     owns_transport = transport is None
     if transport is None:
         transport = AiohttpTransport(
@@ -168,15 +193,27 @@ def make_state(
             max_body_size=max_body_size,
             route=route,
         )
-    elif http_session is not None or route is not None:
-        raise ValueError("http_session, proxy, ssl and trust_env apply only without transport=")
+    else:
+        check_count("max_connections", max_connections)
+        if http_session is not None or route is not None:
+            raise ValueError("http_session, proxy, ssl and trust_env apply only without transport=")
     limiter = None
     if rate_limit is not None:
         store, owns_store = open_store(rate_limit_store, clock=clock)
         limiter = RateLimiter(
-            rate_limit, store, sleep=sleep, on_wait=on_rate_limit_wait, owns_store=owns_store
+            rate_limit,
+            store,
+            sleep=closing.sleep,
+            on_wait=on_rate_limit_wait,
+            owns_store=owns_store,
         )
-    state = SessionState(
-        config, retry or RetryPolicy(), tuple(middlewares), transport, limiter, sleep, clock
+    sender = Sender(
+        transport,
+        limiter,
+        closing,
+        max_connections=max_connections,
+        clock=clock,
+        around_send=[m.around_send for m in middlewares if hasattr(m, "around_send")],
     )
+    state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender)
     return state, owns_transport

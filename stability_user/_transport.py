@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
@@ -42,9 +43,11 @@ class AiohttpTransport:
 
     The session is created lazily, inside the running event loop, on first use;
     using the transport from another loop afterwards raises :class:`StabilityError`.
-    A semaphore of ``max_connections`` slots is taken before each request, so the
-    per-attempt timeout runs from sending, not from queueing for a connection:
-    thousands of tasks may share one transport without timing out in the queue.
+    Its pool holds ``max_connections``; the session lets no more requests than
+    that reach it at once, so a request never queues inside aiohttp, and its
+    timeout runs from sending. Certificates are always verified: every request
+    carries a verifying ``ssl.SSLContext``, whatever the connector of an
+    ``http_session`` says.
 
     Args:
         http_session: an ``aiohttp.ClientSession`` of the caller's, never closed here.
@@ -62,7 +65,7 @@ class AiohttpTransport:
         "_max_connections",
         "_owns_session",
         "_route",
-        "_slots",
+        "_ssl",
         "_timeouts",
     )
 
@@ -83,7 +86,7 @@ class AiohttpTransport:
         self._max_connections = max_connections
         self._max_body_size = max_body_size
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._closed = False
         # Built once per distinct value, not per request.
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -105,7 +108,7 @@ class AiohttpTransport:
         """The explicit proxy, its password masked."""
         return self._route.proxy
 
-    def _bind(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+    def _bind(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
@@ -116,24 +119,23 @@ class AiohttpTransport:
                     "create one session per event loop"
                 )
             self._loop = loop
-            self._slots = asyncio.Semaphore(self._max_connections)
+            self._ssl = self._route.ssl  # made once, at the first request
             if self._http_session is None:
                 self._http_session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(
                         limit=self._max_connections,
                         limit_per_host=0,
-                        ssl=self._route.ssl,
+                        ssl=self._ssl,
                     ),
                     # The API sets no cookies worth keeping; a jar only costs time
                     # and could carry state from one key's calls into another's.
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
-        session, slots = self._http_session, self._slots
-        assert session is not None  # noqa: S101 - both are set together above
-        assert slots is not None  # noqa: S101
+        session = self._http_session
+        assert session is not None  # noqa: S101 - set above
         if self._closed or session.closed:
             self._check_open(session)
-        return session, slots
+        return session
 
     def _check_open(self, session: aiohttp.ClientSession) -> None:
         if self._closed:
@@ -175,48 +177,41 @@ class AiohttpTransport:
             ResponseValidationError: the decoded body is larger than ``max_body_size``.
             StabilityError: the session is closed or bound to another event loop.
         """
-        session, slots = self._bind()
-        # acquire()/release() rather than `async with`: two coroutines fewer per request.
-        await slots.acquire()
+        session = self._bind()
+        url = request.url
+        timeout = self._timeouts.get(request.timeout) or self._timeout(request.timeout)
         try:
-            if self._closed or session.closed:
-                self._check_open(session)  # close() ran while this call queued for a slot
-            url = request.url
-            timeout = self._timeouts.get(request.timeout) or self._timeout(request.timeout)
-            try:
-                async with session.request(
-                    request.method,
-                    url,
-                    headers=self._headers(request.headers),
-                    allow_redirects=False,
-                    timeout=timeout,
-                    proxy=self._route.proxy_for(url),
-                    ssl=self._route.ssl,
-                ) as resp:
-                    if self._whole_body_fits(resp):  # every answer of the service: no frame more
-                        body = await resp.read()
-                    else:
-                        body = await self._read_capped(resp)
-                    return Response(resp.status, resp.headers, body, request.attempt, request)
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise APITimeoutError(
-                    f"{request.method} {request.url} took longer than {request.timeout:g} s",
-                    attempts=request.attempt,
-                ) from exc
-            except aiohttp.ClientError as exc:
-                error = self._connection_error(request, exc)
-                if self._quotes_a_secret(request, exc):
-                    # aiohttp's message quotes what the server sent, the key in it: a
-                    # traceback would print it. The redacted message has what matters.
-                    raise error from None
-                raise error from exc
-            except RuntimeError as exc:
-                # aiohttp's "Session is closed", when close() won the race.
-                if session.closed:
-                    raise StabilityError(SESSION_CLOSED) from exc
-                raise
-        finally:
-            slots.release()
+            async with session.request(
+                request.method,
+                url,
+                headers=self._headers(request.headers),
+                allow_redirects=False,
+                timeout=timeout,
+                proxy=self._route.proxy_for(url),
+                ssl=self._ssl,
+            ) as resp:
+                if self._whole_body_fits(resp):  # every answer of the service: no frame more
+                    body = await resp.read()
+                else:
+                    body = await self._read_capped(resp)
+                return Response(resp.status, resp.headers, body, request.attempt, request)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise APITimeoutError(
+                f"{request.method} {request.url} took longer than {request.timeout:g} s",
+                attempts=request.attempt,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            error = self._connection_error(request, exc)
+            if self._quotes_a_secret(request, exc):
+                # aiohttp's message quotes what the server sent, the key in it: a
+                # traceback would print it. The redacted message has what matters.
+                raise error from None
+            raise error from exc
+        except RuntimeError as exc:
+            # aiohttp's "Session is closed", when close() won the race.
+            if session.closed:
+                raise StabilityError(SESSION_CLOSED) from exc
+            raise
 
     def _quotes_a_secret(self, request: Request, exc: BaseException) -> bool:
         text = f"{exc!s} {exc!r} {getattr(exc, 'message', '')}"

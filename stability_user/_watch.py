@@ -78,19 +78,28 @@ async def watch(
     threshold: Threshold,
     sleep: Sleep,
     clock: Clock,
+    closed: Callable[[], bool],
 ) -> AsyncGenerator[BalanceReading, None]:
-    """Yield a reading per poll of ``read``, ``interval`` seconds apart, forever.
+    """Yield a reading per poll of ``read``, ``interval`` seconds apart, until ``closed()``.
 
     A poll that fails with a library error is a reading with ``error`` set; the
-    watch goes on.
+    watch goes on. Once the session is closed (``closed()``), the watch ends: a
+    closed session has nothing more to report, and ``sleep`` ends at once then.
     """
-    while True:
+    while not closed():
         balance: Balance | None = None
         error: StabilityError | None = None
         try:
             balance = await read()
         except StabilityError as exc:
+            if closed():
+                return
             error = exc
         below, crossing = threshold.observe(balance)
         yield BalanceReading(balance, error, below, crossing, clock())
-        await sleep(interval)
+        try:
+            await sleep(interval)
+        except StabilityError:
+            if closed():
+                return
+            raise

@@ -9,7 +9,7 @@ import pytest
 import trustme
 from hypothesis import HealthCheck, settings
 
-from stability_user import MemoryRateLimitStore, RetryPolicy, StabilitySession
+from stability_user import RetryPolicy, StabilitySession
 from stability_user.testing import StabilityEmulator
 
 from . import aioresponses_compat
@@ -26,14 +26,6 @@ settings.register_profile("mutation", suppress_health_check=[HealthCheck.differi
 pytest_plugins = ["pytester"]
 
 KEY = "sk-test0123456789abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_process_rate_limits() -> Iterator[None]:
-    """Each test starts with the process's rate-limit state empty: no lockout carries over."""
-    MemoryRateLimitStore._shared = None
-    yield
-    MemoryRateLimitStore._shared = None
 
 
 @pytest.fixture(name="clock")

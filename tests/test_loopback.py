@@ -193,7 +193,7 @@ async def test_deadline_bounds_a_stalled_call(
         retry=RetryPolicy(deadline=0.1),
         sleep=clock.sleep,
     ) as s:
-        with pytest.raises(APITimeoutError, match=r"deadline of 0\.1 s"):
+        with pytest.raises(APITimeoutError, match="deadline ran out during attempt 1"):
             await s.balance()
 
 

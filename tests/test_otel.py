@@ -156,6 +156,24 @@ def traced(
     )
 
 
+class Below:
+    """A step that runs where the transport sends, inside the attempt's span (``around_send``).
+
+    Plain middlewares run above the connection and the rate limit, where no attempt
+    span is open yet; a step here sees what the network sees.
+    """
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    async def __call__(self, request: Request, handler: Handler) -> Response:
+        return await handler(request)
+
+    async def around_send(self, request: Request, *, send: Handler) -> Response:
+        response: Response = await self.step(request, send)
+        return response
+
+
 def by_attempt(spans: list[ReadableSpan]) -> list[ReadableSpan]:
     attempts = [s for s in spans if s.kind is SpanKind.CLIENT]
     return sorted(attempts, key=lambda s: attributes(s)["stability.attempt"])
@@ -429,7 +447,7 @@ async def test_a_cancelled_call_is_not_an_error(
         await asyncio.Event().wait()
         raise AssertionError("not reached")
 
-    async with traced(emulator, key, telemetry.middleware(), hang, clock=clock) as session:
+    async with traced(emulator, key, telemetry.middleware(), Below(hang), clock=clock) as session:
         task = asyncio.ensure_future(session.balance())
         await entered.wait()
         task.cancel()
@@ -475,7 +493,7 @@ async def run_organization_calls(
 ) -> None:
     middleware = telemetry.middleware(record_organization=record_organization)
     emulator.script(503, 502)
-    async with traced(emulator, key, middleware, echo_ids, clock=clock) as session:
+    async with traced(emulator, key, middleware, Below(echo_ids), clock=clock) as session:
         assert await session.balance(organization=SECRET_ORG) == Balance(2.0)
         with pytest.raises(PermissionDeniedError, match=f"{SECRET_ORG}9"):
             await session.balance(organization=f"{SECRET_ORG}9")  # quoted in the message
@@ -601,7 +619,7 @@ async def test_http_instrumentation_is_suppressed_inside_each_attempt_only(
         seen.append((is_http_instrumentation_enabled(), trace.get_current_span()))
         return await handler(request)
 
-    async with traced(emulator, key, telemetry.middleware(), probe, clock=clock) as session:
+    async with traced(emulator, key, telemetry.middleware(), Below(probe), clock=clock) as session:
         await session.balance()
     assert is_http_instrumentation_enabled()
     ((enabled, current),) = seen
@@ -651,7 +669,7 @@ async def answer(request: Request) -> Response:
     return Response(204, {}, b"", attempt=request.attempt, request=request)
 
 
-async def test_used_without_around_call(telemetry: Telemetry) -> None:
+async def test_its_send_span_on_its_own(telemetry: Telemetry) -> None:
     middleware = telemetry.middleware()
     request = Request(
         "PURGE",
@@ -660,7 +678,7 @@ async def test_used_without_around_call(telemetry: Telemetry) -> None:
         5.0,
         attempt=2,
     )
-    assert (await middleware(request, answer)).status == 204
+    assert (await middleware.around_send(request, send=answer)).status == 204
     (span,) = telemetry.spans()
     assert span.name == "HTTP /x/y"
     assert span.parent is None
@@ -696,7 +714,7 @@ async def test_used_without_around_call(telemetry: Telemetry) -> None:
 async def test_urls(
     telemetry: Telemetry, url: str, address: str, port: int | None, full: str
 ) -> None:
-    await telemetry.middleware()(Request("GET", url, {}, 1.0), answer)
+    await telemetry.middleware().around_send(Request("GET", url, {}, 1.0), send=answer)
     (span,) = telemetry.spans()
     assert attributes(span)["server.address"] == address
     assert attributes(span).get("server.port") == port
@@ -727,7 +745,9 @@ async def test_an_error_from_another_middleware(telemetry: Telemetry) -> None:
         raise ValueError("no")
 
     with pytest.raises(ValueError, match="no"):
-        await telemetry.middleware()(Request("GET", "https://h.example/", {}, 1.0), broken)
+        await telemetry.middleware().around_send(
+            Request("GET", "https://h.example/", {}, 1.0), send=broken
+        )
     (span,) = telemetry.spans()
     assert attributes(span)["error.type"] == "ValueError"
     assert span.status.description == "no"
@@ -736,7 +756,7 @@ async def test_an_error_from_another_middleware(telemetry: Telemetry) -> None:
 async def test_many_urls_keep_a_bounded_cache(telemetry: Telemetry) -> None:
     middleware = telemetry.middleware()
     for n in range(300):
-        await middleware(Request("GET", f"https://h{n}.example/", {}, 1.0), answer)
+        await middleware.around_send(Request("GET", f"https://h{n}.example/", {}, 1.0), send=answer)
     assert 0 < len(middleware._targets) <= 256
     assert len(telemetry.spans()) == 300
 

@@ -20,8 +20,7 @@ from stability_user import (
     RetryPolicy,
     StabilitySession,
 )
-from stability_user._limiter import RateLimiter
-from stability_user._ratelimit import Wait
+from stability_user._ratelimit import RateLimiter, Wait
 from stability_user.testing import Fault, StabilityEmulator
 
 from .fakes import FakeClock, VirtualTime
@@ -173,8 +172,14 @@ class TestMemoryStore:
         assert store.acquire_nowait("busy", limit, 5.0) == Wait(10.0)
         assert store.acquire_nowait("locked", limit, 5.0) == Wait(60.0, lockout=True)
 
-    def test_the_process_store_is_shared(self) -> None:
-        assert MemoryRateLimitStore.shared() is MemoryRateLimitStore.shared()
+    async def test_memory_means_the_running_event_loops_store(self) -> None:
+        here = MemoryRateLimitStore.for_loop()
+        assert here is MemoryRateLimitStore.for_loop(asyncio.get_running_loop())
+        other = asyncio.new_event_loop()
+        try:
+            assert MemoryRateLimitStore.for_loop(other) is not here
+        finally:
+            other.close()
 
 
 class TestLimiter:
@@ -332,11 +337,11 @@ class TestSession:
         async with StabilitySession("sk-" + "k" * 20, clock=clock) as session:
             limiter = session._state.limiter
             assert limiter is not None
-            assert limiter.store is not MemoryRateLimitStore.shared()
+            assert limiter.store is not MemoryRateLimitStore.for_loop()
         async with StabilitySession("sk-" + "k" * 20) as session:
             limiter = session._state.limiter
             assert limiter is not None
-            assert limiter.store is MemoryRateLimitStore.shared()
+            assert limiter.store is MemoryRateLimitStore.for_loop()
 
     def test_unknown_store_is_refused(self) -> None:
         with pytest.raises(ValueError, match="rate_limit_store"):
@@ -526,7 +531,8 @@ class TestDetails:
         store = ScriptedStore(Wait(10.0), "token-1")
         limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
         slot = await limiter.acquire("kid", "sk-" + "k" * 20, lease=35.0, max_wait=60, attempts=0)
-        await limiter.release(slot)
+        limiter.give_back(slot)  # never awaits: the store's release runs in a task of its own
+        await limiter.aclose()
         assert store.calls == [
             ("acquire", "kid", LIMIT, 35.0),
             ("acquire", "kid", LIMIT, 35.0),
@@ -554,9 +560,9 @@ class TestDetails:
     async def test_a_retry_after_of_zero_locks_nothing(self, clock: FakeClock) -> None:
         store = ScriptedStore()
         limiter = RateLimiter(LIMIT, store, sleep=clock.sleep)
-        await limiter.lock("kid", "sk-" + "k" * 20, 0.0)
+        await limiter.lock("kid", "sk-" + "k" * 20, 0.0)  # the service said: at once
         await limiter.lock("kid", "sk-" + "k" * 20, 1.0)
-        await limiter.lock("kid", "sk-" + "k" * 20, None)
+        await limiter.lock("kid", "sk-" + "k" * 20, None)  # none, or a date already past
         assert store.calls == [("lock", "kid", 1.0), ("lock", "kid", 60.0)]
 
     async def test_refusals_say_why_in_full(self, clock: FakeClock) -> None:

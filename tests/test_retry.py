@@ -1,4 +1,4 @@
-"""The retry policy (pure) and the retry loop (fake handler, fake clock: never waits)."""
+"""The retry policy (pure), the retry loop and the sender below it (fake transport, fake clock)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from stability_user import (
     RetryPolicy,
     ServerError,
 )
+from stability_user._closing import Closing
 from stability_user._config import make_config
-from stability_user._limiter import LEASE_MARGIN, RateLimiter
-from stability_user._ratelimit import held_for
+from stability_user._ratelimit import LEASE_MARGIN, RateLimiter, held_for
 from stability_user._retry import RATE_LIMIT_LOCKOUT, _path, call_with_retries
 from stability_user._sansio import error_for_response
+from stability_user._send import Sender, request_key_id
 
 from .fakes import FakeClock
 
@@ -129,6 +130,9 @@ class ScriptedHandler:
         headers = {"Retry-After": "2"} if outcome == 429 else {}
         return Response(outcome, headers, b"{}")
 
+    async def aclose(self) -> None:
+        """A transport's second method: nothing to close."""
+
 
 # A key of its own (a one-letter key would redact every letter "k" in a message).
 CONFIG = make_config("sk-config-key-0123456789abcdef", environ={})
@@ -141,12 +145,28 @@ def decode(response: Response) -> Response:
     raise error_for_response(response, CONFIG, now=0.0)
 
 
-async def send(handler: ScriptedHandler, policy: RetryPolicy, clock: FakeClock) -> Response:
+def sender_of(
+    transport: ScriptedHandler, clock: FakeClock, limiter: RateLimiter | None = None
+) -> Sender:
+    """What a session puts below its middlewares: a connection, a slot, the transport."""
+    return Sender(transport, limiter, Closing(clock.sleep), max_connections=10, clock=clock)
+
+
+async def send(
+    handler: ScriptedHandler,
+    policy: RetryPolicy,
+    clock: FakeClock,
+    *,
+    limiter: RateLimiter | None = None,
+    request: Request = REQUEST,
+) -> Response:
+    """A call through the retry loop and the sender, as a session makes it."""
     return await call_with_retries(
-        REQUEST,
-        handler,
+        request,
+        sender_of(handler, clock, limiter),
         decode,
         policy,
+        lockout=RATE_LIMIT_LOCKOUT if limiter is None else limiter.limit.lockout,
         sleep=clock.sleep,
         clock=clock,
         jitter=lambda: 0.0,
@@ -240,10 +260,23 @@ class TestLoop:
     async def test_timeout_cut_by_deadline_says_so(self, clock: FakeClock) -> None:
         slow = APITimeoutError("slow")
         handler = ScriptedHandler(slow, clock=clock, cost=2.0)
-        with pytest.raises(APITimeoutError, match="deadline of 2 s") as info:
+        with pytest.raises(APITimeoutError) as info:
             await send(handler, RetryPolicy(deadline=2.0), clock)
+        assert str(info.value) == "the call's deadline ran out during attempt 1"
+        assert info.value.retryable is False
         assert info.value.__cause__ is slow  # a new error, the transport's left as it was
         assert str(slow) == "slow"
+
+    async def test_a_deadline_already_past_sends_nothing(self, clock: FakeClock) -> None:
+        # The first attempt used up the deadline; the backoff ended exactly at it.
+        handler = ScriptedHandler(503, 200, clock=clock, cost=4.5)
+        with pytest.raises(ServerError):
+            await send(handler, RetryPolicy(deadline=5.0), clock)
+        assert len(handler.requests) == 1
+        sender = sender_of(ScriptedHandler(200), clock)
+        late = attrs.evolve(REQUEST, deadline=clock.now)
+        with pytest.raises(APITimeoutError, match="ran out before attempt 1 was sent"):
+            await sender(late)
 
     async def test_cancel_during_wait_cancels_at_once(self) -> None:
         started = asyncio.Event()
@@ -305,12 +338,13 @@ class TestDetails:
         assert RetryPolicy(deadline=1.5).next_delay(1, status=503, elapsed=1.0) is None
         assert RetryPolicy(deadline=1.5).next_delay(1, status=503, elapsed=0.99) == 0.5
 
-    async def test_the_first_request_is_sent_as_built_when_the_deadline_leaves_room(
+    async def test_the_first_request_carries_the_deadline_uncut_when_it_leaves_room(
         self, clock: FakeClock
     ) -> None:
         handler = ScriptedHandler(200)
         await send(handler, RetryPolicy(deadline=REQUEST.timeout), clock)
-        assert handler.requests[0] is REQUEST
+        sent = handler.requests[0]
+        assert (sent.timeout, sent.deadline) == (REQUEST.timeout, clock.now + REQUEST.timeout)
 
     async def test_attempts_cut_by_the_deadline_are_numbered(self, clock: FakeClock) -> None:
         handler = ScriptedHandler(503, 200, clock=clock, cost=1.0)
@@ -329,7 +363,7 @@ class TestDetails:
         self, clock: FakeClock
     ) -> None:
         handler = ScriptedHandler(503, APITimeoutError("slow"), clock=clock, cost=2.0)
-        with pytest.raises(APITimeoutError, match="deadline") as info:
+        with pytest.raises(APITimeoutError, match="deadline ran out during attempt 2") as info:
             await send(handler, RetryPolicy(deadline=4.0), clock)
         assert info.value.attempts == 2
 
@@ -420,26 +454,38 @@ class TestWithTheLimiter:
         policy: RetryPolicy,
         clock: FakeClock,
         limiter: RateLimiter,
-        key_id: str | None = "k",
+        request: Request = REQUEST,
     ) -> Response:
-        return await call_with_retries(
-            REQUEST,
-            handler,
-            decode,
-            policy,
-            limiter=limiter,
-            key_id=key_id,
-            sleep=clock.sleep,
-            clock=clock,
-            jitter=lambda: 0.0,
-        )
+        return await send(handler, policy, clock, limiter=limiter, request=request)
 
-    async def test_without_a_key_id_the_limiter_is_not_asked(self, clock: FakeClock) -> None:
+    async def test_a_key_changed_by_a_middleware_is_limited_as_the_key_sent(
+        self, clock: FakeClock
+    ) -> None:
         limiter = self.limiter(clock)
-        await limiter.lock("k", "k", 60.0)
+        other = attrs.evolve(REQUEST, headers={"Authorization": "sk-other-key-0123456789abcdef"})
+        await limiter.lock(request_key_id(REQUEST), "k", 60.0)
+
+        async def swap_key(request: Request) -> Response:
+            return await sender(attrs.evolve(request, headers=other.headers))
+
+        sender = sender_of(ScriptedHandler(200, 200), clock, limiter)
+        response = await call_with_retries(
+            REQUEST, swap_key, decode, RetryPolicy(), sleep=clock.sleep, clock=clock
+        )
+        assert response.status == 200  # the session's key is locked out, the one sent is not
+        assert clock.sleeps == []
+        with pytest.raises(RateLimitError, match="not sent"):
+            await self.call(ScriptedHandler(200), RetryPolicy(max_retry_after=1), clock, limiter)
+
+    async def test_the_same_key_at_another_service_is_another_key(self, clock: FakeClock) -> None:
+        limiter = self.limiter(clock)
+        await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter)
+        elsewhere = attrs.evolve(REQUEST, url="http://127.0.0.1:8700/v1/user/balance")
+        assert request_key_id(elsewhere) != request_key_id(REQUEST)
         assert (
-            await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter, None)
+            await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter, elsewhere)
         ).status == 200
+        assert clock.sleeps == []
 
     async def test_a_wait_past_the_deadline_is_refused_at_once(self, clock: FakeClock) -> None:
         limiter = self.limiter(clock)
@@ -467,21 +513,29 @@ class TestWithTheLimiter:
         key = "sk-limited0123456789abcdefghijwxyz"
         request = attrs.evolve(REQUEST, headers={"Authorization": key})
         with pytest.raises(RateLimitError) as info:
-            await call_with_retries(
-                request,
+            await self.call(
                 ScriptedHandler(503, 200),
-                decode,
                 RetryPolicy(max_retry_after=5.0),
-                limiter=self.limiter(clock),
-                key_id="k",
-                sleep=clock.sleep,
-                clock=clock,
-                jitter=lambda: 0.0,
+                clock,
+                self.limiter(clock),
+                request,
             )
-        # The 503 took the one slot; the retry would wait 9.5 s, more than 5 s allowed.
+        # The 503 took the one slot; the retry would wait 10 s, more than 5 s allowed.
         assert info.value.attempts == 1
         assert "sk-…wxyz" in str(info.value)
         assert key not in str(info.value)
+
+    async def test_a_wait_that_would_end_at_the_deadline_is_refused(self, clock: FakeClock) -> None:
+        limiter = self.limiter(clock)
+        await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter)
+        handler = ScriptedHandler(200)
+        with pytest.raises(RateLimitError, match="not sent"):
+            await self.call(handler, RetryPolicy(deadline=10.0), clock, limiter)
+        assert clock.sleeps == []  # nothing would be left to send in
+        assert handler.requests == []
+        # The slot stayed free for others: nothing was taken.
+        clock.advance(10.0)
+        assert isinstance(limiter.take_now(request_key_id(REQUEST), 5.0), tuple)
 
     async def test_after_a_wait_the_attempt_gets_what_the_deadline_leaves(
         self, clock: FakeClock
@@ -489,29 +543,20 @@ class TestWithTheLimiter:
         limiter = self.limiter(clock)
         await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter)
         handler = ScriptedHandler(200)
-        await self.call(handler, RetryPolicy(deadline=10.0), clock, limiter)
-        assert clock.sleeps == [10.0]  # all of the deadline went on the wait...
-        assert handler.requests[0].timeout == 0.001  # ...so the attempt gets the floor
+        await self.call(handler, RetryPolicy(deadline=12.0), clock, limiter)
+        assert clock.sleeps == [10.0]
+        assert handler.requests[0].timeout == 2.0  # what the deadline left after the wait
 
     async def test_a_429_without_retry_after_waits_the_limits_lockout(
         self, clock: FakeClock
     ) -> None:
         answers = [Response(429, {}, b"{}"), Response(200, {}, b"{}")]
 
-        async def handler(request: Request) -> Response:
+        async def transport(request: Request) -> Response:
             return answers.pop(0)
 
         limiter = self.limiter(clock, RateLimit(100, 10.0, lockout=5.0))
-        await call_with_retries(
-            REQUEST,
-            handler,
-            decode,
-            RetryPolicy(),
-            limiter=limiter,
-            key_id="k",
-            sleep=clock.sleep,
-            clock=clock,
-        )
+        await self.call(transport, RetryPolicy(), clock, limiter)  # type: ignore[arg-type]
         assert clock.sleeps == [5.0]  # the limit's lockout, not the policy's default 60 s
         assert answers == []
 
@@ -521,16 +566,7 @@ class TestWithTheLimiter:
         key = "sk-locked01234567890abcdefghijwxyz"
         request = attrs.evolve(REQUEST, headers={"Authorization": key})
         limiter = self.limiter(clock, RateLimit(100, 10.0))
-        await call_with_retries(
-            request,
-            ScriptedHandler(429, 200),
-            decode,
-            RetryPolicy(),
-            limiter=limiter,
-            key_id="k",
-            sleep=clock.sleep,
-            clock=clock,
-        )
+        await self.call(ScriptedHandler(429, 200), RetryPolicy(), clock, limiter, request)
         assert clock.sleeps == [2.0]  # the Retry-After, once: the lockout was over by then
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert (
@@ -545,14 +581,14 @@ class TestWithTheLimiter:
         frees: list[float] = []
 
         async def look(request: Request) -> Response:
-            rows = await store._run(lambda db: db.execute("SELECT frees FROM slots").fetchall())
+            rows = await store._file.run(
+                lambda db: db.execute("SELECT frees FROM slots").fetchall()
+            )
             frees.extend(row[0] for row in rows)
             return Response(200, {}, b"{}", request.attempt, request)
 
         try:
-            await call_with_retries(
-                REQUEST, look, decode, RetryPolicy(), limiter=limiter, key_id="k", clock=clock
-            )
+            await self.call(look, RetryPolicy(), clock, limiter)  # type: ignore[arg-type]
         finally:
             await store.aclose()
         assert frees == [clock.now + REQUEST.timeout + LEASE_MARGIN + held_for(RateLimit(5, 10.0))]

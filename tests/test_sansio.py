@@ -28,9 +28,15 @@ from stability_user import (
     StabilityError,
     __version__,
 )
-from stability_user._config import ClientConfig, derive_config, key_id_of, make_config
+from stability_user._config import ClientConfig, derive_config, key_id_of, make_config, origin_of
 from stability_user._endpoints import ACCOUNT, API_VERSIONS, BALANCE
-from stability_user._sansio import build_request, decode, error_for_response, parse_retry_after
+from stability_user._sansio import (
+    build_request,
+    decode,
+    error_for_response,
+    parse_retry_after,
+    retry_after_of,
+)
 
 from .conftest import KEY
 
@@ -179,8 +185,27 @@ class TestConfig:
         with pytest.raises(ValueError, match="timeout"):
             derive_config(cfg, timeout=float("inf"))
         other = derive_config(cfg, api_key="Bearer " + KEY)
-        assert other.key_id == cfg.key_id == key_id_of(KEY)  # the same account
+        # The same account at the same service: one name for its state.
+        assert other.key_id == cfg.key_id == key_id_of(KEY, cfg.origin)
         assert KEY not in cfg.key_id
+
+    @pytest.mark.parametrize(
+        ("url", "origin"),
+        [
+            ("https://API.stability.ai", "https://api.stability.ai:443"),
+            ("https://api.stability.ai:443/v1/user/balance", "https://api.stability.ai:443"),
+            ("http://127.0.0.1:8700/x", "http://127.0.0.1:8700"),
+            ("http://[::1]:8700", "http://[::1]:8700"),
+            ("http://localhost", "http://localhost:80"),
+        ],
+    )
+    def test_the_service_of_a_url(self, url: str, origin: str) -> None:
+        assert origin_of(url) == origin
+
+    def test_one_key_at_two_services_is_two_states(self) -> None:
+        here, there = "http://127.0.0.1:8700", "http://127.0.0.1:8701"
+        assert key_id_of(KEY, origin_of(here)) != key_id_of(KEY, origin_of(there))
+        assert config(base_url=here).key_id != config(base_url=there).key_id
 
     @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True])
     def test_bad_timeouts(self, timeout: float) -> None:
@@ -373,13 +398,37 @@ class TestRetryAfter:
     def test_values(self, value: str | None, expected: float | None) -> None:
         assert parse_retry_after(value, now=0.0) == expected
 
-    def test_date_in_the_past_is_zero(self) -> None:
-        assert parse_retry_after(formatdate(100, usegmt=True), now=200.0) == 0.0
+    def test_a_date_not_in_the_future_is_no_answer(self) -> None:
+        # Not zero: "retry now" after a 429 would burn every attempt inside the lockout.
+        assert parse_retry_after(formatdate(100, usegmt=True), now=200.0) is None
+        assert parse_retry_after(formatdate(200, usegmt=True), now=200.0) is None
 
-    @given(st.integers(min_value=0, max_value=10**6))
+    @given(st.integers(min_value=1, max_value=10**6))
     def test_date_round_trips(self, offset: int) -> None:
         now = 1_700_000_000.0
         assert parse_retry_after(formatdate(now + offset, usegmt=True), now=now) == offset
+
+    @given(skew=st.integers(min_value=-(10**6), max_value=10**6), wait=st.integers(1, 3600))
+    def test_a_date_is_read_against_the_servers_own_clock(self, skew: int, wait: int) -> None:
+        # A server whose clock is off by `skew` means `wait` seconds, whatever ours says.
+        now = 1_700_000_000.0
+        server_now = now + skew
+        value = formatdate(server_now + wait, usegmt=True)
+        date = formatdate(server_now, usegmt=True)
+        assert parse_retry_after(value, now=now, date=date) == wait
+
+    def test_an_unreadable_date_header_falls_back_to_our_clock(self) -> None:
+        value = formatdate(1_700_000_060, usegmt=True)
+        assert parse_retry_after(value, now=1_700_000_000.0, date="yesterday") == 60.0
+
+    def test_retry_after_of_a_response_reads_both_headers(self) -> None:
+        headers = {
+            "retry-after": formatdate(1_000_060, usegmt=True),
+            "DATE": formatdate(1_000_000, usegmt=True),
+        }
+        # Our clock is two minutes ahead of the server's: still its 60 s.
+        assert retry_after_of(headers, now=1_000_120.0) == 60.0
+        assert retry_after_of({}, now=0.0) is None
 
 
 def test_request_is_frozen() -> None:

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import aiohttp
-import attrs
 import pytest
 
 from stability_user import (
@@ -223,7 +222,7 @@ class TestLifecycle:
         # Release the socket behind the session's back; the session stays unclosed
         # and still believes its transport holds connections.
         await session._state.transport.aclose()
-        session._state = attrs.evolve(session._state, transport=_OpenTransport())
+        session._state.sender.transport = _OpenTransport()
         # Dropping the last reference and collecting are one act here.
         with pytest.warns(ResourceWarning, match="unclosed <StabilitySession") as record:  # noqa: PT031
             del session
@@ -337,7 +336,7 @@ async def test_a_middleware_may_wrap_whole_calls(session: StabilitySession) -> N
         outer._state.config.api_key,
         base_url=outer.base_url,
         middlewares=[Tracing()],
-        sleep=outer._state.sleep,
+        sleep=outer._state.closing.sleep,
         clock=outer._state.clock,
     )
     async with traced:

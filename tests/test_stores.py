@@ -38,9 +38,8 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._limiter import MAX_LOCKOUT, RateLimiter
-from stability_user._ratelimit import Wait, held_for
-from stability_user._stores import open_store
+from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait, held_for
+from stability_user._ratelimit._open import open_store
 from stability_user.testing import StabilityEmulator
 
 from .fakes import FakeClock
@@ -220,7 +219,7 @@ class TestLocal:
             clock.advance(20)
             for _ in range(256):
                 await store.acquire("last", RateLimit(1000, 10.0), 5.0)
-            (rows,) = await store._run(
+            (rows,) = await store._file.run(
                 lambda db: db.execute("SELECT COUNT(*) FROM slots").fetchone()
             )
         finally:
@@ -242,7 +241,7 @@ class TestLocal:
             await store.aclose()
         message = str(info.value)
         assert message.startswith(f"the machine-wide rate-limit store {path} cannot be used (")
-        assert "delete the file, or choose another store" in message
+        assert message.endswith("delete it, or choose another store (rate_limit_store='memory')")
 
     async def test_a_file_broken_while_in_use_is_a_clear_error_then_usable_again(
         self, tmp_path: Path
@@ -261,21 +260,23 @@ class TestLocal:
         finally:
             await store.aclose()
 
-    async def test_a_file_held_by_another_process_is_busy_not_broken(self, tmp_path: Path) -> None:
+    async def test_a_file_held_by_another_process_is_an_outage_not_an_error(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
         path = tmp_path / "l.sqlite3"
         store = LocalRateLimitStore(path, busy_timeout=0.05)
         other = sqlite3.connect(path, isolation_level=None)
         try:
             assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
             other.execute("BEGIN IMMEDIATE")  # and holds it
-            with pytest.raises(StabilityError) as info:
-                await store.acquire("k", LIMIT, 5.0)
-            assert str(info.value) == (
-                f"the machine-wide rate-limit store {path} stayed busy for 0.05 s (another "
-                "process holds it): try again, or choose another store (rate_limit_store='memory')"
-            )
+            # The call goes on, limited in this process; one warning says why.
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), int)
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), int)
+            warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(warnings) == 1
+            assert f"machine-wide rate-limit store {path} is unavailable" in warnings[0]
+            assert "another process held it for more than 0.05 s" in warnings[0]
             other.execute("ROLLBACK")
-            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
         finally:
             other.close()
             await store.aclose()
@@ -311,6 +312,7 @@ class TestRedis:
             # (Redis counts down in real time while this runs).
             assert 10_000 < await client.pttl(in_flight) <= 15_011  # lease 5 + window 10 + 0.01
             await store.release(key_id, token, LIMIT)  # type: ignore[arg-type]
+            await store.flush()  # a give-back is queued: it rides with the next script
             assert await client.exists(in_flight) == 0  # empty sets are deleted
             assert 5_000 < await client.pttl(done) <= 10_011
             await store.lock(key_id, 30.0)
@@ -345,7 +347,7 @@ class TestRedis:
     @pytest.mark.parametrize(
         ("spec", "shown"),
         [
-            ("redis:/user:hunter2@typo", "'redis:/user:***@typo'"),
+            ("redis:/user:hunter2@typo", "'redis:***@typo'"),  # mistyped: more is masked
             ("redis:/x?password=hunter2", "'redis:/x?password=***'"),
             ("redis://h:abc/0?password=hunter2", "'redis://h:abc/0?password=***'"),
         ],
@@ -444,9 +446,9 @@ class TestLimiterOnStores:
                 store, LocalRateLimitStore if name == "local" else RedisRateLimitStore
             )
         if isinstance(store, LocalRateLimitStore):
-            assert store._connection is None
+            assert store._file.closed
         else:
-            assert store._client is None
+            assert store._link.closed
 
 
 @contextlib.asynccontextmanager

@@ -220,7 +220,18 @@ class OpenTelemetryMiddleware:
                 self._failed(span, error, request)
 
     async def __call__(self, request: Request, handler: Handler) -> Response:
-        """Send one attempt in a CLIENT span, HTTP instrumentation suppressed under it."""
+        """Pass each attempt on: its span opens in :meth:`around_send`, when it is sent."""
+        return await handler(request)
+
+    async def around_send(
+        self, request: Request, *, send: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Send one request in a CLIENT span, HTTP instrumentation suppressed under it.
+
+        It opens once the request has its connection and its rate-limit slot, so
+        neither wait counts as the request's time, and an attempt the limiter
+        refused has no span (the call's span says so).
+        """
         target = self._target(request)
         call = self._call.get()
         attempt = request.attempt
@@ -241,7 +252,7 @@ class OpenTelemetryMiddleware:
         began = self._clock()
         token = otel_context.attach(ctx)
         try:
-            response = await handler(sent)
+            response = await send(sent)
         except BaseException as exc:
             otel_context.detach(token)
             self._end_attempt(span, request, exc, call=call, target=target, began=began)

@@ -1,35 +1,18 @@
-"""Client-side rate limiting per API key: the limit, and what a store of its state must do.
-
-The service allows 150 requests per 10 seconds per key and, past that, answers
-429 and locks the key out for 60 seconds, for every program using it. The
-:class:`RateLimiter` keeps a session's calls under the limit and remembers the
-lockout; its state lives in a store, which is what decides how widely it is
-shared: this process (:class:`MemoryRateLimitStore`), this machine
-(:class:`~stability_user.LocalRateLimitStore`) or a fleet
-(:class:`~stability_user.RedisRateLimitStore`).
-
-The invariant every store keeps: a slot is taken when a request is sent and held
-until ``window`` seconds after its response was read. Whatever the interleaving
-and however long requests are in flight, the service, counting arrivals in any
-window of ``window`` seconds, never sees more than ``requests`` of them: every
-request arriving in a window ``[t, t + window)`` was sent before ``t + window``
-and completed at or after ``t``, so all of them held their slots at once, at
-the moment the last of them was sent. A slot of a process that died in flight
-is freed ``lease + window`` seconds after it was taken.
-"""
+"""The limit itself: the service's numbers, what a store answers, what a waiting call is told."""
 
 from __future__ import annotations
 
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 import attrs
 
-from ._checks import check_count, check_seconds
+from .._checks import check_count, check_seconds
 
 __all__ = [
+    "LEASE_MARGIN",
+    "MAX_LOCKOUT",
     "SHARED_CLOCK_MARGIN",
     "RateLimit",
-    "RateLimitStore",
     "RateLimitWait",
     "Wait",
     "held_for",
@@ -40,6 +23,17 @@ SHARED_CLOCK_MARGIN: Final = 0.01
 
 Processes sharing a store read its clock at different moments (and Redis keeps
 milliseconds): the margin covers that, so a slot is never handed on early.
+"""
+
+
+MAX_LOCKOUT: Final = 600.0
+"""The longest lockout a 429 can impose on the shared state: ten times the documented one."""
+
+LEASE_MARGIN: Final = 30.0
+"""Seconds a rate-limit slot outlives its attempt's timeout before a shared store frees it.
+
+Only a process that died in flight leaves a slot unreleased; a live one may be
+slow to release (a busy event loop), and must not find its slot handed on.
 """
 
 
@@ -113,26 +107,3 @@ class RateLimitWait:
     key: str
     seconds: float
     reason: Literal["rate limit", "lockout"]
-
-
-class RateLimitStore(Protocol):
-    """Where the limiter's state is kept; every method is atomic for its key.
-
-    Keys are given as :func:`key ids <stability_user._config.key_id_of>`, never in clear.
-    """
-
-    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
-        """Take a slot now and return its token, or say how long until one may be free.
-
-        ``lease`` is the longest the request may be in flight: a slot never released
-        is freed ``lease + window`` seconds after it was taken.
-        """
-
-    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
-        """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
-
-    async def lock(self, key_id: str, seconds: float) -> bool:
-        """Lock the key out for ``seconds``; ``True`` when it was not locked before."""
-
-    async def aclose(self) -> None:
-        """Release what the store holds (connections, files)."""

@@ -1,21 +1,27 @@
-"""The rate limiter's state in this process: every session and thread of the process shares it.
+"""The rate limiter's state in this process, one store per event loop by default.
 
-No lease here: a request of this process always releases its slot (in a
-``finally``), and if the process dies, this state dies with it.
+``rate_limit_store="memory"`` (the default) is the store of the running event loop
+(:meth:`MemoryRateLimitStore.for_loop`): every session of a program on its one
+loop shares it, and each test of a suite (pytest-asyncio gives each its own loop)
+starts afresh, so a 429 provoked in one test never stalls the next. No lease
+here: a request of this process always releases its slot (in a ``finally``), and
+if the process dies, this state dies with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import itertools
 import threading
 import time
+import weakref
 from typing import Final
 
-from ._checks import check_count
-from ._ratelimit import RateLimit, Wait
-from ._types import Clock
+from .._checks import check_count
+from .._types import Clock
+from ._limit import RateLimit, Wait
 
 __all__ = ["MemoryRateLimitStore"]
 
@@ -40,14 +46,17 @@ class _KeyState:
 class MemoryRateLimitStore:
     """The limiter's state in this process: shared by every session and thread using it.
 
-    Every session of the process on the default clock shares one store
-    (:meth:`shared`). Memory holds only
+    Every session on the default clock uses the store of its event loop
+    (:meth:`for_loop`); a store made by hand is shared by whoever is given it, in
+    any thread. Memory holds only
     keys used within the last window, at most ``max_keys`` of them (least recently
     used forgotten first, never one in flight or locked out).
     """
 
-    _shared: MemoryRateLimitStore | None = None
-    _shared_lock: Final = threading.Lock()
+    _by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MemoryRateLimitStore]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _by_loop_lock: Final = threading.Lock()
 
     def __init__(self, *, clock: Clock = time.monotonic, max_keys: int = 16_384) -> None:
         """Keep state on ``clock``'s time, for at most ``max_keys`` keys at once."""
@@ -58,12 +67,20 @@ class MemoryRateLimitStore:
         self._tokens = itertools.count(1)
 
     @classmethod
-    def shared(cls) -> MemoryRateLimitStore:
-        """The process's store on :func:`time.monotonic`, made on first use."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
+    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> MemoryRateLimitStore:
+        """The store of ``loop`` (the running one by default) on :func:`time.monotonic`.
+
+        Made on first use and forgotten with its loop: what ``"memory"`` means.
+
+        Raises:
+            RuntimeError: no ``loop`` given and none running.
+        """
+        loop = loop or asyncio.get_running_loop()
+        store = cls._by_loop.get(loop)
+        if store is None:
+            with cls._by_loop_lock:  # two threads may make a loop's first session at once
+                store = cls._by_loop.setdefault(loop, cls())
+        return store
 
     def __len__(self) -> int:
         """How many keys the store currently remembers."""
@@ -154,4 +171,4 @@ class MemoryRateLimitStore:
             return fresh
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Nothing to give back: the state lives as long as the store."""

@@ -1,0 +1,163 @@
+"""The fleet-wide Redis a shared store keeps its state in: redis-py's asyncio client.
+
+Needs the extra: ``pip install 'stability-user[redis]'``. Every operation is one
+Lua script (atomic on the server, on the server's clock). A client is opened
+lazily for each event loop that uses the store (redis-py's connections belong to
+one loop), with short timeouts, behind the store's :class:`~._breaker.Breaker`:
+a Redis that hangs, refuses or drops packets costs each call at most a second,
+once, and then none until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from .._errors import StabilityError
+from .._secrets import mask_url, url_secrets
+from .._types import Clock
+from ._breaker import Breaker
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisLink", "check_redis_url", "import_redis"]
+
+# Sized so that a call meets an outage for one second at most (the breaker's bound).
+_CONNECT_TIMEOUT: Final = 0.5
+_SOCKET_TIMEOUT: Final = 0.9
+
+
+def import_redis(what: str) -> None:
+    """Fail now, not at the first call, when redis-py is missing.
+
+    Raises:
+        ImportError: naming the extra to install.
+    """
+    try:
+        import redis.asyncio  # noqa: F401, PLC0415 - the optional dependency
+    except ImportError as exc:
+        raise ImportError(
+            f"the Redis {what} needs redis-py: pip install 'stability-user[redis]'"
+        ) from exc
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a URL redis-py cannot connect with, now rather than at the first call.
+
+    Raises:
+        ValueError: naming the kind of problem, never the URL's password.
+    """
+    from redis.connection import parse_url  # noqa: PLC0415 - see import_redis
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        # The parser's message may quote a password: only its kind of problem is shown.
+        problem = "its port is not a number" if "Port" in str(exc) else "it does not parse"
+        raise ValueError(f"not a Redis URL: {mask_url(url)!r} ({problem})") from None
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions  # noqa: PLC0415 - see import_redis
+
+    return (redis.exceptions.RedisError, OSError)
+
+
+class RedisLink:
+    """One store's way to its Redis: clients per event loop, scripts, and the breaker.
+
+    Args:
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL, or ``None`` with ``client``.
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` of the caller's (never closed here).
+        what: what the store is, for the log.
+        clock: monotonic seconds, for the breaker.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        client: Redis | Any | None,
+        *,
+        what: str,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """Check the URL; nothing is opened until the first operation."""
+        if (url is None) == (client is None):
+            raise ValueError("give the Redis store a url or a client, not both")
+        if url is not None:
+            check_redis_url(url)
+        self.url = url
+        self.what = what
+        self._given = client
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[tuple[int, str], Any] = {}
+        self.closed = False
+        self.breaker = Breaker(
+            what, self.where, errors=_errors(), clock=clock, secrets=url_secrets(url)
+        )
+
+    @property
+    def where(self) -> str:
+        """The URL without its password, or the caller's client's repr."""
+        return mask_url(self.url) if self.url is not None else repr(self._given)
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether keys must share one cluster slot per script (a ``RedisCluster`` client)."""
+        from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415 - see import_redis
+
+        return isinstance(self._given, RedisCluster)
+
+    def client(self) -> Any:
+        """The client of the running event loop, made on first use.
+
+        Raises:
+            StabilityError: the store is closed.
+        """
+        if self.closed:
+            raise StabilityError(f"the {self.what} {self.where} is closed")
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            import redis.asyncio  # noqa: PLC0415 - see import_redis
+
+            assert self.url is not None  # noqa: S101 - one of the two is set
+            client = self._clients[loop] = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=_SOCKET_TIMEOUT,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+            )
+        return client
+
+    async def run(self, source: str, keys: Sequence[str], args: Sequence[object]) -> Any:
+        """Run the script ``source`` through the breaker.
+
+        Raises:
+            Outage: Redis failed or did not answer within a second.
+            StabilityError: the store is closed.
+        """
+        client = self.client()
+        script = self._scripts.get((id(client), source))
+        if script is None:
+            script = self._scripts[(id(client), source)] = client.register_script(source)
+        return await self.breaker.call(script(keys=keys, args=args))
+
+    async def aclose(self) -> None:
+        """Close the clients this link opened (the caller's stays open); idempotent."""
+        self.closed = True
+        self._scripts.clear()
+        clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
+        running = asyncio.get_running_loop()
+        for loop, client in clients:
+            if loop is running:
+                await client.aclose()
+            elif not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)

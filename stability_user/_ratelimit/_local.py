@@ -1,0 +1,307 @@
+"""The rate limiter's state on this machine: one SQLite file shared by every process of the user.
+
+It keeps the same slots and lockouts as the in-process store, with one addition:
+a slot taken by a process that dies before giving it back frees itself ``lease +
+window`` seconds after it was taken. A request costs one transaction: taking its
+slot. Giving it back is queued, and applied by the next transaction (any key's) or
+a moment later, with the time the response was read, so a slot is never freed
+early. The file is the plumbing of :mod:`stability_user._backends._sqlite`: used
+from the event loop while no other process holds it, from its thread when one does.
+
+Times are wall-clock seconds (``time.time``), the one clock every process shares.
+Stored state is checked on every read: a lockout or a completed slot further in
+the future than it can be (a clock stepped back, a hand-edited file), or not a
+number, is dropped with a WARNING, never waited for. A file another process holds
+past the busy timeout, or one that cannot be written, is an outage: calls go on
+with this process's own state and one WARNING, and the file is tried again after
+a few seconds. A file that is not a store's at all is an error naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from .._backends import Breaker, Outage
+from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
+from .._types import Clock
+from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._memory import MemoryRateLimitStore
+
+__all__ = ["LocalRateLimitStore", "default_local_path"]
+
+logger = logging.getLogger("stability_user")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS slots (
+    key_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    taken REAL NOT NULL,
+    frees REAL NOT NULL,
+    in_flight INTEGER NOT NULL,
+    PRIMARY KEY (key_id, token)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS slots_frees ON slots (frees);
+CREATE TABLE IF NOT EXISTS lockouts (
+    key_id TEXT PRIMARY KEY,
+    until REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+_WHAT: Final = "machine-wide rate-limit store"
+_SWEEP_EVERY: Final = 256  # acquisitions between sweeps of every key's expired rows
+_FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
+_SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
+
+# Rows that cannot be: not numbers, taken in the future, or completed slots that free
+# later than a window from now (a clock that stepped back, a hand-edited file).
+_CORRUPT_SLOTS: Final = (
+    "DELETE FROM slots WHERE key_id = ?1 AND ("
+    " typeof(taken) NOT IN ('real', 'integer') OR typeof(frees) NOT IN ('real', 'integer')"
+    " OR abs(frees) > 1e15 OR taken > ?2 OR (in_flight = 0 AND frees > ?3))"
+)
+
+Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
+
+
+def default_local_path() -> pathlib.Path:
+    """``ratelimit.sqlite3`` under the user's cache directory (platformdirs).
+
+    Raises:
+        ImportError: platformdirs is missing (``pip install 'stability-user[local]'``).
+    """
+    return default_path("ratelimit.sqlite3")
+
+
+def _apply(db: sqlite3.Connection, releases: list[Release]) -> None:
+    # A slot whose lease ran out before its response was read was handed on already:
+    # counting it again would hold more slots than the limit. A give-back that joined a
+    # transaction that failed is lost: its slot frees when its lease runs out (never
+    # early), as a dead process's does.
+    db.executemany(
+        "UPDATE slots SET frees = ?1, in_flight = 0"
+        " WHERE key_id = ?2 AND token = ?3 AND in_flight = 1 AND frees > ?4",
+        [(done + held, key, token, done) for key, token, done, held in releases],
+    )
+
+
+class LocalRateLimitStore:
+    """Rate-limit state shared by every process of the user on this machine.
+
+    Args:
+        path: the SQLite file; ``ratelimit.sqlite3`` in the user's cache directory
+            by default (created, with its directory, private to the user). A symbolic
+            link there is refused.
+        clock: wall-clock seconds shared by the processes (for tests).
+        busy_timeout: seconds to wait for another process's transaction before
+            going on with this process's own state.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock = time.time,
+        busy_timeout: float = 0.75,
+    ) -> None:
+        """Remember where the file is; it is opened on first use."""
+        self.path = pathlib.Path(path) if path is not None else default_local_path()
+        self._clock = clock
+        self._file = SQLiteFile(self.path, what=_WHAT, schema=_SCHEMA, busy_timeout=busy_timeout)
+        self._breaker = Breaker(
+            _WHAT, str(self.path), errors=(FileUnavailable,), clock=time.monotonic
+        )
+        self._fallback = MemoryRateLimitStore(clock=time.monotonic)
+        self._pending: list[Release] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self._work: set[asyncio.Future[None]] = set()
+        self._acquisitions = 0
+
+    def __repr__(self) -> str:
+        """Where the state is kept."""
+        return f"<LocalRateLimitStore {self.path}>"
+
+    def _acquire_work(
+        self, key_id: str, limit: RateLimit, lease: float, token: str
+    ) -> tuple[Callable[[sqlite3.Connection], str | Wait], list[Release]]:
+        releases, self._pending = self._pending, []
+        self._acquisitions += 1
+        sweep = self._acquisitions % _SWEEP_EVERY == 0
+        held = held_for(limit)
+
+        def work(db: sqlite3.Connection) -> str | Wait:
+            now = self._clock()
+            if releases:
+                _apply(db, releases)
+            if sweep:
+                db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
+                db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
+            if db.execute(_CORRUPT_SLOTS, (key_id, now + _SKEW, now + held + _SKEW)).rowcount:
+                _corrupt("completed or in-flight slots that cannot be")
+            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
+            if row is not None and row[0] > now:
+                until = row[0]
+                if not isinstance(until, (int, float)) or until > now + MAX_LOCKOUT + _SKEW:
+                    db.execute("DELETE FROM lockouts WHERE key_id = ?", (key_id,))
+                    _corrupt(f"a lockout of {until!r}")
+                else:
+                    return Wait(until - now, lockout=True)
+            db.execute("DELETE FROM slots WHERE key_id = ? AND frees <= ?", (key_id, now))
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM slots WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            if count < limit.requests:
+                db.execute(
+                    "INSERT INTO slots VALUES (?, ?, ?, ?, 1)",
+                    (key_id, token, now, now + lease + held),
+                )
+                return token
+            (first,) = db.execute(
+                "SELECT MIN(frees) FROM slots WHERE key_id = ? AND in_flight = 0", (key_id,)
+            ).fetchone()
+            # A request still in flight frees its slot no sooner than a window from now.
+            return Wait(first - now if first is not None else held)
+
+        return work, releases
+
+    def acquire_nowait(
+        self, key_id: str, limit: RateLimit, lease: float
+    ) -> str | int | Wait | None:
+        """Take a slot without waiting; ``None`` when another process holds the file."""
+        if not self._breaker.available():
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        token = uuid.uuid4().hex
+        work, releases = self._acquire_work(key_id, limit, lease, token)
+        try:
+            answer = self._file.try_now(work)
+        except FileUnavailable as error:
+            self._breaker.failed(error)
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        if answer is BUSY:
+            self._pending[:0] = releases  # they join the transaction that waits
+            return None
+        self._breaker.succeeded()
+        self._maintain()
+        return answer  # type: ignore[return-value]
+
+    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
+        """Take a slot now and return its token, or say how long until one may be free."""
+        answer = self.acquire_nowait(key_id, limit, lease)
+        if answer is not None:
+            return answer
+        token = uuid.uuid4().hex
+        work, _ = self._acquire_work(key_id, limit, lease, token)
+        try:
+            result = await self._breaker.call(self._file.run(work))
+        except Outage:
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        except asyncio.CancelledError:
+            # The transaction may still commit in the file's thread: give its slot back.
+            self.release_nowait(key_id, token, limit)
+            raise
+        self._maintain()
+        return result
+
+    def release_nowait(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """The request of ``token`` completed now: queued, applied by the next transaction."""
+        if isinstance(token, int):  # taken from this process's own state during an outage
+            self._fallback.release_nowait(key_id, token, limit)
+            return
+        self._pending.append((key_id, token, self._clock(), held_for(limit)))
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+
+    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
+        self.release_nowait(key_id, token, limit)
+
+    def _flush_soon(self) -> None:
+        self._flush = None
+        if self._pending:
+            self._spawn(self._flush_pending())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def _flush_pending(self) -> None:
+        releases, self._pending = self._pending, []
+
+        def work(db: sqlite3.Connection) -> None:
+            _apply(db, releases)
+
+        if not releases or self._file.closed:
+            return
+        try:
+            if self._file.try_now(work) is BUSY:
+                await self._breaker.call(self._file.run(work))
+        except Exception:  # noqa: BLE001 - lost give-backs free with their leases (_apply)
+            return
+
+    def _maintain(self) -> None:
+        if self._acquisitions % _SWEEP_EVERY == 0:
+            # Copying the WAL into the file takes a moment: the file's thread does it.
+            self._spawn(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._file.run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        except Exception:  # noqa: BLE001 - a checkpoint can wait for the next one
+            return
+
+    async def lock(self, key_id: str, seconds: float) -> bool:
+        """Lock the key out for ``seconds``; ``True`` when it was not locked before."""
+        fresh = await self._fallback.lock(key_id, seconds)  # this process knows at once
+        if not self._breaker.available():
+            return fresh
+
+        def work(db: sqlite3.Connection) -> bool:
+            now = self._clock()
+            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
+            previous = row[0] if row is not None and isinstance(row[0], (int, float)) else 0.0
+            previous = min(previous, now + MAX_LOCKOUT)  # a corrupt lockout is not kept
+            db.execute(
+                "INSERT OR REPLACE INTO lockouts VALUES (?, ?)",
+                (key_id, max(previous, now + seconds)),
+            )
+            return bool(previous <= now)
+
+        try:
+            answer = self._file.try_now(work)
+            if answer is BUSY:
+                answer = await self._breaker.call(self._file.run(work))
+        except (Outage, FileUnavailable) as error:
+            if isinstance(error, FileUnavailable):
+                self._breaker.failed(error)
+            return fresh
+        return bool(answer)
+
+    async def flush(self) -> None:
+        """Apply the queued give-backs now, rather than with the next transaction."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        await self._flush_pending()
+        if self._work:
+            await asyncio.wait(set(self._work), timeout=1.0)
+
+    async def aclose(self) -> None:
+        """Apply the queued give-backs, then close the file and its thread."""
+        await self.flush()
+        await self._file.aclose()
+
+
+def _corrupt(what: str) -> None:
+    logger.warning(
+        "the %s held %s: dropped (a clock that stepped back, or a file edited by hand)",
+        _WHAT,
+        what,
+    )

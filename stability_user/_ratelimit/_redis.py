@@ -1,0 +1,242 @@
+"""The rate limiter's state in Redis: shared by a fleet of workers on many machines.
+
+Needs the extra: ``pip install 'stability-user[redis]'`` (redis-py's asyncio client).
+
+Each step is one Lua script (:mod:`._redis_scripts`), atomic on the server and on
+the server's clock. A key's state lives under ``stability-user:{<key id>}:...``
+(the key id in a hash tag, so one Redis Cluster slot holds it) and expires when
+its last entry does. A request costs one round trip: taking its slot. Giving a
+slot back is queued and rides along with the next script the store runs (any
+key's on a plain Redis, the same key's on a Cluster), or is sent a moment later,
+with the time the response was read, so a slot is never freed early.
+
+Redis unavailable (down, hanging, dropping packets): the store's breaker
+(:mod:`stability_user._backends._breaker`) makes the first call that meets it
+decide for all, within a second; calls go on limited in this process, with one
+WARNING, and Redis is tried again every few seconds. Slots taken during the
+outage are given back where they were taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from .._backends import Outage
+from .._backends._redis import RedisLink, import_redis
+from .._types import Clock
+from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._memory import MemoryRateLimitStore
+from ._redis_scripts import ACQUIRE, LOCK, RELEASE
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisRateLimitStore"]
+
+logger = logging.getLogger("stability_user")
+
+_PREFIX: Final = "stability-user"
+_WHAT: Final = "rate-limit store"
+_FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a script to join
+_JOIN_AT_MOST: Final = 64  # give-backs riding along with one script
+_QUEUED_AT_MOST: Final = 10_000  # give-backs kept while Redis is away (their leases free them)
+_SKEW_MS: Final = 1000  # clock disagreement tolerated in stored state
+
+Release = tuple[str, str, float, int]  # key id, token, when read (local clock), held ms
+
+
+class RedisRateLimitStore:
+    """Rate-limit state in Redis, shared by every process on every machine using it.
+
+    Args:
+        url: a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py's forms).
+        client: a ``redis.asyncio.Redis`` or ``RedisCluster`` of the caller's instead
+            of ``url`` (never closed here).
+        clock: seconds to use instead of the server's clock, and for this
+            process's own limiting and retry interval while Redis is away (for tests).
+
+    Raises:
+        ImportError: redis-py is not installed (``pip install 'stability-user[redis]'``).
+        ValueError: a URL redis-py cannot use (its password never shown), or both or
+            neither of ``url`` and ``client``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Redis | Any | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """Remember where Redis is; connections open on first use, in the running loop."""
+        import_redis(_WHAT)
+        self._clock = clock
+        self._local_clock = clock or time.monotonic
+        self._link = RedisLink(url, client, what=_WHAT, clock=self._local_clock)
+        self._cluster = self._link.is_cluster
+        self._fallback = MemoryRateLimitStore(clock=self._local_clock)
+        self._pending: list[Release] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self._work: set[asyncio.Future[None]] = set()
+
+    def __repr__(self) -> str:
+        """Where the state is kept, the password hidden."""
+        return f"<RedisRateLimitStore {self.where}>"
+
+    @property
+    def where(self) -> str:
+        """The Redis URL without its password (or the client's repr)."""
+        return self._link.where
+
+    def _keys(self, key_id: str) -> tuple[str, str, str]:
+        base = f"{_PREFIX}:{{{key_id}}}"
+        return f"{base}:in-flight", f"{base}:done", f"{base}:lockout"
+
+    def _now_ms(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+    def _joining(self, key_id: str | None) -> list[Release]:
+        """The queued give-backs one script can carry (on a Cluster, one key's only)."""
+        pending = self._pending
+        if not pending:
+            return []
+        if not self._cluster:
+            joining, self._pending = pending[:_JOIN_AT_MOST], pending[_JOIN_AT_MOST:]
+            return joining
+        joining = [r for r in pending if r[0] == key_id][:_JOIN_AT_MOST]
+        if joining:
+            tokens = {r[1] for r in joining}
+            self._pending = [r for r in pending if r[1] not in tokens]
+        return joining
+
+    def _carry(self, releases: list[Release]) -> tuple[list[str], list[object]]:
+        keys: list[str] = []
+        args: list[object] = []
+        now = self._local_clock()
+        for key_id, token, read_at, held_ms in releases:
+            keys.extend(self._keys(key_id)[:2])
+            args.extend((token, max(0, int((now - read_at) * 1000)), held_ms))
+        return keys, args
+
+    async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
+        """Take a slot now and return its token, or say how long until one may be free."""
+        if not self._link.breaker.available():
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        token = uuid.uuid4().hex
+        releases = self._joining(key_id)
+        keys, args = self._carry(releases)
+        try:
+            taken, wait_ms, lockout, corrupt = await self._link.run(
+                ACQUIRE,
+                [*self._keys(key_id), *keys],
+                [
+                    self._now_ms(),
+                    limit.requests,
+                    math.ceil(held_for(limit) * 1000),
+                    int(lease * 1000),
+                    token,
+                    int(MAX_LOCKOUT * 1000),
+                    _SKEW_MS,
+                    len(releases),
+                    *args,
+                ],
+            )
+        except Outage:
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        except asyncio.CancelledError:
+            # The script may have run all the same: its slot is given back (a token the
+            # server does not hold changes nothing).
+            self.release_nowait(key_id, token, limit)
+            raise
+        if corrupt:
+            _corrupt(self.where)
+        if taken:
+            return token
+        return Wait(max(int(wait_ms), 1) / 1000, lockout=bool(lockout))
+
+    def release_nowait(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """The request of ``token`` completed now: queued, carried by the next script."""
+        if isinstance(token, int):  # taken in this process while Redis was away
+            self._fallback.release_nowait(key_id, token, limit)
+            return
+        pending = self._pending
+        pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
+        if len(pending) > _QUEUED_AT_MOST:
+            del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+
+    async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
+        """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
+        self.release_nowait(key_id, token, limit)
+
+    def acquire_nowait(self, key_id: str, limit: RateLimit, lease: float) -> int | Wait | None:
+        """Only this process's own state answers without a round trip: during an outage."""
+        if self._link.breaker.available():
+            return None
+        return self._fallback.acquire_nowait(key_id, limit, lease)
+
+    def _flush_soon(self) -> None:
+        self._flush = None
+        if self._pending:
+            task = asyncio.ensure_future(self._send_pending())
+            self._work.add(task)
+            task.add_done_callback(self._work.discard)
+
+    async def _send_pending(self) -> None:
+        while self._pending and not self._link.closed:
+            if not self._link.breaker.available():
+                return  # Redis is away: the leases of these slots free them
+            releases = self._joining(self._pending[0][0])
+            keys, args = self._carry(releases)
+            try:
+                corrupt = await self._link.run(
+                    RELEASE, keys, [self._now_ms(), len(releases), *args]
+                )
+            except Outage:
+                return
+            if corrupt:
+                _corrupt(self.where)
+
+    async def lock(self, key_id: str, seconds: float) -> bool:
+        """Lock the key out for ``seconds``; ``True`` when it was not locked before."""
+        fresh = await self._fallback.lock(key_id, seconds)  # this process knows at once
+        if self._link.breaker.available():
+            with contextlib.suppress(Outage):  # this process knows: that has to do
+                fresh = bool(
+                    await self._link.run(
+                        LOCK,
+                        self._keys(key_id)[2:],
+                        [self._now_ms(), int(seconds * 1000), int(MAX_LOCKOUT * 1000)],
+                    )
+                )
+        return fresh
+
+    async def flush(self) -> None:
+        """Send the queued give-backs now, rather than with the next script."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._work:
+            await asyncio.wait(set(self._work), timeout=1.0)
+        if not self._link.closed:
+            await self._send_pending()
+
+    async def aclose(self) -> None:
+        """Send the queued give-backs, then close the connections this store opened."""
+        await self.flush()
+        await self._link.aclose()
+
+
+def _corrupt(where: str) -> None:
+    logger.warning(
+        "the rate-limit store %s held state that cannot be (a value of the wrong type, "
+        "a lockout beyond the longest one, or a slot beyond its window): dropped",
+        where,
+    )
