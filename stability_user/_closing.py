@@ -55,6 +55,7 @@ class Closing:
         Raises:
             StabilityError: the session is closed, or closed during the wait.
         """
+        self.check()
         await self.wait(self._sleep(seconds))
 
     async def wait(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:

@@ -126,6 +126,7 @@ def display_text(
 
 
 _QUERY_PASSWORD: Final = re.compile(r"[?&]password=([^&#]*)")
+_AUTHORITY: Final = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//")
 
 
 def _password_spans(url: str) -> list[tuple[int, int]]:
@@ -142,8 +143,8 @@ def _password_spans(url: str) -> list[tuple[int, int]]:
     spans = [match.span(1) for match in _QUERY_PASSWORD.finditer(url) if match.group(1)]
     at = url.rfind("@")
     if at >= 0:
-        slashes = url.find("//", 0, at)
-        start = slashes + 2 if slashes >= 0 else 0
+        authority = _AUTHORITY.match(url)  # "scheme://" or "//": never a "//" of the password
+        start = authority.end() if authority is not None and authority.end() <= at else 0
         colon = url.find(":", start, at)
         if colon >= 0:
             spans = [(b, e) for b, e in spans if e <= colon or b >= at]  # inside it already

@@ -70,6 +70,7 @@ class Sender:
         "clock",
         "closing",
         "limiter",
+        "queued",
         "transport",
     )
 
@@ -89,6 +90,7 @@ class Sender:
         self.closing = closing
         self.clock = clock
         self._max_connections = max_connections
+        self.queued = 0  # requests waiting for a connection now
         send: Handler | None = None
         for around in reversed(around_send):
             send = functools.partial(around, send=send or self._transport)
@@ -118,37 +120,41 @@ class Sender:
         closing.check()
         gate = self._gate()
         limiter = self.limiter
-        slot: Slot | None = None
-        waited = 0.0
-        while True:
-            if gate.locked():
-                await self._queue(gate, request)
-            else:
-                await gate.acquire()  # free: no suspension
-            if limiter is None:
-                break
-            try:
-                taken = await self._take(limiter, request, waited)
-            except BaseException:
-                gate.release()
-                raise
-            if isinstance(taken, Slot):
-                slot = taken
-                break
-            gate.release()  # the wait is the key's alone: the pool serves the others
-            waited += taken.seconds
-            await closing.sleep(taken.seconds)
+        # Counted from here until everything taken is given back: close() waits for it.
         closing.sending()
         try:
-            return await self._send(request, slot)
+            slot: Slot | None = None
+            waited = 0.0
+            while True:
+                if gate.locked():
+                    await self._queue(gate, request)
+                else:
+                    await gate.acquire()  # free: no suspension
+                if limiter is None:
+                    break
+                try:
+                    taken = await self._take(limiter, request, waited)
+                except BaseException:
+                    gate.release()
+                    raise
+                if isinstance(taken, Slot):
+                    slot = taken
+                    break
+                gate.release()  # the wait is the key's alone: the pool serves the others
+                waited += taken.seconds
+                await closing.sleep(taken.seconds)
+            try:
+                return await self._send(request, slot)
+            finally:
+                gate.release()
         finally:
-            gate.release()
             closing.sent()
 
     async def _queue(self, gate: asyncio.Semaphore, request: Request) -> None:
         deadline = request.deadline
         left = None if deadline is None else deadline - self.clock()
         acquiring = asyncio.ensure_future(gate.acquire())
+        self.queued += 1
         try:
             await self.closing.wait(acquiring, timeout=left)
         except asyncio.TimeoutError:
@@ -159,6 +165,8 @@ class Sender:
             if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
                 gate.release()  # acquired in the very moment the wait ended
             raise
+        finally:
+            self.queued -= 1
 
     async def _take(self, limiter: RateLimiter, request: Request, waited: float) -> Slot | Wait:
         """A slot now, or the wait until one may be free (refused when too long)."""
@@ -180,16 +188,17 @@ class Sender:
         return answer
 
     async def _send(self, request: Request, slot: Slot | None) -> Response:
-        deadline = request.deadline
-        cut = False
-        if deadline is not None:
-            left = deadline - self.clock()
-            if left <= 0:
-                raise _deadline_error(request, f"before attempt {request.attempt} was sent")
-            if left < request.timeout:
-                request = attrs.evolve(request, timeout=left)
-                cut = True
         try:
+            self.closing.check()  # closed while this request waited: nothing is sent
+            deadline = request.deadline
+            cut = False
+            if deadline is not None:
+                left = deadline - self.clock()
+                if left <= 0:
+                    raise _deadline_error(request, f"before attempt {request.attempt} was sent")
+                if left < request.timeout:
+                    request = attrs.evolve(request, timeout=left)
+                    cut = True
             try:
                 chain = self._send_chain
                 if chain is None:

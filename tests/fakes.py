@@ -62,5 +62,7 @@ class VirtualTime:
             if not self._waiters:
                 raise RuntimeError("every task is blocked and none is sleeping: a deadlock")
             wake, _, future = heapq.heappop(self._waiters)
+            if future.done():  # its sleeper was cancelled meanwhile
+                continue
             self.now = max(self.now, wake)
             future.set_result(None)

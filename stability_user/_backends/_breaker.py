@@ -6,13 +6,18 @@ every call then in flight on it: they give up at once. Later calls go straight
 to the store's fallback (in-process state) until ``retry_after`` seconds have
 passed; then one call probes the backend, and its success closes the breaker.
 One WARNING says the backend is unavailable (with the reason), one that it is back.
+
+The backend's work runs in a task of its own, never in the caller's: a caller
+that is cancelled leaves at once, whatever the client library does with a
+cancellation (redis-py on Python 3.11 can swallow one inside ``wait_for``), and
+what the work took is handed to ``abandoned`` to be given back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, TypeVar
 
 from .._secrets import display_text
@@ -31,14 +36,6 @@ class Outage(Exception):  # noqa: N818 - a state the store handles, not an error
     """The backend failed or did not answer in time: the store uses its fallback."""
 
 
-class _Watch:
-    __slots__ = ("interrupted", "task")
-
-    def __init__(self, task: asyncio.Task[object] | None) -> None:
-        self.task = task
-        self.interrupted = False
-
-
 class Breaker:
     """Health of one store's backend, shared by every call of the store.
 
@@ -48,6 +45,7 @@ class Breaker:
         errors: the exceptions that mean the backend failed.
         clock: monotonic seconds.
         max_wait: the longest a call waits for the backend.
+        retry_after: seconds of the fallback before one call probes the backend again.
         secrets: texts never to log (passwords in the URL).
     """
 
@@ -72,7 +70,9 @@ class Breaker:
         self._secrets = tuple(secrets)
         self._down_since: float | None = None
         self._probing = False
-        self._watches: set[_Watch] = set()
+        # Resolved when the breaker opens: every call in flight then gives up with it.
+        self._opened: asyncio.Future[None] | None = None
+        self._work: set[asyncio.Future[object]] = set()
 
     @property
     def down(self) -> bool:
@@ -88,37 +88,59 @@ class Breaker:
         self._probing = True  # this call probes; the others use the fallback meanwhile
         return True
 
-    async def call(self, operation: Awaitable[T]) -> T:
-        """Await ``operation`` on the backend, for at most ``max_wait`` seconds.
+    async def call(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        abandoned: Callable[[T], object] | None = None,
+    ) -> T:
+        """Run ``work()`` on the backend in a task of its own; wait ``max_wait`` seconds at most.
+
+        Args:
+            work: makes the backend's operation.
+            abandoned: given the result of work its caller left (cancelled, or gave
+                up on an outage) once it completes, to give back what it took.
 
         Raises:
             Outage: it failed, timed out, or another call found the backend down meanwhile.
         """
-        watch = _Watch(asyncio.current_task())
-        self._watches.add(watch)
-        handle = asyncio.get_running_loop().call_later(self.max_wait, self._expired)
+        task: asyncio.Future[T] = asyncio.ensure_future(work())
+        opened = self._opened
+        if opened is None or opened.done():
+            opened = self._opened = asyncio.get_running_loop().create_future()
         try:
-            result = await operation
+            done, _ = await asyncio.wait(
+                (task, opened), timeout=self.max_wait, return_when=asyncio.FIRST_COMPLETED
+            )
         except asyncio.CancelledError:
-            if not watch.interrupted:
-                self._probing = False  # the caller gave up: another call may probe
-                raise
-            uncancel = getattr(watch.task, "uncancel", None)  # 3.11+: undo our own cancel
-            if uncancel is not None:
-                uncancel()
-            raise Outage(f"the {self.what} at {self.where} is unavailable") from None
-        except self._errors as error:
-            watch.interrupted = True  # this call knows already: no cancel of its own task
-            self.failed(error)
-            raise Outage(str(error)) from error
-        finally:
-            handle.cancel()
-            self._watches.discard(watch)
-        self.succeeded()
-        return result
+            self._probing = False  # the caller gave up: another call may probe
+            self._abandon(task, abandoned)
+            raise
+        if task in done:
+            error = task.exception()
+            if error is None:
+                self.succeeded()
+                return task.result()
+            if isinstance(error, self._errors):
+                self.failed(error)
+                raise Outage(str(error)) from error
+            raise error
+        if not done:  # this call waited longest: it decides for every call in flight
+            self.failed(TimeoutError(f"no answer within {self.max_wait:g} s"))
+        task.cancel()  # a backend that hangs: its connection is dropped
+        self._abandon(task, abandoned)
+        raise Outage(f"the {self.what} at {self.where} is unavailable")
 
-    def _expired(self) -> None:
-        self.failed(TimeoutError(f"no answer within {self.max_wait:g} s"))
+    def _abandon(self, task: asyncio.Future[T], abandoned: Callable[[T], object] | None) -> None:
+        def done(finished: asyncio.Future[T]) -> None:
+            self._work.discard(finished)
+            if finished.cancelled() or finished.exception() is not None:
+                return  # nothing taken, or nothing known: a lease frees what was
+            if abandoned is not None:
+                abandoned(finished.result())
+
+        self._work.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(done)
 
     def failed(self, error: BaseException) -> None:
         """The backend failed: open the breaker, and stop every call in flight on it."""
@@ -133,10 +155,9 @@ class Breaker:
                 f": {reason}" if reason else "",
             )
         self._down_since = self._clock()
-        for watch in self._watches:
-            if not watch.interrupted and watch.task is not None:
-                watch.interrupted = True
-                watch.task.cancel()
+        opened = self._opened
+        if opened is not None and not opened.done():
+            opened.set_result(None)
 
     def succeeded(self) -> None:
         """The backend answered: close the breaker if it was open."""
@@ -144,3 +165,8 @@ class Breaker:
         if self._down_since is not None:
             self._down_since = None
             logger.warning("%s %s is back: its state is shared again", self.what, self.where)
+
+    async def settle(self) -> None:
+        """Wait (a second at most) for the work callers left to end."""
+        if self._work:
+            await asyncio.wait(set(self._work), timeout=1.0)

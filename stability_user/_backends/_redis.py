@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import StabilityError
@@ -137,8 +137,21 @@ class RedisLink:
             )
         return client
 
-    async def run(self, source: str, keys: Sequence[str], args: Sequence[object]) -> Any:
-        """Run the script ``source`` through the breaker.
+    async def run(
+        self,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[object],
+        *,
+        abandoned: Callable[[Any], object] | None = None,
+    ) -> Any:
+        """Run the script ``source`` through the breaker, in a task of its own.
+
+        Args:
+            source: the Lua script.
+            keys: its ``KEYS``.
+            args: its ``ARGV``.
+            abandoned: given the script's answer if its caller left before it came.
 
         Raises:
             Outage: Redis failed or did not answer within a second.
@@ -148,11 +161,12 @@ class RedisLink:
         script = self._scripts.get((id(client), source))
         if script is None:
             script = self._scripts[(id(client), source)] = client.register_script(source)
-        return await self.breaker.call(script(keys=keys, args=args))
+        return await self.breaker.call(lambda: script(keys=keys, args=args), abandoned=abandoned)
 
     async def aclose(self) -> None:
         """Close the clients this link opened (the caller's stays open); idempotent."""
         self.closed = True
+        await self.breaker.settle()  # scripts their callers left end before the clients go
         self._scripts.clear()
         clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
         running = asyncio.get_running_loop()

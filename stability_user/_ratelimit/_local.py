@@ -198,14 +198,16 @@ class LocalRateLimitStore:
             return answer
         token = uuid.uuid4().hex
         work, _ = self._acquire_work(key_id, limit, lease, token)
+
+        def give_back(answer: str | Wait) -> None:
+            # The caller left while the file's thread took its slot: it goes back.
+            if isinstance(answer, str):
+                self.release_nowait(key_id, answer, limit)
+
         try:
-            result = await self._breaker.call(self._file.run(work))
+            result = await self._breaker.call(lambda: self._file.run(work), abandoned=give_back)
         except Outage:
             return self._fallback.acquire_nowait(key_id, limit, lease)
-        except asyncio.CancelledError:
-            # The transaction may still commit in the file's thread: give its slot back.
-            self.release_nowait(key_id, token, limit)
-            raise
         self._maintain()
         return result
 
@@ -242,7 +244,7 @@ class LocalRateLimitStore:
             return
         try:
             if self._file.try_now(work) is BUSY:
-                await self._breaker.call(self._file.run(work))
+                await self._breaker.call(lambda: self._file.run(work))
         except Exception:  # noqa: BLE001 - lost give-backs free with their leases (_apply)
             return
 
@@ -277,7 +279,7 @@ class LocalRateLimitStore:
         try:
             answer = self._file.try_now(work)
             if answer is BUSY:
-                answer = await self._breaker.call(self._file.run(work))
+                answer = await self._breaker.call(lambda: self._file.run(work))
         except (Outage, FileUnavailable) as error:
             if isinstance(error, FileUnavailable):
                 self._breaker.failed(error)
@@ -295,6 +297,7 @@ class LocalRateLimitStore:
 
     async def aclose(self) -> None:
         """Apply the queued give-backs, then close the file and its thread."""
+        await self._breaker.settle()  # transactions their callers left: given back
         await self.flush()
         await self._file.aclose()
 

@@ -131,6 +131,12 @@ class RedisRateLimitStore:
         token = uuid.uuid4().hex
         releases = self._joining(key_id)
         keys, args = self._carry(releases)
+
+        def give_back(answer: Any) -> None:
+            # The caller left before the answer came: the slot it took goes back.
+            if answer[0]:
+                self.release_nowait(key_id, token, limit)
+
         try:
             taken, wait_ms, lockout, corrupt = await self._link.run(
                 ACQUIRE,
@@ -146,14 +152,10 @@ class RedisRateLimitStore:
                     len(releases),
                     *args,
                 ],
+                abandoned=give_back,
             )
         except Outage:
             return self._fallback.acquire_nowait(key_id, limit, lease)
-        except asyncio.CancelledError:
-            # The script may have run all the same: its slot is given back (a token the
-            # server does not hold changes nothing).
-            self.release_nowait(key_id, token, limit)
-            raise
         if corrupt:
             _corrupt(self.where)
         if taken:
@@ -230,6 +232,7 @@ class RedisRateLimitStore:
 
     async def aclose(self) -> None:
         """Send the queued give-backs, then close the connections this store opened."""
+        await self._link.breaker.settle()  # scripts their callers left: their slots queued
         await self.flush()
         await self._link.aclose()
 

@@ -5,10 +5,17 @@ Any test suite with stability-user installed gets, without imports:
 - ``stability_emulator``: a running :class:`~stability_user.testing.StabilityEmulator`
   on a free loopback port, with the rate limit on.
 - ``stability_session``: a :class:`~stability_user.StabilitySession` bound to it with
-  a fresh demo account (100 credits), closed after the test.
+  a fresh demo account (100 credits), closed after the test; its rate-limit waits
+  are recorded in ``stability_rate_limit_waits``.
+- ``stability_rate_limit_waits``: a list the test's rate-limit waits are appended to
+  (pass ``on_rate_limit_wait=stability_rate_limit_waits.append`` to a session of your own).
+- ``stability_rate_limit_store``: a fresh in-process rate-limit store, for sessions a
+  test builds that must share a limit (or a lockout) on purpose.
 
-The fixtures are async and need pytest-asyncio; without it they fail with a message
-saying so, and a suite that does not use them is not affected.
+Rate-limit state never leaks from one test into another: the default store
+(``"memory"``) belongs to the running event loop, and pytest-asyncio gives each
+test its own. The fixtures are async and need pytest-asyncio; without it they
+fail with a message saying so, and a suite that does not use them is not affected.
 """
 
 from __future__ import annotations
@@ -23,6 +30,20 @@ from ._emulator import StabilityEmulator
 
 def _missing_pytest_asyncio() -> None:
     pytest.fail("stability-user's async fixtures need pytest-asyncio: pip install pytest-asyncio")
+
+
+@pytest.fixture(name="stability_rate_limit_waits")
+def stability_rate_limit_waits() -> list[Any]:
+    """The rate-limit waits of this test's ``stability_session``: ``RateLimitWait`` values."""
+    return []
+
+
+@pytest.fixture(name="stability_rate_limit_store")
+def stability_rate_limit_store() -> Any:
+    """A fresh ``MemoryRateLimitStore``: pass it as ``rate_limit_store=`` to share it on purpose."""
+    from stability_user import MemoryRateLimitStore  # noqa: PLC0415 - only when used
+
+    return MemoryRateLimitStore()
 
 
 try:
@@ -49,11 +70,15 @@ else:
 
     @pytest_asyncio.fixture(name="stability_session")
     async def stability_session(  # type: ignore[misc]
-        stability_emulator: StabilityEmulator,
+        stability_emulator: StabilityEmulator, stability_rate_limit_waits: list[Any]
     ) -> AsyncIterator[Any]:
         """A StabilitySession on the emulator with a fresh demo account."""
         from stability_user import StabilitySession  # noqa: PLC0415 - only when used
 
         key = stability_emulator.add_account(email="demo@example.com", credits=100.0)
-        async with StabilitySession(key, base_url=stability_emulator.base_url) as session:
+        async with StabilitySession(
+            key,
+            base_url=stability_emulator.base_url,
+            on_rate_limit_wait=stability_rate_limit_waits.append,
+        ) as session:
             yield session
