@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
@@ -13,13 +15,15 @@ import attrs
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
 from .._http import Middleware
-from .._ratelimit import RateLimit, RateLimitWait
+from .._ratelimit import RateLimit, RateLimitStore, RateLimitWait
+from .._ratelimit_local import LocalRateLimitStore
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
 from .._session import StabilitySession
 from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
-from ._failures import UsageFailure, describe, in_option_terms, os_reason, run_async
+from . import NEEDS_EXTRA
+from ._failures import PROG, Failure, UsageFailure, describe, os_reason, run_async
 
 __all__ = [
     "Settings",
@@ -32,6 +36,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("stability_user.cli")
+
+# A key id no key hashes to: releasing a slot of it changes nothing, but opens the store.
+_PROBE_KEY_ID = "stability-user: can the store be used?"
 
 
 @attrs.frozen
@@ -113,7 +122,7 @@ def _session(
     settings: Settings,
     key: str | None,
     base_url: str | None,
-    store: str,
+    store: str | RateLimitStore,
     *,
     on_wait: Callable[[RateLimitWait], None] | None,
     middlewares: Sequence[Middleware] = (),
@@ -136,7 +145,7 @@ def _session(
         )
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
-        raise UsageFailure(in_option_terms(redact(describe(error), settings.secrets))) from None
+        raise UsageFailure(redact(describe(error), settings.secrets)) from None
 
 
 @contextlib.asynccontextmanager
@@ -149,12 +158,18 @@ async def open_session(
 ) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
     """A session per the options; with ``--emulator N``, on N in-process demo accounts."""
     if settings.emulator is None:
-        store = settings.rate_limit_store
-        session = _session(
-            settings, key, settings.base_url, store, on_wait=on_wait, middlewares=middlewares
-        )
-        async with session:
-            yield session, []
+        async with contextlib.AsyncExitStack() as stack:
+            store: str | RateLimitStore = settings.rate_limit_store
+            if store == "local":
+                local = await _machine_wide_store(settings.rate_limit)
+                if local is not None:
+                    stack.push_async_callback(local.aclose)  # after the session's close
+                store = local or "memory"
+            session = _session(
+                settings, key, settings.base_url, store, on_wait=on_wait, middlewares=middlewares
+            )
+            async with session:
+                yield session, []
         return
     async with StabilityEmulator() as emulator:
         targets = []
@@ -174,6 +189,39 @@ async def open_session(
         )
         async with session:
             yield session, targets
+
+
+async def _machine_wide_store(limit: RateLimit) -> LocalRateLimitStore | None:
+    """The ``local`` store, opened; ``None`` with a warning when it cannot be used.
+
+    A cache folder that cannot be written (``HOME=/nonexistent`` under a service
+    account, a read-only home) or a damaged file must not stop a command: its calls
+    are limited in this process instead, as when a Redis store is unreachable.
+    """
+    try:
+        store = LocalRateLimitStore()
+    except ImportError:  # platformdirs finds the cache folder: the cli extra is incomplete
+        raise Failure(NEEDS_EXTRA.removeprefix(f"{PROG}: ").rstrip("\n")) from None
+    try:
+        await store.release(_PROBE_KEY_ID, "0", limit)
+    except StabilityError as error:
+        await store.aclose()
+        cause = error.__cause__
+        if isinstance(cause, OSError):
+            reason = os_reason(cause)
+        elif isinstance(cause, sqlite3.Error):
+            reason = str(cause)
+        else:
+            reason = describe(error)
+        logger.warning(
+            "the machine-wide rate-limit store cannot be used (%s: %s): this run keeps its "
+            "rate limit to itself (--rate-limit-store memory or "
+            "STABILITY_RATE_LIMIT_STORE=memory does so without this warning)",
+            store.path,
+            reason,
+        )
+        return None
+    return store
 
 
 def require_key(settings: Settings) -> str | None:
