@@ -111,6 +111,7 @@ async def test_json_summary_for_scripts(live: StabilityEmulator) -> None:
         "low": 1,
         "below": 10.0,
         "total_credits": 52.0,
+        "total_credits_overflow": False,
         "interrupted": False,
     }
     assert len(result.out.splitlines()) == 3

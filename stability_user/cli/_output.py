@@ -2,9 +2,14 @@
 
 Text meant for a terminal (the table, plain lines) has its control characters
 escaped, whoever wrote it: the service, a label in a file, an e-mail address.
-JSON relies on its encoder. CSV cells are escaped too and, against formula
-injection in spreadsheets (OWASP's "CSV injection"), a text cell that starts
-with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``.
+JSON relies on its encoder, and is strict: never ``NaN`` nor ``Infinity``, which
+RFC 8259 has no room for and many parsers refuse. Every number the service sends
+is finite (the library refuses others: that target's row fails); the one number
+computed here, the summary's ``total_credits``, is ``null`` with
+``total_credits_overflow: true`` when the balances add up to more than a float holds.
+CSV cells are escaped too and, against formula injection in spreadsheets (OWASP's
+"CSV injection"), a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -31,6 +38,7 @@ __all__ = [
     "csv_cell",
     "formatter",
     "header",
+    "json_text",
 ]
 
 FORMATS: Final = ("table", "json", "csv")
@@ -48,6 +56,11 @@ CSV_FIELDS: Final = (
 _MAX_FIELD: Final = 200  # characters of one text field of the service's shown
 
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """``value`` as strict JSON: a non-finite number raises ``ValueError``, never ``NaN``."""
+    return json.dumps(value, allow_nan=False, indent=indent)
 
 
 def _is_low(result: BalanceResult, below: float | None) -> bool:
@@ -109,7 +122,7 @@ def formatter(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
 
 def _line(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
     if fmt == "json":
-        return lambda result: json.dumps(_row(result, below))
+        return lambda result: json_text(_row(result, below))
     if fmt == "csv":
         return lambda result: _as_csv(csv_cell(v) for v in _row(result, below).values())
 
@@ -147,7 +160,7 @@ def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[s
         return _from_server(value, key) if isinstance(value, str) else value
 
     if as_json:
-        return [json.dumps(attrs.asdict(account, value_serializer=field), indent=2)]
+        return [json_text(attrs.asdict(account, value_serializer=field), indent=2)]
     email, account_id = _from_server(account.email, key), _from_server(account.id, key)
     lines = [escape_controls(f"{email} ({account_id})")]
     for org in account.organizations:
@@ -160,7 +173,7 @@ def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[s
 def balance_line(balance: Balance, organization: str | None, *, as_json: bool) -> str:
     """A balance as text or JSON."""
     if as_json:
-        return json.dumps({"organization": organization, "credits": balance.credits})
+        return json_text({"organization": organization, "credits": balance.credits})
     return f"{balance.credits:,.2f} credits"
 
 
@@ -184,9 +197,18 @@ class Tally:
             self.credits += result.balance.credits
             self.low += _is_low(result, self.below)
 
+    @property
+    def overflow(self) -> bool:
+        """The balances add up to more than a float holds (each is finite)."""
+        return not math.isfinite(self.credits)
+
     def text(self, *, interrupted: bool = False) -> str:
         """The summary line."""
-        counts = f"failed {self.failed}, total credits {self.credits:,.2f}"
+        if self.overflow:
+            total = f"too large to add up (over {sys.float_info.max:.1e})"
+        else:
+            total = f"{self.credits:,.2f}"
+        counts = f"failed {self.failed}, total credits {total}"
         if self.below is not None:
             counts += f", {self.low} below {self.below:g}"
         if not interrupted:
@@ -196,14 +218,15 @@ class Tally:
 
     def json(self, *, interrupted: bool = False) -> str:
         """The summary as one JSON object."""
-        return json.dumps(
+        return json_text(
             {
                 "targets": self.total,
                 "checked": self.checked,
                 "failed": self.failed,
                 "low": self.low,
                 "below": self.below,
-                "total_credits": self.credits,
+                "total_credits": None if self.overflow else self.credits,
+                "total_credits_overflow": self.overflow,
                 "interrupted": interrupted,
             }
         )
