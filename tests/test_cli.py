@@ -21,8 +21,8 @@ async def test_offline_main_job() -> None:
     result = await run("--emulator", "12", "balances", "--below", "50", "--ordered")
     assert result.code == 0
     lines = result.out.splitlines()
-    assert lines[0].split() == ["TARGET", "ORGANIZATION", "CREDITS", "STATUS"]
-    assert [line.split()[0] for line in lines[1:]] == [f"demo-{n}" for n in range(1, 13)]
+    assert lines[0].split() == ["LINE", "TARGET", "ORGANIZATION", "CREDITS", "STATUS"]
+    assert [line.split()[1] for line in lines[1:]] == [f"demo-{n}" for n in range(1, 13)]
     assert "checked 12, failed 0, total credits" in result.err
     assert "2 below 50" in result.err
     assert "\r" not in result.err  # no progress bar: stderr is not a terminal

@@ -217,7 +217,7 @@ def exporter(
         raise UsageFailure(_NEEDS_EXTRA) from None
     targets, labels = [], []
     if targets_file is not None:
-        targets = list(read_target_file(targets_file))
+        targets = [target for _, target in read_target_file(targets_file)]
         # Two targets in one series are a usage error, found before anything is served.
         labels = _exporter_metrics.series_labels(targets, targets_file)
     key = optional_key(settings)

@@ -52,6 +52,7 @@ CSV_FIELDS: Final = (
     "low",
     "error_type",
     "error",
+    "line",  # last: a column added to the CSV of 0.1.0 shifts no other
 )
 _MAX_FIELD: Final = 200  # characters of one text field of the service's shown
 
@@ -67,7 +68,7 @@ def _is_low(result: BalanceResult, below: float | None) -> bool:
     return below is not None and result.balance is not None and result.balance.credits < below
 
 
-def _row(result: BalanceResult, below: float | None) -> dict[str, Any]:
+def _row(result: BalanceResult, line: int | None, below: float | None) -> dict[str, Any]:
     target = result.target
     error = result.error
     return {
@@ -80,6 +81,7 @@ def _row(result: BalanceResult, below: float | None) -> dict[str, Any]:
         "low": _is_low(result, below),
         "error_type": type(error).__name__ if error else None,
         "error": str(error) if error else None,
+        "line": line,
     }
 
 
@@ -106,31 +108,37 @@ def header(fmt: str) -> str | None:
     if fmt == "csv":
         return _as_csv(CSV_FIELDS)
     if fmt == "table":
-        return f"{'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+        return f"{'LINE':>5}  {'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
     return None
 
 
-def formatter(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
-    """The function turning a result into its line in ``fmt``.
+Render = Callable[[BalanceResult, "int | None"], str]
+"""Turns a result, and its target's line in the input (if any), into its output line."""
 
-    A key-looking label or organization (a file's columns in the wrong order) is
-    masked like the key column.
+
+def formatter(fmt: str, below: float | None) -> Render:
+    """The function turning a result and its target's line number into its line in ``fmt``.
+
+    Every format names the line (``null``, empty or ``-`` for targets of no file:
+    the demo accounts), so that a failed row can be traced back to the input
+    whatever its label (an invalid key is masked to ``…``). A key-looking label or
+    organization (a file's columns in the wrong order) is masked like the key column.
     """
-    line = _line(fmt, below)
-    return lambda result: mask_keys(line(result))
+    render = _render(fmt, below)
+    return lambda result, line: mask_keys(render(result, line))
 
 
-def _line(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
+def _render(fmt: str, below: float | None) -> Render:
     if fmt == "json":
-        return lambda result: json_text(_row(result, below))
+        return lambda result, line: json_text(_row(result, line, below))
     if fmt == "csv":
-        return lambda result: _as_csv(csv_cell(v) for v in _row(result, below).values())
+        return lambda result, line: _as_csv(csv_cell(v) for v in _row(result, line, below).values())
 
-    def as_table(result: BalanceResult) -> str:
+    def as_table(result: BalanceResult, line: int | None) -> str:
         target = result.target
         name = escape_controls(target.display_name)
         organization = escape_controls(target.organization or "(default)")
-        lead = f"{name:<24} {organization:<16}"
+        lead = f"{'-' if line is None else line:>5}  {name:<24} {organization:<16}"
         if result.balance is None:
             error = escape_controls(f"{type(result.error).__name__}: {result.error}")
             return f"{lead} {'-':>14}  {error}"
