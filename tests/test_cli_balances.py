@@ -373,9 +373,8 @@ async def test_every_format_names_each_row_s_line(
 
 async def test_demo_accounts_have_no_line() -> None:
     table = await run_cli("--emulator", "2", "balances", "--ordered")
-    assert [row.split()[:2] for row in table.out.splitlines()[1:]] == [
-        ["-", "demo-1"],
-        ["-", "demo-2"],
-    ]
+    head, *rows = table.out.splitlines()
+    assert head.split() == ["TARGET", "ORGANIZATION", "CREDITS", "STATUS"]
+    assert [row.split()[0] for row in rows] == ["demo-1", "demo-2"]
     as_json = await run_cli("--emulator", "1", "balances", "--format", "json")
     assert json.loads(as_json.out)["line"] is None

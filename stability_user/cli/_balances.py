@@ -85,7 +85,7 @@ async def _from_thread(stream: BinaryIO, targets: Iterator[T]) -> AsyncIterator[
         yield got
 
 
-@click.command()
+@click.command(short_help="Check many balances, from a file of targets or stdin.")
 @click.argument("source", required=False, metavar="[FILE|-]")
 @concurrency_option("Checks in flight at once.")
 @click.option("--ordered", is_flag=True, help="Print results in input order.")
@@ -139,7 +139,7 @@ def balances(
     key = optional_key(settings)
     progress = Progress(total if source is not None else settings.emulator)
     tally = Tally(total if source is not None else settings.emulator, below)
-    render = formatter(fmt, below)
+    render = formatter(fmt, below, lines=source is not None)
     lines = LineBook()  # each row names its target's line: a label may be missing
 
     async def work() -> None:
@@ -151,7 +151,8 @@ def balances(
                 targets = lines.follow_async(_from_stdin())
             else:
                 targets = lines.follow(numbered_targets(source))
-            first = header(fmt)  # printed with the first row: no rows, no header
+            # Printed with the first row: no rows, no header.
+            first = header(fmt, lines=source is not None)
             results = session.balances(targets, concurrency=concurrency, ordered=ordered)
             async with progress.ticking(), contextlib.aclosing(results):
                 async for result in results:

@@ -165,7 +165,7 @@ async def _export(
     return 0
 
 
-@click.command()
+@click.command(short_help="Serve the balances of many targets as Prometheus metrics.")
 @click.argument("targets_file", required=False, metavar="TARGETS_FILE")
 @click.option(
     "--host",

@@ -103,12 +103,16 @@ def _as_csv(fields: Any) -> str:
     return buffer.getvalue()
 
 
-def header(fmt: str) -> str | None:
-    """The line printed before the rows, if the format has one."""
+def header(fmt: str, *, lines: bool = True) -> str | None:
+    """The line printed before the rows, if the format has one.
+
+    The table has a ``LINE`` column when the targets come from lines (a file, stdin).
+    """
     if fmt == "csv":
         return _as_csv(CSV_FIELDS)
     if fmt == "table":
-        return f"{'LINE':>5}  {'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+        head = f"{'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+        return f"{'LINE':>5}  {head}" if lines else head
     return None
 
 
@@ -116,19 +120,21 @@ Render = Callable[[BalanceResult, "int | None"], str]
 """Turns a result, and its target's line in the input (if any), into its output line."""
 
 
-def formatter(fmt: str, below: float | None) -> Render:
+def formatter(fmt: str, below: float | None, *, lines: bool = True) -> Render:
     """The function turning a result and its target's line number into its line in ``fmt``.
 
-    Every format names the line (``null``, empty or ``-`` for targets of no file:
-    the demo accounts), so that a failed row can be traced back to the input
-    whatever its label (an invalid key is masked to ``…``). A key-looking label or
-    organization (a file's columns in the wrong order) is masked like the key column.
+    Every format names the line, so that a failed row can be traced back to the
+    input whatever its label (an invalid key is masked to ``…``): JSON's and CSV's
+    ``line`` (``null`` or empty for targets of no file, the demo accounts), and the
+    table's first column, there when the targets come from ``lines``. A key-looking
+    label or organization (a file's columns in the wrong order) is masked like the
+    key column.
     """
-    render = _render(fmt, below)
+    render = _render(fmt, below, lines=lines)
     return lambda result, line: mask_keys(render(result, line))
 
 
-def _render(fmt: str, below: float | None) -> Render:
+def _render(fmt: str, below: float | None, *, lines: bool) -> Render:
     if fmt == "json":
         return lambda result, line: json_text(_row(result, line, below))
     if fmt == "csv":
@@ -138,7 +144,9 @@ def _render(fmt: str, below: float | None) -> Render:
         target = result.target
         name = escape_controls(target.display_name)
         organization = escape_controls(target.organization or "(default)")
-        lead = f"{'-' if line is None else line:>5}  {name:<24} {organization:<16}"
+        lead = f"{name:<24} {organization:<16}"
+        if lines:
+            lead = f"{'-' if line is None else line:>5}  {lead}"
         if result.balance is None:
             error = escape_controls(f"{type(result.error).__name__}: {result.error}")
             return f"{lead} {'-':>14}  {error}"
