@@ -23,7 +23,7 @@ from .._session import StabilitySession
 from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
 from . import NEEDS_EXTRA
-from ._failures import PROG, Failure, UsageFailure, describe, os_reason, run_async
+from ._failures import PROG, Failure, Hints, UsageFailure, describe, os_reason, run_async
 
 __all__ = [
     "LineBook",
@@ -66,9 +66,13 @@ class Settings:
         """Passwords in the options' URLs: never printed."""
         return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
 
-    def describe(self, error: BaseException, *secrets: str | None) -> str:
-        """One line for ``error``, without the options' passwords or ``secrets``."""
-        return redact(describe(error, api_version=self.api_version), (*self.secrets, *secrets))
+    def describe(self, error: BaseException, *secrets: str | None, hints: Hints = ()) -> str:
+        """One line for ``error``, without the options' passwords or ``secrets``.
+
+        ``hints`` are the command's own advice for some kinds of error.
+        """
+        text = describe(error, api_version=self.api_version, hints=hints)
+        return redact(text, (*self.secrets, *secrets))
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a command's ``work``: a failure becomes one line naming what to do.

@@ -34,6 +34,7 @@ from .._targets import TargetFileError
 __all__ = [
     "KEY_HINT",
     "Failure",
+    "Hints",
     "Interrupted",
     "UsageFailure",
     "describe",
@@ -214,8 +215,15 @@ def in_option_terms(message: str) -> str:
     return _PARAMETER.sub(lambda match: _option(match.group(1)), message)
 
 
-def _hint(error: BaseException, api_version: str | None) -> str | None:
+Hints = Sequence[tuple[type[BaseException], str]]
+"""Advice of a command's own, by kind of error, tried before the general advice."""
+
+
+def _hint(error: BaseException, api_version: str | None, hints: Hints = ()) -> str | None:
     """What to do about ``error``, or ``None`` when its message says it all."""
+    own = next((hint for kind, hint in hints if isinstance(error, kind)), None)
+    if own is not None:
+        return own
     if isinstance(error, NotFoundError) and api_version == "v1alpha":
         return "the service may have retired v1alpha: try --api-version v1"
     if isinstance(error, RateLimitError) and error.retry_after is not None:
@@ -235,8 +243,12 @@ def os_reason(error: OSError) -> str:
     return (error.strerror or str(error)).lower()
 
 
-def describe(error: BaseException, *, api_version: str | None = None) -> str:
-    """One line for ``error``: what failed, after how many attempts, and what to do."""
+def describe(error: BaseException, *, api_version: str | None = None, hints: Hints = ()) -> str:
+    """One line for ``error``: what failed, after how many attempts, and what to do.
+
+    ``hints`` are a command's own advice: the exporter's keys come from its targets
+    file, not from ``STABILITY_API_KEY``, so a 401 there points to the file.
+    """
     if isinstance(error, APIConnectionError):
         message = str(error.args[0]) if error.args else type(error).__name__
         text = f"{_PROGRAM_ADVICE.sub('', message)}{_attempts(error)}"
@@ -256,7 +268,7 @@ def describe(error: BaseException, *, api_version: str | None = None) -> str:
         # The library's own errors (a store that cannot be used, a bad setting) may name
         # its parameters; the service's text is left as it was sent.
         text = in_option_terms(text)
-    hint = _hint(error, api_version)
+    hint = _hint(error, api_version, hints)
     return mask_keys(escape_controls(f"{text}: {hint}" if hint else text))
 
 
