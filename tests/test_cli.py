@@ -241,8 +241,9 @@ async def test_an_emulator_certificate_that_is_no_pem_says_so(tmp_path: pathlib.
     result = await run("emulator", "--certfile", str(keys))
     assert (result.code, result.err) == (
         2,
-        "stability-user emulator: error: cannot use --certfile/--keyfile as a PEM certificate "
-        "and key: no PEM certificate and private key in them\n",
+        "stability-user: error: cannot use --certfile/--keyfile as a PEM certificate "
+        "and key: no PEM certificate and private key in them "
+        "(see 'stability-user emulator --help')\n",
     )
 
 
@@ -363,11 +364,11 @@ async def test_runs_as_a_module() -> None:
 async def test_the_emulator_command_is_the_standalone_emulator() -> None:
     help_text = await run("emulator", "--help")
     assert help_text.code == 0
-    assert help_text.out.startswith("usage: stability-user emulator ")
+    assert help_text.out.startswith("Usage: stability-user emulator [OPTIONS]\n")
     assert "--rate-limit" in help_text.out
     wrong = await run("emulator", "--port", "nope")
     assert wrong.code == 2
-    assert wrong.err.startswith("stability-user emulator: error: ")
+    assert wrong.err.startswith("stability-user: error: --port: ")
     process = await start_cli("emulator", "--port", "0", "--accounts", "1")
     assert process.stdout is not None
     first = await process.stdout.readline()
@@ -421,3 +422,78 @@ async def test_the_docs_describe_every_command_option_and_exit_code() -> None:
     assert missing == []
     for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
         assert f"\n{code}" in text
+
+
+def help_layout(text: str) -> list[str]:
+    """The shape of a help text: its sections, and how each line is indented."""
+    shape = []
+    for line in text.splitlines():
+        if line.startswith("Usage: "):
+            shape.append("Usage: PROG [OPTIONS]...")
+        elif line in ("Options:", "Commands:", ""):
+            shape.append(line)
+        else:
+            shape.append(" " * (len(line) - len(line.lstrip())) + "text")
+    return list(dict.fromkeys(shape))  # each distinct shape once, in order
+
+
+async def test_every_command_s_help_and_errors_read_the_same() -> None:
+    emulator = await run("emulator", "--help")
+    balances = await run("balances", "--help")
+    assert emulator.code == balances.code == 0
+    assert emulator.out.startswith("Usage: stability-user emulator [OPTIONS]\n\n  ")
+    assert help_layout(emulator.out)[:4] == help_layout(balances.out)[:4]
+    assert "\nOptions:\n" in emulator.out
+    help_line = "  -h, --help"
+    assert emulator.out.splitlines()[-1].startswith(help_line)
+    assert emulator.out.splitlines()[-1].endswith("  Show this message and exit.")
+    assert balances.out.splitlines()[-1].endswith("  Show this message and exit.")
+    errors = [
+        await run("balances", "--nope"),
+        await run("emulator", "--nope"),
+        await run("exporter", "--nope"),
+    ]
+    assert [(e.code, e.err) for e in errors] == [
+        (2, f"stability-user: error: no such option '--nope' (see 'stability-user {c} --help')\n")
+        for c in ("balances", "emulator", "exporter")
+    ]
+
+
+# The `testing` use of the package installs no command-line extra: no click.
+STANDALONE_WITHOUT_CLICK = """
+import sys
+sys.modules["click"] = None
+from stability_user.testing.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_the_standalone_emulator_needs_no_click() -> None:
+    help_text = await run_program(sys.executable, "-c", STANDALONE_WITHOUT_CLICK, "--help")
+    assert help_text.code == 0, help_text.err
+    assert help_text.out.startswith("Usage: python -m stability_user.testing [OPTIONS]\n")
+    wrong = await run_program(sys.executable, "-c", STANDALONE_WITHOUT_CLICK, "--port", "x")
+    assert (wrong.code, wrong.err) == (
+        2,
+        "python -m stability_user.testing: error: --port: expected a whole number of at "
+        "least 0, got 'x' (see 'python -m stability_user.testing --help')\n",
+    )
+
+
+async def test_help_lists_every_exit_code_and_whole_summaries() -> None:
+    out = (await run("--help")).out
+    codes = " ".join(out.split()).split("Exit codes: ", 1)[1].split(" Options:", 1)[0]
+    for said in (
+        "0 success, or a server (`exporter`, `emulator`) stopped;",
+        "1 a failed call, a failed target of `balances`, a balance below --below with "
+        "`watch --once`, an address a server cannot listen on, or an extra not installed;",
+        "2 a usage error",
+        "3 `watch --once` could not read the balance;",
+        "130 interrupted.",
+    ):
+        assert said in codes
+    summaries = dict(line.split(None, 1) for line in out.split("Commands:\n", 1)[1].splitlines())
+    assert set(summaries) == {"account", "balance", "balances", "emulator", "exporter", "watch"}
+    for summary in summaries.values():
+        assert summary.endswith(".")
+        assert not summary.endswith("...")

@@ -17,7 +17,7 @@ from stability_user.testing import EmulatedOrganization, Fault, StabilityEmulato
 
 from .processes import no_key_in, run_cli, start_cli
 
-BALANCE_HEADER = "index,label,key,organization,credits,ok,low,error_type,error"
+BALANCE_HEADER = "index,label,key,organization,credits,ok,low,error_type,error,line"
 
 
 async def test_a_file_in_every_line_form(live: StabilityEmulator, tmp_path: pathlib.Path) -> None:
@@ -54,7 +54,7 @@ async def test_csv_from_stdin_with_a_header_and_a_byte_order_mark(live: Stabilit
     assert result.code == 0, result.err
     rows = list(csv.reader(io.StringIO(result.out)))
     assert rows[0] == BALANCE_HEADER.split(",")
-    assert rows[1] == ["0", "first", f"sk-…{one[-4:]}", "", "5.0", "true", "false", "", ""]
+    assert rows[1] == ["0", "first", f"sk-…{one[-4:]}", "", "5.0", "true", "false", "", "", "2"]
     assert rows[2][:2] == ["1", "second"]
     assert "checked 2, failed 0, total credits 11.00" in result.err
     no_key_in(result, one, two)
@@ -111,6 +111,7 @@ async def test_json_summary_for_scripts(live: StabilityEmulator) -> None:
         "low": 1,
         "below": 10.0,
         "total_credits": 52.0,
+        "total_credits_overflow": False,
         "interrupted": False,
     }
     assert len(result.out.splitlines()) == 3
@@ -247,7 +248,7 @@ async def test_terminal_text_has_its_control_characters_escaped(
     ]
     table = await run_cli("balances", "-", env=env, stdin=f"{key},,\x1b[31mred\u202e\n")
     assert table.code == 0, table.err
-    assert table.out.splitlines()[1].startswith("\\x1b[31mred\\u202e ")
+    assert table.out.splitlines()[1].startswith("    1  \\x1b[31mred\\u202e ")
     assert "\x1b" not in table.out + account.out
     as_json = await run_cli("account", "--json", env=env)
     assert json.loads(as_json.out)["email"] == "\x1b]0;owned\x07me@example.com"
@@ -338,3 +339,42 @@ async def test_a_lockout_is_one_warning_line(live: StabilityEmulator) -> None:
         "its calls wait until then",
         "checked 1, failed 0, total credits 1.00",
     ]
+
+
+async def test_every_format_names_each_row_s_line(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    good = live.add_account(credits=4)
+    # Two invalid keys too short to show even their last four characters: both are "…".
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"# customers\n{good}\n\nsk-short1\n# gone\nsk-short2,org-9\n")
+    args = ("--base-url", live.base_url, "--max-attempts", "1", "balances", "--ordered")
+    table = await run_cli(*args, str(targets))
+    assert table.code == 1
+    head, *rows = table.out.splitlines()
+    assert head.split() == ["LINE", "TARGET", "ORGANIZATION", "CREDITS", "STATUS"]
+    assert [row.split()[:2] for row in rows] == [["2", "sk-…" + good[-4:]], ["4", "…"], ["6", "…"]]
+    assert "AuthenticationError" in rows[1]
+    as_json = await run_cli(*args, str(targets), "--format", "json")
+    assert [(row["index"], row["line"]) for row in map(json.loads, as_json.out.splitlines())] == [
+        (0, 2),
+        (1, 4),
+        (2, 6),
+    ]
+    as_csv = await run_cli(*args, "-", "--format", "csv", stdin=targets.read_text())
+    records = list(csv.DictReader(io.StringIO(as_csv.out)))
+    assert [(r["index"], r["line"], r["ok"]) for r in records] == [
+        ("0", "2", "true"),
+        ("1", "4", "false"),
+        ("2", "6", "false"),
+    ]
+    no_key_in(table, good)
+
+
+async def test_demo_accounts_have_no_line() -> None:
+    table = await run_cli("--emulator", "2", "balances", "--ordered")
+    head, *rows = table.out.splitlines()
+    assert head.split() == ["TARGET", "ORGANIZATION", "CREDITS", "STATUS"]
+    assert [row.split()[0] for row in rows] == ["demo-1", "demo-2"]
+    as_json = await run_cli("--emulator", "1", "balances", "--format", "json")
+    assert json.loads(as_json.out)["line"] is None

@@ -79,8 +79,8 @@ async def test_ctrl_c_while_stdin_stays_open_counts_what_was_checked(
     await process.stdin.drain()
     header = await asyncio.wait_for(process.stdout.readline(), 30)
     row = await asyncio.wait_for(process.stdout.readline(), 30)
-    assert header.split() == [b"TARGET", b"ORGANIZATION", b"CREDITS", b"STATUS"]
-    assert row.split() == [b"first", b"(default)", b"3.00", b"ok"]
+    assert header.split() == [b"LINE", b"TARGET", b"ORGANIZATION", b"CREDITS", b"STATUS"]
+    assert row.split() == [b"1", b"first", b"(default)", b"3.00", b"ok"]
     process.send_signal(signal.SIGINT)  # while its reader waits for the next line
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 130

@@ -161,7 +161,7 @@ async def test_a_non_loopback_host_is_refused_in_one_line() -> None:
     assert served.err == (
         f"{PROG}: error: refusing to listen on '0.0.0.0': not a loopback address, so the demo "
         "keys and clear-text HTTP would be exposed to the network (add --allow-remote to do it "
-        "anyway)\n"
+        f"anyway) (see '{PROG} --help')\n"
     )
 
 
@@ -203,25 +203,29 @@ async def test_malformed_requests_leave_no_key_in_its_output() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--rate-limit", "20"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--rate-limit", "0/1"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--rate-limit", "2.5/1"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--rate-limit", "5/0"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--rate-limit", "5/nan"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--rate-limit", "5/inf"], "argument --rate-limit: expected REQUESTS/SECONDS"),
-        (["--lockout", "-1"], "argument --lockout: expected a finite number of at least 0"),
-        (["--lockout", "soon"], "argument --lockout: expected a finite number of at least 0"),
-        (["--credits", "inf"], "argument --credits: expected a finite number of at least 0"),
-        (["--accounts", "-2"], "argument --accounts: expected a whole number of at least 0"),
-        (["--max-recorded", "x"], "argument --max-recorded: expected a whole number of at least"),
-        (["--port", "65536"], "argument --port: expected a port from 0 to 65535, got '65536'"),
+        (["--rate-limit", "20"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--rate-limit", "0/1"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--rate-limit", "2.5/1"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--rate-limit", "5/0"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--rate-limit", "5/nan"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--rate-limit", "5/inf"], "--rate-limit: expected REQUESTS/SECONDS"),
+        (["--lockout", "-1"], "--lockout: expected a finite number of at least 0"),
+        (["--lockout", "soon"], "--lockout: expected a finite number of at least 0"),
+        (["--credits", "inf"], "--credits: expected a finite number of at least 0"),
+        (["--accounts", "-2"], "--accounts: expected a whole number of at least 0"),
+        (["--max-recorded", "x"], "--max-recorded: expected a whole number of at least"),
+        (["--port", "65536"], "--port: expected a port from 0 to 65535, got '65536'"),
         (["--no-rate-limit", "--lockout", "5"], "--no-rate-limit cannot be combined with"),
         (["--no-rate-limit", "--rate-limit", "1/1"], "--no-rate-limit cannot be combined with"),
         (["--keyfile", "key.pem"], "--keyfile needs --certfile"),
         (["--certfile", "/nonexistent.pem"], "cannot read --certfile/--keyfile: no such file"),
         (["--certfile", __file__], "cannot use --certfile/--keyfile as a PEM certificate"),
         (["--host", "192.0.2.1"], "refusing to listen on '192.0.2.1': not a loopback address"),
-        (["--unknown"], "unrecognized arguments: --unknown"),
+        (["--unknown"], "no such option '--unknown'"),
+        (["--acc", "2"], "no such option '--acc'"),  # no abbreviations, as click has none
+        (["--port"], "option '--port' requires an argument"),
+        (["--no-rate-limit=yes"], "option '--no-rate-limit' does not take a value"),
+        (["extra"], "got unexpected extra argument (extra)"),
     ],
 )
 def test_a_wrong_command_line_is_one_line_and_status_2(
@@ -231,17 +235,21 @@ def test_a_wrong_command_line_is_one_line_and_status_2(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"{PROG}: error: {message}")
+    assert err.endswith(f" (see '{PROG} --help')\n")
     assert err.count("\n") == 1
 
 
-def test_another_command_line_passes_its_name(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--port", "-1"], prog="stability-user emulator") == 2
-    assert capsys.readouterr().err.startswith("stability-user emulator: error: argument --port")
+def test_another_command_line_passes_its_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", "-1"], prog="stability-user emulator", program="stability-user") == 2
+    assert capsys.readouterr().err == (
+        "stability-user: error: --port: expected a whole number of at least 0, got '-1' "
+        "(see 'stability-user emulator --help')\n"
+    )
     assert main(["--help"], prog="stability-user emulator") == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: stability-user emulator [-h]")
+    assert out.startswith("Usage: stability-user emulator [OPTIONS]\n")
     assert "--rate-limit REQUESTS/SECONDS" in out
-    assert "1 when it cannot listen" in out
+    assert "Exit 1 when it cannot listen" in out
 
 
 def test_allow_remote_warns_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,7 +66,8 @@ async def until(address: str, ready: Callable[[Scrape], bool], what: str) -> Scr
 
 
 FAILURE_LINE = re.compile(
-    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  check failed: \\x1b\[31mflaky: 503 service_unavailable: "
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  check failed: \\x1b\[31mflaky on line 2: "
+    r"503 service_unavailable: "
     r"injected fault \(request id [0-9a-f]+\): the service failed: try again later"
 )
 
@@ -299,7 +300,7 @@ async def test_without_the_extra_it_says_what_to_install(tmp_path: pathlib.Path)
     )
     result = await run_program(sys.executable, "-c", hidden)
     assert (result.code, result.err) == (
-        2,
+        1,  # as for the cli extra: nothing the command line could have said otherwise
         "stability-user: error: the exporter needs prometheus-client 0.24 or later: "
         "pip install 'stability-user[exporter]'\n",
     )
@@ -309,3 +310,110 @@ async def test_without_the_extra_it_says_what_to_install(tmp_path: pathlib.Path)
     )
     assert help_text.code == 0
     assert "exporter" in help_text.out
+
+
+async def test_a_rejected_key_points_to_its_line_of_the_targets_file(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    good = live.add_account(credits=1)
+    path = targets_file(tmp_path, f"# keys\n{good},,good\nsk-short\n")
+    args = ("--base-url", live.base_url, "--rate-limit-store", "memory", "--max-attempts", "1")
+    async with exporter(*args, "exporter", path, "--interval", "0.2") as running:
+        await until(
+            running.address,
+            lambda s: (
+                s.count("stability_check_failures_total", "…", error="AuthenticationError") >= 1
+            ),
+            "the short key's failed check",
+        )
+        assert await running.stop() == 0
+    failed = running.lines[1]
+    assert " check failed: … on line 3: 401 unauthorized" in failed
+    assert failed.endswith(f": check the key on line 3 of {path}")
+    assert "STABILITY_API_KEY" not in failed
+    assert "--key-file" not in failed
+
+
+async def test_help_says_the_targets_file_is_optional_with_the_emulator() -> None:
+    result = await run_cli("exporter", "--help")
+    assert result.code == 0
+    assert result.out.startswith("Usage: stability-user exporter [OPTIONS] [TARGETS_FILE]\n")
+    text = " ".join(result.out.split())
+    assert "With --emulator N it may be left out" in text
+    assert "Exit 1 when it cannot listen or the extra is not installed" in text
+    assert "not STABILITY_API_KEY nor --key-file" in text
+    no_file = await run_cli("exporter")
+    assert (no_file.code, no_file.err) == (
+        2,
+        "stability-user: error: give a TARGETS_FILE (the format of 'balances'), or --emulator N "
+        "for demo accounts (see 'stability-user exporter --help')\n",
+    )
+
+
+async def test_sighup_reloads_the_targets_file(
+    live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    one, two, three = (live.add_account(credits=n) for n in (1, 2, 3))
+    other = live.add_account(credits=22)
+    path = targets_file(tmp_path, f"{one},,one\n{two},,two\n")
+    args = ("--base-url", live.base_url, "--rate-limit-store", "memory")
+    async with exporter(*args, "exporter", path, "--interval", "0.2") as running:
+        await until(
+            running.address,
+            lambda s: (
+                s.of("stability_credits", "one") == 1 and s.of("stability_credits", "two") == 2
+            ),
+            "the first targets",
+        )
+        # One removed, one changed (another key, the same label), one added.
+        targets_file(tmp_path, f"{other},,two\n{three},,three\n")
+        running.process.send_signal(signal.SIGHUP)
+        found = await until(
+            running.address,
+            lambda s: (
+                s.of("stability_credits", "three") == 3
+                and s.of("stability_credits", "two") == 22
+                and s.of("stability_credits", "one") is None
+            ),
+            "the reloaded targets",
+        )
+        assert found.get("stability_targets") == 2
+        assert found.of("stability_check_success", "one") is None  # all of its series went
+        # A file that cannot be read keeps the targets it had.
+        targets_file(tmp_path, f"{one},a,b,c\n")
+        running.process.send_signal(signal.SIGHUP)
+
+        async def said_so() -> str | None:
+            return next((line for line in running.lines if "reload failed" in line), None)
+
+        failed = await eventually(said_so, "the failed reload's line")
+        after = await scrape(running.address)
+        assert after.get("stability_targets") == 2
+        assert after.of("stability_credits", "three") == 3
+        assert await running.stop() == 0
+    assert failed.endswith(
+        f"  reload failed: {path}:1: expected key[,organization[,label]], got 4 fields: "
+        "still checking the 2 targets read before"
+    )
+    reloaded = [line for line in running.lines if "reloaded" in line]
+    assert len(reloaded) == 1
+    assert reloaded[0].endswith(
+        f"  reloaded {path}: 2 targets (1 added, 1 removed, 1 changed), "
+        "checked from the next interval on"
+    )
+    assert [line for line in running.lines if "reload" in line] == [reloaded[0], failed]
+    for line in running.lines:
+        assert one not in line
+        assert other not in line
+
+
+async def test_sighup_without_a_targets_file_says_there_is_nothing_to_reload() -> None:
+    async with exporter("--emulator", "1", "exporter", "--interval", "60") as running:
+        running.process.send_signal(signal.SIGHUP)
+
+        async def said_so() -> str | None:
+            return next((line for line in running.lines if "reload" in line), None)
+
+        line = await eventually(said_so, "a line about the reload")
+        assert await running.stop() == 0  # still running: SIGHUP did not stop it
+    assert line.endswith("  nothing to reload: the targets are the demo accounts of --emulator")

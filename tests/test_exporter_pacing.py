@@ -6,7 +6,7 @@ import pytest
 
 from stability_user import Balance, BalanceResult, BalanceTarget, RateLimit, ServerError
 from stability_user.cli._context import Settings
-from stability_user.cli._exporter import _Checker
+from stability_user.cli._exporter import Series, _Checker
 from stability_user.cli._exporter_metrics import ExporterMetrics, series_labels
 from stability_user.cli._failures import UsageFailure
 
@@ -28,14 +28,21 @@ SETTINGS = Settings(
 )
 
 
+def series(*keys: str, prefix: str = "t") -> list[Series]:
+    targets = [BalanceTarget(api_key=key, label=f"{prefix}{n}") for n, key in enumerate(keys)]
+    labels = series_labels(targets, "targets.csv")
+    return [
+        Series(t, pair, line) for line, (t, pair) in enumerate(zip(targets, labels, strict=True), 1)
+    ]
+
+
 def checker(clock: FakeClock, interval: float = 8.0) -> _Checker:
-    targets = [BalanceTarget(api_key=key, label=f"t{n}") for n, key in enumerate(KEYS)]
     return _Checker(
-        targets,
-        series_labels(targets, "targets.csv"),
+        series(*KEYS),
         ExporterMetrics(interval=interval),
         interval=interval,
         settings=SETTINGS,
+        source="targets.csv",
         clock=clock,
         sleep=clock.sleep,
     )
@@ -126,3 +133,48 @@ def test_two_targets_in_one_series_are_refused() -> None:
         "give each its own label"
     )
     assert refused.value.exit_code == 2
+
+
+def credits_of(check: _Checker, target: str) -> float | None:
+    labels = {"target": target, "organization": ""}
+    return check.metrics.registry.get_sample_value("stability_credits", labels)
+
+
+async def test_a_reload_takes_effect_at_the_next_interval(clock: FakeClock) -> None:
+    check = checker(clock)
+    schedule = Schedule(clock, check)
+    assert [await schedule.take() for _ in range(3)] == [("t0", 0.0), ("t1", 2.0), ("t2", 4.0)]
+    late = await schedule.take(finish=False)  # t3's check is still running at the reload
+    # t0 stays (a new key: changed), t1 to t3 go, n1 comes.
+    reloaded = [
+        Series(BalanceTarget(api_key=KEYS[3], label="t0"), ("t0", ""), 1),
+        Series(BalanceTarget(api_key=KEYS[1], label="n1"), ("n1", ""), 7),
+    ]
+    check.replace(reloaded)
+    assert credits_of(check, "t1") == 5.0  # until the interval ends, nothing changes
+    assert [await schedule.take() for _ in range(3)] == [("t0", 8.0), ("n1", 12.0), ("t0", 16.0)]
+    assert late == ("t3", 6.0)
+    check.record(BalanceResult(BalanceTarget(api_key=KEYS[3]), 3, balance=Balance(9.0)))
+    assert [credits_of(check, name) for name in ("t0", "t1", "t2", "t3", "n1")] == [
+        5.0,
+        None,
+        None,
+        None,  # its result came after the reload removed it: no series is made again
+        5.0,
+    ]
+    assert check.metrics.registry.get_sample_value("stability_targets") == 2
+
+
+async def test_a_removed_target_s_failure_series_go_too(clock: FakeClock) -> None:
+    check = checker(clock)
+    stream = check.paced()
+    first = await anext(stream)
+    check.record(BalanceResult(first, 0, error=ServerError(503)))
+    labels = {"target": "t0", "organization": "", "error": "ServerError"}
+    assert check.metrics.registry.get_sample_value("stability_check_failures_total", labels) == 1
+    check.replace(series(*KEYS[1:], prefix="t"))  # labels t0..t2 again: t3 goes
+    check.replace(series(*KEYS[1:], prefix="u"))  # a second reload before the round ends wins
+    for _ in range(4):
+        await anext(stream)
+    assert check.metrics.registry.get_sample_value("stability_check_failures_total", labels) is None
+    assert check.metrics.registry.get_sample_value("stability_targets") == 3

@@ -6,9 +6,10 @@ masked. Errors are one line on stderr; ``--debug`` shows the traceback.
 
 Exit codes:
 
-* 0: success;
+* 0: success, or a server (``exporter``, ``emulator``) stopped by its signal;
 * 1: a call failed, or any target of ``balances`` failed, or ``watch --once``
-  found the balance below ``--below``, or the ``cli`` extra is not installed;
+  found the balance below ``--below``, or a server cannot listen on its address,
+  or an extra is not installed (``cli``, or ``exporter`` for that command);
 * 2: a usage error: a wrong option, no API key, an unreadable key, CA or
   target file, a target file without targets;
 * 3: ``watch --once`` could not read the balance;

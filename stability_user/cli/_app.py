@@ -170,9 +170,11 @@ def cli(ctx: click.Context, /, **values: Any) -> None:
 
     Rows go to stdout; progress, warnings, summaries and errors to stderr.
 
-    Exit codes: 0 success; 1 a failed call, a failed target of `balances`, or a
-    balance below --below with `watch --once`; 2 a usage error (no key, a bad option,
-    an unreadable file); 3 `watch --once` could not read the balance; 130 interrupted.
+    Exit codes: 0 success, or a server (`exporter`, `emulator`) stopped; 1 a failed
+    call, a failed target of `balances`, a balance below --below with `watch --once`,
+    an address a server cannot listen on, or an extra not installed; 2 a usage error
+    (no key, a bad option, an unreadable file); 3 `watch --once` could not read the
+    balance; 130 interrupted.
     """
     ca_bundle = values["ca_bundle"]
     ctx.obj = Settings(

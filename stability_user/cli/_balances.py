@@ -8,14 +8,20 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 import click
 
 from .._bulk import BalanceTarget
-from .._targets import read_targets
 from . import INTERRUPTED
-from ._context import Settings, open_session, optional_key, read_target_file
+from ._context import (
+    LineBook,
+    Settings,
+    numbered_targets,
+    open_session,
+    optional_key,
+    read_target_file,
+)
 from ._failures import Interrupted, UsageFailure, interruptible
 from ._options import below_option, concurrency_option
 from ._output import FORMATS, Tally, formatter, header
@@ -23,11 +29,13 @@ from ._progress import Progress
 
 __all__ = ["balances"]
 
+T = TypeVar("T")
+
 _AHEAD: Final = 1024  # targets read from stdin ahead of the checks, at most
 
 
-async def _from_stdin() -> AsyncIterator[BalanceTarget]:
-    """The targets of standard input, read by a daemon thread as they come.
+async def _from_stdin() -> AsyncIterator[tuple[int, BalanceTarget]]:
+    """The targets of standard input, numbered by line, read by a daemon thread as they come.
 
     Each target is handed over as soon as its line is read: a line typed, or
     written by a slow producer, is checked at once, not when more lines come.
@@ -37,19 +45,17 @@ async def _from_stdin() -> AsyncIterator[BalanceTarget]:
     whose lock the interpreter would wait for at exit while the thread reads.
     """
     stream = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
-    async for target in _from_thread(stream, read_targets(stream, name="stdin")):
-        yield target
+    async for numbered in _from_thread(stream, numbered_targets(stream, name="stdin")):
+        yield numbered
 
 
-async def _from_thread(
-    stream: BinaryIO, targets: Iterator[BalanceTarget]
-) -> AsyncIterator[BalanceTarget]:
+async def _from_thread(stream: BinaryIO, targets: Iterator[T]) -> AsyncIterator[T]:
     """``targets``, read from ``stream`` by a daemon thread; it closes ``stream`` when done."""
     loop = asyncio.get_running_loop()
-    read: asyncio.Queue[BalanceTarget | BaseException | None] = asyncio.Queue()
+    read: asyncio.Queue[T | BaseException | None] = asyncio.Queue()
     room = threading.Semaphore(_AHEAD)  # the reader waits when this many are not taken yet
 
-    def hand_over(item: BalanceTarget | BaseException | None) -> bool:
+    def hand_over(item: T | BaseException | None) -> bool:
         try:
             loop.call_soon_threadsafe(read.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening
@@ -79,7 +85,7 @@ async def _from_thread(
         yield got
 
 
-@click.command()
+@click.command(short_help="Check many balances, from a file of targets or stdin.")
 @click.argument("source", required=False, metavar="[FILE|-]")
 @concurrency_option("Checks in flight at once.")
 @click.option("--ordered", is_flag=True, help="Print results in input order.")
@@ -133,7 +139,8 @@ def balances(
     key = optional_key(settings)
     progress = Progress(total if source is not None else settings.emulator)
     tally = Tally(total if source is not None else settings.emulator, below)
-    render = formatter(fmt, below)
+    render = formatter(fmt, below, lines=source is not None)
+    lines = LineBook()  # each row names its target's line: a label may be missing
 
     async def work() -> None:
         async with open_session(settings, key, on_wait=progress.waiting) as (session, demo):
@@ -141,10 +148,11 @@ def balances(
             if source is None:
                 targets = demo
             elif source == "-":
-                targets = _from_stdin()
+                targets = lines.follow_async(_from_stdin())
             else:
-                targets = read_targets(source)
-            first = header(fmt)  # printed with the first row: no rows, no header
+                targets = lines.follow(numbered_targets(source))
+            # Printed with the first row: no rows, no header.
+            first = header(fmt, lines=source is not None)
             results = session.balances(targets, concurrency=concurrency, ordered=ordered)
             async with progress.ticking(), contextlib.aclosing(results):
                 async for result in results:
@@ -152,7 +160,7 @@ def balances(
                         progress.line(first)
                         first = None
                     tally.add(result)
-                    progress.row(render(result))
+                    progress.row(render(result, lines.line(result.index)))
 
     interrupted = False
     try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sqlite3
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -13,17 +15,21 @@ import attrs
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
 from .._http import Middleware
-from .._ratelimit import RateLimit, RateLimitWait
+from .._ratelimit import RateLimit, RateLimitStore, RateLimitWait
+from .._ratelimit_local import LocalRateLimitStore
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
 from .._session import StabilitySession
 from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
-from ._failures import UsageFailure, describe, in_option_terms, os_reason, run_async
+from . import NEEDS_EXTRA
+from ._failures import PROG, Failure, Hints, UsageFailure, describe, os_reason, run_async
 
 __all__ = [
+    "LineBook",
     "Settings",
     "load_ca_bundle",
+    "numbered_targets",
     "open_session",
     "optional_key",
     "read_key",
@@ -32,6 +38,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("stability_user.cli")
+
+# A key id no key hashes to: releasing a slot of it changes nothing, but opens the store.
+_PROBE_KEY_ID = "stability-user: can the store be used?"
 
 
 @attrs.frozen
@@ -55,9 +66,13 @@ class Settings:
         """Passwords in the options' URLs: never printed."""
         return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
 
-    def describe(self, error: BaseException, *secrets: str | None) -> str:
-        """One line for ``error``, without the options' passwords or ``secrets``."""
-        return redact(describe(error, api_version=self.api_version), (*self.secrets, *secrets))
+    def describe(self, error: BaseException, *secrets: str | None, hints: Hints = ()) -> str:
+        """One line for ``error``, without the options' passwords or ``secrets``.
+
+        ``hints`` are the command's own advice for some kinds of error.
+        """
+        text = describe(error, api_version=self.api_version, hints=hints)
+        return redact(text, (*self.secrets, *secrets))
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a command's ``work``: a failure becomes one line naming what to do.
@@ -113,7 +128,7 @@ def _session(
     settings: Settings,
     key: str | None,
     base_url: str | None,
-    store: str,
+    store: str | RateLimitStore,
     *,
     on_wait: Callable[[RateLimitWait], None] | None,
     middlewares: Sequence[Middleware] = (),
@@ -136,7 +151,7 @@ def _session(
         )
     # An unsafe --base-url, a bad proxy, a store that needs an extra not installed.
     except (StabilityError, ImportError, TypeError, ValueError) as error:
-        raise UsageFailure(in_option_terms(redact(describe(error), settings.secrets))) from None
+        raise UsageFailure(redact(describe(error), settings.secrets)) from None
 
 
 @contextlib.asynccontextmanager
@@ -149,12 +164,18 @@ async def open_session(
 ) -> AsyncIterator[tuple[StabilitySession, list[BalanceTarget]]]:
     """A session per the options; with ``--emulator N``, on N in-process demo accounts."""
     if settings.emulator is None:
-        store = settings.rate_limit_store
-        session = _session(
-            settings, key, settings.base_url, store, on_wait=on_wait, middlewares=middlewares
-        )
-        async with session:
-            yield session, []
+        async with contextlib.AsyncExitStack() as stack:
+            store: str | RateLimitStore = settings.rate_limit_store
+            if store == "local":
+                local = await _machine_wide_store(settings.rate_limit)
+                if local is not None:
+                    stack.push_async_callback(local.aclose)  # after the session's close
+                store = local or "memory"
+            session = _session(
+                settings, key, settings.base_url, store, on_wait=on_wait, middlewares=middlewares
+            )
+            async with session:
+                yield session, []
         return
     async with StabilityEmulator() as emulator:
         targets = []
@@ -174,6 +195,39 @@ async def open_session(
         )
         async with session:
             yield session, targets
+
+
+async def _machine_wide_store(limit: RateLimit) -> LocalRateLimitStore | None:
+    """The ``local`` store, opened; ``None`` with a warning when it cannot be used.
+
+    A cache folder that cannot be written (``HOME=/nonexistent`` under a service
+    account, a read-only home) or a damaged file must not stop a command: its calls
+    are limited in this process instead, as when a Redis store is unreachable.
+    """
+    try:
+        store = LocalRateLimitStore()
+    except ImportError:  # platformdirs finds the cache folder: the cli extra is incomplete
+        raise Failure(NEEDS_EXTRA.removeprefix(f"{PROG}: ").rstrip("\n")) from None
+    try:
+        await store.release(_PROBE_KEY_ID, "0", limit)
+    except StabilityError as error:
+        await store.aclose()
+        cause = error.__cause__
+        if isinstance(cause, OSError):
+            reason = os_reason(cause)
+        elif isinstance(cause, sqlite3.Error):
+            reason = str(cause)
+        else:
+            reason = describe(error)
+        logger.warning(
+            "the machine-wide rate-limit store cannot be used (%s: %s): this run keeps its "
+            "rate limit to itself (--rate-limit-store memory or "
+            "STABILITY_RATE_LIMIT_STORE=memory does so without this warning)",
+            store.path,
+            reason,
+        )
+        return None
+    return store
 
 
 def require_key(settings: Settings) -> str | None:
@@ -200,8 +254,82 @@ def optional_key(settings: Settings) -> str | None:
     return os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip() or None
 
 
-def read_target_file(path: str) -> Iterator[BalanceTarget]:
-    """The targets of ``path``, read lazily.
+class _CountedLines:
+    """The lines of a file, counted as they are read."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> bytes:
+        line = next(self._lines)
+        self.count += 1
+        return line
+
+
+def numbered_targets(
+    source: str | Iterable[bytes], *, name: str | None = None
+) -> Iterator[tuple[int, BalanceTarget]]:
+    """Each target of ``source`` (a path, or a binary file's lines) with its line number.
+
+    A target's line number is how a row, a failed check or a metric's series is
+    traced back to the file, whatever the label (an invalid key is masked to
+    ``…``). :func:`read_targets` reads one line at a time and hands each target
+    over as soon as its line is read, so when a target comes, the lines counted
+    end with its own.
+
+    Raises:
+        TargetFileError: a line that is not a target (while iterating).
+        OSError: the path cannot be opened (while iterating).
+    """
+    if isinstance(source, str):
+        with open(source, "rb") as file:
+            yield from numbered_targets(file, name=source)
+        return
+    counted = _CountedLines(source)
+    for target in read_targets(counted, name=name or "<targets>"):
+        yield counted.count, target
+
+
+class LineBook:
+    """The line of each target handed to ``balances()``, found by its result's index.
+
+    ``balances()`` numbers the targets in the order it takes them: the book notes
+    each one's line as it is taken and hands it back, once, with its result.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[int, int] = {}
+        self._taken = 0
+
+    def _note(self, line: int) -> None:
+        self._lines[self._taken] = line
+        self._taken += 1
+
+    def follow(self, numbered: Iterable[tuple[int, BalanceTarget]]) -> Iterator[BalanceTarget]:
+        """The targets of ``numbered``, their lines noted as they are taken."""
+        for line, target in numbered:
+            self._note(line)
+            yield target
+
+    async def follow_async(
+        self, numbered: AsyncIterator[tuple[int, BalanceTarget]]
+    ) -> AsyncIterator[BalanceTarget]:
+        """The same for targets that come as they are read."""
+        async for line, target in numbered:
+            self._note(line)
+            yield target
+
+    def line(self, index: int) -> int | None:
+        """The line of the target ``balances()`` numbered ``index`` (``None``: none noted)."""
+        return self._lines.pop(index, None)
+
+
+def read_target_file(path: str) -> Iterator[tuple[int, BalanceTarget]]:
+    """The targets of ``path`` with their line numbers, read lazily.
 
     Raises:
         UsageFailure: a line that is not a target, a file that cannot be read, or a
@@ -209,9 +337,9 @@ def read_target_file(path: str) -> Iterator[BalanceTarget]:
     """
     count = 0
     try:
-        for target in read_targets(path):
+        for numbered in numbered_targets(path):
             count += 1
-            yield target
+            yield numbered
     except TargetFileError as error:
         raise UsageFailure(str(error)) from None
     except OSError as error:

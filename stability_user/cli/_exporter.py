@@ -8,6 +8,10 @@ minute make one request every 60 ms. A check still running when its target is
 due again (a stalled service, a long lockout) is not doubled: that round of the
 target is skipped. When the checks fall more than a whole interval behind (the
 machine slept), the schedule starts afresh instead of bursting to catch up.
+
+SIGHUP reads the targets file again; the targets it holds then are checked from
+the next interval on (a removed target's series go), and a file that cannot be
+read keeps the targets as they were, with a line on stderr.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import click
 
 from .._bulk import BalanceResult, BalanceTarget
-from .._errors import StabilityError
+from .._errors import AuthenticationError, PermissionDeniedError, StabilityError
 from .._secrets import escape_controls
 from .._session import StabilitySession
 from .._types import Clock, Sleep
 from ._context import Settings, open_session, optional_key, read_target_file
-from ._failures import PROG, UsageFailure, interruptible, utc_now
+from ._failures import PROG, Failure, Hints, interruptible, mask_keys, utc_now
 from ._options import concurrency_option, interval_option
 
 if TYPE_CHECKING:
@@ -41,48 +46,97 @@ _NEEDS_EXTRA: Final = (
 )
 
 
+@attrs.frozen
+class Series:
+    """A target, the labels of its series, and its line in the targets file (if any)."""
+
+    target: BalanceTarget
+    labels: Labels
+    line: int | None = None
+
+
+def read_series(path: str) -> list[Series]:
+    """The targets of ``path``, each with its series' labels and its line.
+
+    Raises:
+        UsageFailure: the file cannot be read, holds a line that is not a target or
+            no target at all, or two targets that would share one series.
+    """
+    from ._exporter_metrics import series_labels  # noqa: PLC0415 - needs the extra
+
+    numbered = list(read_target_file(path))
+    targets = [target for _, target in numbered]
+    labels = series_labels(targets, path)
+    return [
+        Series(target, pair, line) for (line, target), pair in zip(numbered, labels, strict=True)
+    ]
+
+
+def _plural(count: int, what: str) -> str:
+    return f"{count} {what}{'s' if count != 1 else ''}"
+
+
 class _Checker:
     """Checks every target once per interval, paced, and records each result."""
 
     def __init__(
         self,
-        targets: Sequence[BalanceTarget],
-        labels: Sequence[Labels],
+        series: Sequence[Series],
         metrics: ExporterMetrics,
         *,
         interval: float,
         settings: Settings,
+        source: str | None = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
     ) -> None:
-        self.targets = targets
-        self.labels = labels
+        self.series = list(series)
         self.metrics = metrics
         self.interval = interval
         self.settings = settings
+        self.source = source  # the targets file, for the lines about failed checks
         self.clock = clock or asyncio.get_running_loop().time
         self.sleep = sleep or asyncio.sleep
         # Checks in flight, by their position in the stream balances() numbers.
-        self.in_flight: dict[int, tuple[int, float]] = {}
-        self.busy: set[int] = set()
+        self.in_flight: dict[int, tuple[Series, float]] = {}
+        self.busy: set[Labels] = set()
+        self._current = frozenset(self.series)
+        self._next: list[Series] | None = None
+
+    def replace(self, series: Sequence[Series]) -> None:
+        """Check ``series`` instead from the next interval on (the file was reloaded)."""
+        self._next = list(series)
+
+    def _start_round(self) -> list[Series]:
+        """The targets of the round that starts: the reloaded ones, if a reload came."""
+        if self._next is not None:
+            kept = {item.labels for item in self._next}
+            for item in self.series:
+                if item.labels not in kept:
+                    self.metrics.forget(item.labels)
+            self.series, self._next = self._next, None
+            self._current = frozenset(self.series)
+            self.metrics.targets.set(len(self.series))
+        return self.series
 
     async def paced(self) -> AsyncIterator[BalanceTarget]:
         """The targets, each when it is due, round after round, forever."""
         clock = self.clock
-        step = self.interval / len(self.targets)
         position = 0
         start = clock()
         while True:
-            for number, target in enumerate(self.targets):
+            series = self._start_round()
+            step = self.interval / len(series)
+            for number, item in enumerate(series):
                 delay = start + number * step - clock()
                 if delay > 0:
                     await self.sleep(delay)
-                if number in self.busy:
+                if item.labels in self.busy:
                     continue  # its previous check is still running: never two at once
-                self.busy.add(number)
-                self.in_flight[position] = (number, clock())
+                self.busy.add(item.labels)
+                self.in_flight[position] = (item, clock())
                 position += 1
-                yield target
+                yield item.target
             start += self.interval
             if clock() - start > self.interval:
                 start = clock()
@@ -94,12 +148,24 @@ class _Checker:
             async for result in results:
                 self.record(result)
 
+    def _hints(self, item: Series) -> Hints:
+        """What to do about a failed check: a target's key is on its line of the file."""
+        if self.source is None or item.line is None:
+            return ()
+        where = f"line {item.line} of {self.source}"
+        return (
+            (AuthenticationError, f"check the key on {where}"),
+            (PermissionDeniedError, f"check the organization on {where}: is it the key's?"),
+        )
+
     def record(self, result: BalanceResult) -> None:
         """Update the metrics with one result; a failure is also a line on stderr."""
-        number, started = self.in_flight.pop(result.index)
-        self.busy.discard(number)
+        item, started = self.in_flight.pop(result.index)
+        self.busy.discard(item.labels)
+        if item not in self._current:
+            return  # a target a reload removed or changed while it was checked
         seconds = self.clock() - started
-        labels = self.labels[number]
+        labels = item.labels
         if result.balance is not None:
             self.metrics.succeeded(labels, result.balance.credits, seconds, time.time())
             return
@@ -107,17 +173,78 @@ class _Checker:
         self.metrics.failed(labels, error, seconds)
         name, organization = labels
         where = f"{name} ({organization})" if organization else name
-        text = self.settings.describe(error, result.target.api_key)
+        if item.line is not None:
+            where += f" on line {item.line}"
+        text = self.settings.describe(error, result.target.api_key, hints=self._hints(item))
         line = f"{utc_now()}  check failed: {escape_controls(where)}: {text}"
         click.echo(line, err=True)
+
+
+class _Reloader:
+    """Reads the targets file again on SIGHUP, one reading at a time."""
+
+    def __init__(self, path: str | None, checker: _Checker) -> None:
+        self.path = path
+        self.checker = checker
+        self._reading: asyncio.Task[None] | None = None
+        self._again = False
+
+    def requested(self) -> None:
+        """SIGHUP came: read the file (again once more, if a reading is under way)."""
+        if self._reading is not None and not self._reading.done():
+            self._again = True
+            return
+        self._reading = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            self._again = False
+            self._say(await self._reload())
+            if not self._again:
+                return
+
+    async def _reload(self) -> str:
+        before = self.checker.series
+        if self.path is None:
+            return "nothing to reload: the targets are the demo accounts of --emulator"
+        try:
+            # In a thread: a file of many thousand targets must not hold up the scrapes.
+            series = await asyncio.to_thread(read_series, self.path)
+        except (click.ClickException, OSError, ValueError) as error:
+            problem = error.message if isinstance(error, click.ClickException) else str(error)
+            return (
+                f"reload failed: {problem}: still checking the "
+                f"{_plural(len(before), 'target')} read before"
+            )
+        old = {item.labels: item for item in before}
+        new = {item.labels: item for item in series}
+        added = sum(1 for labels in new if labels not in old)
+        removed = sum(1 for labels in old if labels not in new)
+        changed = sum(1 for labels, item in new.items() if labels in old and old[labels] != item)
+        self.checker.replace(series)
+        return (
+            f"reloaded {self.path}: {_plural(len(series), 'target')} ({added} added, "
+            f"{removed} removed, {changed} changed), checked from the next interval on"
+        )
+
+    @staticmethod
+    def _say(message: str) -> None:
+        click.echo(f"{utc_now()}  {mask_keys(escape_controls(message))}", err=True)
+
+    async def aclose(self) -> None:
+        """Wait for a reading under way to end (its outcome is said)."""
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
 
 
 async def _export(
     settings: Settings,
     key: str | None,
-    targets: list[BalanceTarget],
-    labels: list[Labels],
+    series: list[Series],
     *,
+    source: str | None,
     host: str,
     port: int,
     interval: float,
@@ -130,24 +257,32 @@ async def _export(
     for number in _SIGNALS:
         # SIGINT and SIGTERM are how an exporter is stopped: a clean exit, not an error.
         loop.add_signal_handler(number, stop.set)
+    reloader: _Reloader | None = None
     try:
         metrics = ExporterMetrics(interval=interval)
         # The session of every command, with the metrics' hooks (429s counted by a middleware).
         async with open_session(
             settings, key, on_wait=metrics.waited, middlewares=[metrics.count_response]
         ) as (session, demo):
-            if not targets:
-                targets, labels = demo, series_labels(demo, "--emulator")
-            metrics.targets.set(len(targets))
-            runner, url = await serve_metrics(metrics, host, port)
+            if not series:
+                pairs = series_labels(demo, "--emulator")
+                series = [Series(target, pair) for target, pair in zip(demo, pairs, strict=True)]
+            metrics.targets.set(len(series))
+            server, url = await serve_metrics(metrics, host, port)
             try:
-                count = f"{len(targets)} target{'s' if len(targets) > 1 else ''}"
+                checker = _Checker(
+                    series, metrics, interval=interval, settings=settings, source=source
+                )
+                reloader = _Reloader(source, checker)
+                # SIGHUP reads the targets file again, as daemons (Prometheus among them) do;
+                # from the moment the line below says the exporter is there.
+                loop.add_signal_handler(signal.SIGHUP, reloader.requested)
+                count = _plural(len(series), "target")
                 click.echo(
                     f"{PROG}: exporter: serving {url}; checking {count} every {interval:g} s, "
-                    f"one every {interval / len(targets):.3g} s",
+                    f"one every {interval / len(series):.3g} s",
                     err=True,
                 )
-                checker = _Checker(targets, labels, metrics, interval=interval, settings=settings)
                 checking = asyncio.ensure_future(checker.run(session, concurrency))
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait((checking, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -158,15 +293,18 @@ async def _export(
                 with contextlib.suppress(asyncio.CancelledError):
                     await checking
             finally:
-                await runner.cleanup()
+                if reloader is not None:
+                    loop.remove_signal_handler(signal.SIGHUP)
+                    await reloader.aclose()
+                await server.stop()
     finally:
         for number in _SIGNALS:
             loop.remove_signal_handler(number)
     return 0
 
 
-@click.command()
-@click.argument("targets_file", required=False, metavar="TARGETS_FILE")
+@click.command(short_help="Serve the balances of many targets as Prometheus metrics.")
+@click.argument("targets_file", required=False, metavar="[TARGETS_FILE]")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -199,33 +337,38 @@ def exporter(
     """Serve the targets' balances as Prometheus metrics on http://HOST:PORT/metrics.
 
     TARGETS_FILE is in the format of `balances` (KEY[,ORGANIZATION[,LABEL]] lines,
-    or CSV with a header); a target's label, else its masked key, names its series.
-    Every target is checked once per --interval, the checks spread evenly over it;
-    a failed check is a line on stderr and keeps the target's last good value.
-    Needs the extra: pip install 'stability-user[exporter]'.
+    or CSV with a header) and holds the keys: not STABILITY_API_KEY nor --key-file.
+    With --emulator N it may be left out: the N demo accounts are exported. A
+    target's label, else its masked key, names its series. Every target is checked
+    once per --interval, the checks spread evenly over it; a failed check is a line
+    on stderr naming the target's line, and keeps the target's last good value.
+    SIGHUP reads TARGETS_FILE again (from the next interval on; a file that cannot
+    be read keeps the targets it had). Needs the extra: pip install
+    'stability-user[exporter]'.
 
-    Stop it with SIGINT (Ctrl-C) or SIGTERM: exit 0. Exit 1 when it cannot listen,
-    2 for a usage error (a bad or empty TARGETS_FILE, the extra not installed).
+    Stop it with SIGINT (Ctrl-C) or SIGTERM: exit 0. Exit 1 when it cannot listen
+    or the extra is not installed, 2 for a usage error (a bad or empty
+    TARGETS_FILE, two targets in one series).
     """
     if targets_file is None and settings.emulator is None:
-        raise click.UsageError("give a TARGETS_FILE (the format of 'balances')")
+        raise click.UsageError(
+            "give a TARGETS_FILE (the format of 'balances'), or --emulator N for demo accounts"
+        )
     try:
-        from . import _exporter_metrics  # noqa: PLC0415 - needs the extra
+        from . import _exporter_metrics  # noqa: F401, PLC0415 - needs the extra
     except ModuleNotFoundError as error:
         if not (error.name or "").startswith("prometheus_client"):
             raise
-        raise UsageFailure(_NEEDS_EXTRA) from None
-    targets, labels = [], []
-    if targets_file is not None:
-        targets = list(read_target_file(targets_file))
-        # Two targets in one series are a usage error, found before anything is served.
-        labels = _exporter_metrics.series_labels(targets, targets_file)
+        raise Failure(_NEEDS_EXTRA) from None
+    # The whole file first: a bad line, or two targets in one series, is a usage error
+    # found before anything is served.
+    series = read_series(targets_file) if targets_file is not None else []
     key = optional_key(settings)
     work = _export(
         settings,
         key,
-        targets,
-        labels,
+        series,
+        source=targets_file,
         host=host,
         port=port,
         interval=interval,

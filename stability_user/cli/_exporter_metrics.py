@@ -11,8 +11,7 @@ a key either: credits, times, counts.
 
 from __future__ import annotations
 
-import os
-import socket
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Final, cast
 
@@ -35,9 +34,10 @@ from .._http import Handler, Request, Response
 from .._ratelimit import RateLimitWait
 from .._secrets import mask_secret, redact
 from .._version import __version__
-from ._failures import Failure, UsageFailure, mask_keys, os_reason
+from ._exporter_server import GuardedServer, ListenError
+from ._failures import Failure, UsageFailure, mask_keys
 
-__all__ = ["ExporterMetrics", "series_labels", "serve_metrics"]
+__all__ = ["ExporterMetrics", "Labels", "series_labels", "serve_metrics"]
 
 Labels = tuple[str, str]
 """A target's ``target`` and ``organization`` label values."""
@@ -105,6 +105,7 @@ class ExporterMetrics:
         # A setting of the whole process: the exporter's process is its own.
         _disable_created_metrics()
         registry = self.registry = CollectorRegistry()
+        self._errors: dict[Labels, set[str]] = {}  # the error types of each target's failures
         # The usual process_*, python_info and python_gc_* series of a Python exporter.
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
@@ -181,9 +182,20 @@ class ExporterMetrics:
 
     def failed(self, labels: Labels, error: BaseException, seconds: float) -> None:
         """A check failed with ``error``: the last good value and its time stay as they are."""
-        self.failures.labels(*labels, type(error).__name__).inc()
+        name = type(error).__name__
+        self.failures.labels(*labels, name).inc()
+        self._errors.setdefault(labels, set()).add(name)
         self.success.labels(*labels).set(0)
         self.duration.observe(seconds)
+
+    def forget(self, labels: Labels) -> None:
+        """A target is no longer checked (the targets file was reloaded): drop its series."""
+        for gauge in (self.credits, self.last_success, self.success):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        for error in self._errors.pop(labels, ()):
+            with contextlib.suppress(KeyError):
+                self.failures.remove(*labels, error)
 
     def waited(self, wait: RateLimitWait) -> None:
         """``on_rate_limit_wait``: a call waits for its key's limit (the key is not kept)."""
@@ -202,9 +214,12 @@ async def _landing(request: web.Request) -> web.Response:
 
 
 async def serve_metrics(
-    metrics: ExporterMetrics, host: str, port: int
-) -> tuple[web.AppRunner, str]:
-    """Serve ``/metrics`` on ``host`` and ``port``; returns the runner and the URL.
+    metrics: ExporterMetrics, host: str, port: int, *, cap: int | None = None
+) -> tuple[GuardedServer, str]:
+    """Serve ``/metrics`` on ``host`` and ``port``; returns the server and the URL.
+
+    The server keeps itself reachable (:mod:`._exporter_server`): header and idle
+    timeouts, at most ``cap`` connections (from the file limit by default).
 
     Raises:
         Failure: the address cannot be listened on (exit 1).
@@ -212,22 +227,11 @@ async def serve_metrics(
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/", _landing)
-    # No access log: a scrape a minute, every minute, says nothing.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
+    server = GuardedServer(app, cap=cap)
     try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as error:
-        await runner.cleanup()
-        shown = f"[{host}]" if ":" in host else host
-        raise Failure(f"cannot listen on {shown}:{port}: {_reason(error)}") from None
-    address, bound = runner.addresses[0][:2]
+        await server.start(host, port)
+    except ListenError as error:
+        raise Failure(str(error)) from None
+    address, bound = server.address
     shown = f"[{address}]" if ":" in address else address
-    return runner, f"http://{shown}:{bound}/metrics"
-
-
-def _reason(error: OSError) -> str:
-    if error.errno and error.errno > 0 and not isinstance(error, socket.gaierror):
-        # asyncio's bind error repeats the address in strerror: the errno alone says it best.
-        return os.strerror(error.errno).lower()
-    return os_reason(error)  # a host name that does not resolve
+    return server, f"http://{shown}:{bound}/metrics"

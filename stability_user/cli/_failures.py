@@ -34,6 +34,7 @@ from .._targets import TargetFileError
 __all__ = [
     "KEY_HINT",
     "Failure",
+    "Hints",
     "Interrupted",
     "UsageFailure",
     "describe",
@@ -190,17 +191,39 @@ _CA_HINT: Final = (
 # the command line gives its own, naming its option.
 _PROGRAM_ADVICE: Final = re.compile(r" \([^()]*\bssl=[^()]*\)")
 
-# The library's parameters, as its configuration errors name them, and their options.
-_PARAMETER: Final = re.compile(r"^(base_url|timeout|proxy|rate_limit_store|max_attempts)\b")
+# The library's parameters that are options here, as its errors name them: at the start
+# of a configuration error ("timeout must be..."), or as advice ("rate_limit_store='memory'").
+_PARAMETERS: Final = "base_url|timeout|proxy|rate_limit_store|max_attempts|api_version"
+_PARAMETER: Final = re.compile(rf"^({_PARAMETERS})\b")
+_PARAMETER_VALUE: Final = re.compile(rf"\b({_PARAMETERS})=(?:'([^']*)'|([^\s,;)']+))")
+
+
+def _option(parameter: str) -> str:
+    return "--" + parameter.replace("_", "-")
 
 
 def in_option_terms(message: str) -> str:
-    """A configuration error of the library, naming the option instead of the parameter."""
-    return _PARAMETER.sub(lambda match: "--" + match.group(1).replace("_", "-"), message)
+    """A message of the library naming options instead of its parameters.
+
+    ``rate_limit_store='memory'`` becomes ``--rate-limit-store memory`` wherever it is,
+    and a leading parameter (``timeout must be...``) its option.
+    """
+    message = _PARAMETER_VALUE.sub(
+        lambda match: f"{_option(match.group(1))} {match.group(2) or match.group(3) or ''}",
+        message,
+    )
+    return _PARAMETER.sub(lambda match: _option(match.group(1)), message)
 
 
-def _hint(error: BaseException, api_version: str | None) -> str | None:
+Hints = Sequence[tuple[type[BaseException], str]]
+"""Advice of a command's own, by kind of error, tried before the general advice."""
+
+
+def _hint(error: BaseException, api_version: str | None, hints: Hints = ()) -> str | None:
     """What to do about ``error``, or ``None`` when its message says it all."""
+    own = next((hint for kind, hint in hints if isinstance(error, kind)), None)
+    if own is not None:
+        return own
     if isinstance(error, NotFoundError) and api_version == "v1alpha":
         return "the service may have retired v1alpha: try --api-version v1"
     if isinstance(error, RateLimitError) and error.retry_after is not None:
@@ -220,8 +243,12 @@ def os_reason(error: OSError) -> str:
     return (error.strerror or str(error)).lower()
 
 
-def describe(error: BaseException, *, api_version: str | None = None) -> str:
-    """One line for ``error``: what failed, after how many attempts, and what to do."""
+def describe(error: BaseException, *, api_version: str | None = None, hints: Hints = ()) -> str:
+    """One line for ``error``: what failed, after how many attempts, and what to do.
+
+    ``hints`` are a command's own advice: the exporter's keys come from its targets
+    file, not from ``STABILITY_API_KEY``, so a 401 there points to the file.
+    """
     if isinstance(error, APIConnectionError):
         message = str(error.args[0]) if error.args else type(error).__name__
         text = f"{_PROGRAM_ADVICE.sub('', message)}{_attempts(error)}"
@@ -237,7 +264,11 @@ def describe(error: BaseException, *, api_version: str | None = None) -> str:
         text = f"{where}{error.strerror.lower()}"
     else:
         text = str(error) or type(error).__name__
-    hint = _hint(error, api_version)
+    if not isinstance(error, (APIError, APIConnectionError, OSError)):
+        # The library's own errors (a store that cannot be used, a bad setting) may name
+        # its parameters; the service's text is left as it was sent.
+        text = in_option_terms(text)
+    hint = _hint(error, api_version, hints)
     return mask_keys(escape_controls(f"{text}: {hint}" if hint else text))
 
 

@@ -2,9 +2,14 @@
 
 Text meant for a terminal (the table, plain lines) has its control characters
 escaped, whoever wrote it: the service, a label in a file, an e-mail address.
-JSON relies on its encoder. CSV cells are escaped too and, against formula
-injection in spreadsheets (OWASP's "CSV injection"), a text cell that starts
-with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``.
+JSON relies on its encoder, and is strict: never ``NaN`` nor ``Infinity``, which
+RFC 8259 has no room for and many parsers refuse. Every number the service sends
+is finite (the library refuses others: that target's row fails); the one number
+computed here, the summary's ``total_credits``, is ``null`` with
+``total_credits_overflow: true`` when the balances add up to more than a float holds.
+CSV cells are escaped too and, against formula injection in spreadsheets (OWASP's
+"CSV injection"), a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -31,6 +38,7 @@ __all__ = [
     "csv_cell",
     "formatter",
     "header",
+    "json_text",
 ]
 
 FORMATS: Final = ("table", "json", "csv")
@@ -44,17 +52,23 @@ CSV_FIELDS: Final = (
     "low",
     "error_type",
     "error",
+    "line",  # last: a column added to the CSV of 0.1.0 shifts no other
 )
 _MAX_FIELD: Final = 200  # characters of one text field of the service's shown
 
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """``value`` as strict JSON: a non-finite number raises ``ValueError``, never ``NaN``."""
+    return json.dumps(value, allow_nan=False, indent=indent)
+
+
 def _is_low(result: BalanceResult, below: float | None) -> bool:
     return below is not None and result.balance is not None and result.balance.credits < below
 
 
-def _row(result: BalanceResult, below: float | None) -> dict[str, Any]:
+def _row(result: BalanceResult, line: int | None, below: float | None) -> dict[str, Any]:
     target = result.target
     error = result.error
     return {
@@ -67,6 +81,7 @@ def _row(result: BalanceResult, below: float | None) -> dict[str, Any]:
         "low": _is_low(result, below),
         "error_type": type(error).__name__ if error else None,
         "error": str(error) if error else None,
+        "line": line,
     }
 
 
@@ -88,36 +103,50 @@ def _as_csv(fields: Any) -> str:
     return buffer.getvalue()
 
 
-def header(fmt: str) -> str | None:
-    """The line printed before the rows, if the format has one."""
+def header(fmt: str, *, lines: bool = True) -> str | None:
+    """The line printed before the rows, if the format has one.
+
+    The table has a ``LINE`` column when the targets come from lines (a file, stdin).
+    """
     if fmt == "csv":
         return _as_csv(CSV_FIELDS)
     if fmt == "table":
-        return f"{'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+        head = f"{'TARGET':<24} {'ORGANIZATION':<16} {'CREDITS':>14}  STATUS"
+        return f"{'LINE':>5}  {head}" if lines else head
     return None
 
 
-def formatter(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
-    """The function turning a result into its line in ``fmt``.
+Render = Callable[[BalanceResult, "int | None"], str]
+"""Turns a result, and its target's line in the input (if any), into its output line."""
 
-    A key-looking label or organization (a file's columns in the wrong order) is
-    masked like the key column.
+
+def formatter(fmt: str, below: float | None, *, lines: bool = True) -> Render:
+    """The function turning a result and its target's line number into its line in ``fmt``.
+
+    Every format names the line, so that a failed row can be traced back to the
+    input whatever its label (an invalid key is masked to ``…``): JSON's and CSV's
+    ``line`` (``null`` or empty for targets of no file, the demo accounts), and the
+    table's first column, there when the targets come from ``lines``. A key-looking
+    label or organization (a file's columns in the wrong order) is masked like the
+    key column.
     """
-    line = _line(fmt, below)
-    return lambda result: mask_keys(line(result))
+    render = _render(fmt, below, lines=lines)
+    return lambda result, line: mask_keys(render(result, line))
 
 
-def _line(fmt: str, below: float | None) -> Callable[[BalanceResult], str]:
+def _render(fmt: str, below: float | None, *, lines: bool) -> Render:
     if fmt == "json":
-        return lambda result: json.dumps(_row(result, below))
+        return lambda result, line: json_text(_row(result, line, below))
     if fmt == "csv":
-        return lambda result: _as_csv(csv_cell(v) for v in _row(result, below).values())
+        return lambda result, line: _as_csv(csv_cell(v) for v in _row(result, line, below).values())
 
-    def as_table(result: BalanceResult) -> str:
+    def as_table(result: BalanceResult, line: int | None) -> str:
         target = result.target
         name = escape_controls(target.display_name)
         organization = escape_controls(target.organization or "(default)")
         lead = f"{name:<24} {organization:<16}"
+        if lines:
+            lead = f"{'-' if line is None else line:>5}  {lead}"
         if result.balance is None:
             error = escape_controls(f"{type(result.error).__name__}: {result.error}")
             return f"{lead} {'-':>14}  {error}"
@@ -147,7 +176,7 @@ def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[s
         return _from_server(value, key) if isinstance(value, str) else value
 
     if as_json:
-        return [json.dumps(attrs.asdict(account, value_serializer=field), indent=2)]
+        return [json_text(attrs.asdict(account, value_serializer=field), indent=2)]
     email, account_id = _from_server(account.email, key), _from_server(account.id, key)
     lines = [escape_controls(f"{email} ({account_id})")]
     for org in account.organizations:
@@ -160,7 +189,7 @@ def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[s
 def balance_line(balance: Balance, organization: str | None, *, as_json: bool) -> str:
     """A balance as text or JSON."""
     if as_json:
-        return json.dumps({"organization": organization, "credits": balance.credits})
+        return json_text({"organization": organization, "credits": balance.credits})
     return f"{balance.credits:,.2f} credits"
 
 
@@ -184,9 +213,18 @@ class Tally:
             self.credits += result.balance.credits
             self.low += _is_low(result, self.below)
 
+    @property
+    def overflow(self) -> bool:
+        """The balances add up to more than a float holds (each is finite)."""
+        return not math.isfinite(self.credits)
+
     def text(self, *, interrupted: bool = False) -> str:
         """The summary line."""
-        counts = f"failed {self.failed}, total credits {self.credits:,.2f}"
+        if self.overflow:
+            total = f"too large to add up (over {sys.float_info.max:.1e})"
+        else:
+            total = f"{self.credits:,.2f}"
+        counts = f"failed {self.failed}, total credits {total}"
         if self.below is not None:
             counts += f", {self.low} below {self.below:g}"
         if not interrupted:
@@ -196,14 +234,15 @@ class Tally:
 
     def json(self, *, interrupted: bool = False) -> str:
         """The summary as one JSON object."""
-        return json.dumps(
+        return json_text(
             {
                 "targets": self.total,
                 "checked": self.checked,
                 "failed": self.failed,
                 "low": self.low,
                 "below": self.below,
-                "total_credits": self.credits,
+                "total_credits": None if self.overflow else self.credits,
+                "total_credits_overflow": self.overflow,
                 "interrupted": interrupted,
             }
         )

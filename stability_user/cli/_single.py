@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import interruptible, mask_keys, utc_now
+from ._failures import PROG, interruptible, mask_keys, utc_now
 from ._options import below_option, interval_option, organization_option
 from ._output import account_lines, balance_line
 
@@ -18,7 +18,7 @@ BELOW = 1  # watch --once: the balance is below --below
 CHECK_FAILED = 3  # watch --once: the balance could not be read
 
 
-@click.command()
+@click.command(short_help="Show the account the key belongs to and its organizations.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 @interruptible
@@ -36,7 +36,7 @@ def account(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-@click.command()
+@click.command(short_help="Show the credit balance.")
 @organization_option("An organization other than the default one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -54,7 +54,7 @@ def balance(settings: Settings, *, organization: str | None, as_json: bool) -> i
     return 0
 
 
-@click.command()
+@click.command(short_help="Poll the balance; report when it falls below a threshold.")
 @below_option("Flag readings under this many credits.")
 @interval_option("Seconds between polls.", at_most=86400 * 365)
 @organization_option("Watch this organization instead of the default.")
@@ -110,6 +110,7 @@ def watch(
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     add_help_option=False,
+    short_help="Serve the bundled emulator of the API on loopback.",
 )
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -129,4 +130,4 @@ def emulator(ctx: click.Context, arguments: tuple[str, ...]) -> int:
 
     # The emulator's own command line defines its options; they are handed over as given.
     serve: Callable[..., int] = standalone.main
-    return serve(list(arguments), prog="stability-user emulator")
+    return serve(list(arguments), prog=ctx.command_path, program=PROG)

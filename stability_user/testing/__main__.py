@@ -3,7 +3,10 @@
 :func:`main` takes the arguments and the program name, so another command line
 (``stability-user emulator``) can hand its own arguments straight to it. Exit
 status: 0 when stopped with Ctrl+C, 1 when it cannot listen, 2 for a wrong
-command line; errors are one line on stderr, never a traceback.
+command line; errors are one line on stderr, never a traceback, worded and laid
+out as the ``stability-user`` commands' are (``PROG: error: --port: ... (see
+'PROG --help')``). It needs nothing beyond the standard library and the package's
+core: click, the command line's extra, is not installed for the ``testing`` use.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import math
 import os
 import ssl
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from ._emulator import StabilityEmulator
 from ._listen import is_loopback
@@ -29,18 +33,83 @@ PROG = "python -m stability_user.testing"
 """The program name :func:`main` uses when not given one."""
 
 _DEFAULT = RateLimit()
-_EPILOG = (
-    "Exit status: 0 when stopped with Ctrl+C, 1 when it cannot listen (for example "
-    "the port is in use), 2 for a wrong command line."
+_DESCRIPTION = (
+    "Serve a local emulator of the Stability user API on loopback, with demo accounts.",
+    "Stop it with Ctrl+C: exit 0. Exit 1 when it cannot listen (the port is in use, say), "
+    "2 for a usage error.",
 )
+# The layout of the ``stability-user`` commands' help (click's): every command of the
+# package's command line reads the same, though this one needs nothing but the standard
+# library (the ``testing`` use of the package installs no command-line extra).
+_WIDTH: Final = 78
+_COLUMN: Final = 30
+
+
+class UsageError(Exception):
+    """A wrong command line; the message says what is wrong, in the command line's words."""
+
+
+def _option_words(message: str) -> str:
+    """An error of argparse's in the words of the package's other commands (click's)."""
+    if message.startswith("unrecognized arguments: "):
+        first = message.removeprefix("unrecognized arguments: ").split(" ", 1)[0]
+        if first.startswith("-"):
+            return f"no such option {first.split('=', 1)[0]!r}"
+        return f"got unexpected extra argument ({first})"
+    argument, colon, problem = message.partition(": ")
+    if colon and argument.startswith("argument "):
+        name = argument.removeprefix("argument ").split("/", 1)[0]
+        if problem == "expected one argument":
+            return f"option {name!r} requires an argument"
+        if problem.startswith("ignored explicit argument"):
+            return f"option {name!r} does not take a value"
+        return f"{name}: {problem}"
+    return message
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, like the rest of this command's."""
+    """An argument parser laid out and worded as the package's other commands.
+
+    Its errors are raised, to be shown as one line; its help has their layout.
+    """
 
     def error(self, message: str) -> NoReturn:
-        """Print ``PROG: error: message`` and exit with status 2."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        """Raise :class:`UsageError` in the command line's words."""
+        raise UsageError(_option_words(message))
+
+    def format_help(self) -> str:
+        """Usage, description and options, as click lays them out."""
+        lines = [f"Usage: {self.prog} [OPTIONS]", ""]
+        for paragraph in _DESCRIPTION:
+            lines += textwrap.wrap(paragraph, _WIDTH, initial_indent="  ", subsequent_indent="  ")
+            lines.append("")
+        lines.append("Options:")
+        rows = [(", ".join(a.option_strings) + _metavar(a), _help(a)) for a in self._actions]
+        first = min(max(len(term) for term, _ in rows), _COLUMN) + 2
+        for term, text in rows:
+            wrapped = textwrap.wrap(text, max(_WIDTH - first - 2, 10)) or [""]
+            if len(term) <= first - 2:
+                lines.append(f"  {term:<{first}}{wrapped[0]}".rstrip())
+                wrapped = wrapped[1:]
+            else:
+                lines.append(f"  {term}")
+            lines += [" " * (first + 2) + line for line in wrapped]
+        return "\n".join(lines) + "\n"
+
+
+def _metavar(action: argparse.Action) -> str:
+    if action.nargs == 0:
+        return ""
+    return f" {action.metavar or action.dest.upper()}"
+
+
+def _help(action: argparse.Action) -> str:
+    text = action.help or ""
+    default = action.default
+    if default in (None, False, argparse.SUPPRESS):
+        return text
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{text}  [default: {shown}]"
 
 
 def _count(text: str) -> int:
@@ -86,44 +155,52 @@ def _rate(text: str) -> tuple[int, float]:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line of the standalone emulator, under the program name ``prog``."""
-    parser = _Parser(
-        prog=prog,
-        description="Serve a local emulator of the Stability user API on loopback.",
-        epilog=_EPILOG,
-    )
+    parser = _Parser(prog=prog, add_help=False, allow_abbrev=False)
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="localhost or a loopback IP (default 127.0.0.1)")
-    add("--port", type=_port, default=8700, help="port (default 8700); 0 picks a free one")
-    add("--accounts", type=_count, default=3, help="demo accounts to create (default 3)")
-    add("--credits", type=_number, default=100.0, help="credits of each account (default 100)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="The address: localhost or a loopback IP.",
+    )
+    add("--port", type=_port, default=8700, metavar="PORT", help="The port; 0 picks a free one.")
+    add("--accounts", type=_count, default=3, metavar="N", help="Demo accounts to create.")
+    add(
+        "--credits",
+        type=_number,
+        default=100.0,
+        metavar="CREDITS",
+        help="The credits of each demo account.",
+    )
     add(
         "--rate-limit",
         type=_rate,
         metavar="REQUESTS/SECONDS",
-        help=f"per-key limit (default {_DEFAULT.requests}/{_DEFAULT.window:g})",
+        help=f"The limit per key [default: {_DEFAULT.requests}/{_DEFAULT.window:g}].",
     )
     add(
         "--lockout",
         type=_number,
         metavar="SECONDS",
-        help=f"how long a key past the limit gets 429 (default {_DEFAULT.lockout:g})",
+        help=f"How long a key past the limit gets 429 [default: {_DEFAULT.lockout:g}].",
     )
-    add("--no-rate-limit", action="store_true", help="turn the per-key limit off")
-    add("--retire-v1alpha", action="store_true", help="answer the v1alpha paths with 404")
+    add("--no-rate-limit", action="store_true", help="Turn the limit per key off.")
+    add("--retire-v1alpha", action="store_true", help="Answer the v1alpha paths with 404.")
     add(
         "--max-recorded",
         type=_count,
         default=10_000,
         metavar="N",
-        help="requests kept in the request log (default 10000)",
+        help="Requests kept in the request log.",
     )
-    add("--certfile", help="serve HTTPS with this PEM certificate (chain)")
-    add("--keyfile", help="the certificate's private key, if not in --certfile")
+    add("--certfile", metavar="FILE", help="Serve HTTPS with this PEM certificate (chain).")
+    add("--keyfile", metavar="FILE", help="The certificate's private key, if not in --certfile.")
     add(
         "--allow-remote",
         action="store_true",
-        help="allow a --host beyond loopback: exposes the demo keys to the network",
+        help="Allow a --host beyond loopback: exposes the demo keys to the network.",
     )
+    add("-h", "--help", action="help", help="Show this message and exit.")
     return parser
 
 
@@ -162,7 +239,9 @@ def _reason(error: OSError) -> str:
     return os.strerror(error.errno).lower() if error.errno else str(error)
 
 
-def _emulator(args: argparse.Namespace, parser: argparse.ArgumentParser) -> StabilityEmulator:
+def _emulator(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, *, program: str | None = None
+) -> StabilityEmulator:
     tls = args.certfile is not None
     if not is_loopback(args.host) and not args.allow_remote:
         exposed = "the demo keys" if tls else "the demo keys and clear-text HTTP"
@@ -184,7 +263,7 @@ def _emulator(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Stab
             ssl_context=ssl_context,
         )
     for warning in caught:
-        print(f"{parser.prog}: warning: {warning.message}", file=sys.stderr)
+        print(f"{program or parser.prog}: warning: {warning.message}", file=sys.stderr)
     return emulator
 
 
@@ -238,29 +317,35 @@ async def serve(
         await emulator.close()
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG, program: str | None = None) -> int:
     """Run the emulator until interrupted and return the exit status.
 
     Args:
         argv: the arguments, without the program name; ``sys.argv[1:]`` by default.
-        prog: the program name shown in help and error messages.
+        prog: the command as typed, shown in its help (``stability-user emulator``).
+        program: the name that starts its error and warning lines (``stability-user``,
+            as every command of that program says); ``prog`` by default.
     """
+    program = program or prog
     parser = build_parser(prog)
     # A program of its own: the server's log goes to stderr (the package's logger has
     # only a NullHandler, as a library's should).
     log = logging.StreamHandler(sys.stderr)
-    log.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    log.setFormatter(logging.Formatter(f"{program}: %(message)s"))
     SERVER_LOGGER.addHandler(log)
     try:
         try:
             args = parser.parse_args(argv)
-            emulator = _emulator(args, parser)
-        except SystemExit as exit_:  # --help, or a wrong command line
-            return exit_.code if isinstance(exit_.code, int) else 2
+            emulator = _emulator(args, parser, program=program)
+        except SystemExit as exit_:  # --help
+            return exit_.code if isinstance(exit_.code, int) else 0
+        except UsageError as error:
+            print(f"{program}: error: {error} (see '{prog} --help')", file=sys.stderr)
+            return 2
         try:
             asyncio.run(serve(emulator, accounts=args.accounts, credits=args.credits))
         except ListenError as error:
-            print(f"{prog}: error: {error}", file=sys.stderr)
+            print(f"{program}: error: {error}", file=sys.stderr)
             return 1
     except KeyboardInterrupt:  # Ctrl+C, while starting as well as while serving
         return 0
