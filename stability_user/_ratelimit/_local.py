@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from .._backends import Breaker, Outage
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
+from .._errors import StabilityError
 from .._types import Clock
 from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
@@ -127,6 +128,22 @@ class LocalRateLimitStore:
     def __repr__(self) -> str:
         """Where the state is kept."""
         return f"<LocalRateLimitStore {self.path}>"
+
+    async def open(self) -> None:
+        """Open (or create) the file now, rather than at the first request.
+
+        A store that cannot be used at a request goes on with this process's own
+        state; this says so at once instead, for a program that would rather choose.
+
+        Raises:
+            StabilityError: the file cannot be created or written, or is not a store's;
+                its ``__cause__`` is the error of the operating system or SQLite.
+        """
+        try:
+            await self._file.run(lambda db: None)
+        except FileUnavailable as error:
+            cause = error.__cause__ or error
+            raise StabilityError(f"the {_WHAT} {self.path} cannot be used ({error})") from cause
 
     def _acquire_work(
         self, key_id: str, limit: RateLimit, lease: float, token: str

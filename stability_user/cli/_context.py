@@ -8,7 +8,7 @@ import os
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -16,7 +16,6 @@ from .._bulk import BalanceTarget
 from .._errors import StabilityError
 from .._http import Middleware
 from .._ratelimit import RateLimit, RateLimitStore, RateLimitWait
-from .._ratelimit_local import LocalRateLimitStore
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
 from .._session import StabilitySession
@@ -24,6 +23,9 @@ from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
 from . import NEEDS_EXTRA
 from ._failures import PROG, Failure, Hints, UsageFailure, describe, os_reason, run_async
+
+if TYPE_CHECKING:
+    from .. import LocalRateLimitStore
 
 __all__ = [
     "LineBook",
@@ -40,9 +42,6 @@ __all__ = [
 T = TypeVar("T")
 
 logger = logging.getLogger("stability_user.cli")
-
-# A key id no key hashes to: releasing a slot of it changes nothing, but opens the store.
-_PROBE_KEY_ID = "stability-user: can the store be used?"
 
 
 @attrs.frozen
@@ -167,7 +166,7 @@ async def open_session(
         async with contextlib.AsyncExitStack() as stack:
             store: str | RateLimitStore = settings.rate_limit_store
             if store == "local":
-                local = await _machine_wide_store(settings.rate_limit)
+                local = await _machine_wide_store()
                 if local is not None:
                     stack.push_async_callback(local.aclose)  # after the session's close
                 store = local or "memory"
@@ -197,19 +196,21 @@ async def open_session(
             yield session, targets
 
 
-async def _machine_wide_store(limit: RateLimit) -> LocalRateLimitStore | None:
+async def _machine_wide_store() -> LocalRateLimitStore | None:
     """The ``local`` store, opened; ``None`` with a warning when it cannot be used.
 
     A cache folder that cannot be written (``HOME=/nonexistent`` under a service
     account, a read-only home) or a damaged file must not stop a command: its calls
     are limited in this process instead, as when a Redis store is unreachable.
     """
+    from .. import LocalRateLimitStore  # noqa: PLC0415 - the store is imported when named
+
     try:
         store = LocalRateLimitStore()
     except ImportError:  # platformdirs finds the cache folder: the cli extra is incomplete
         raise Failure(NEEDS_EXTRA.removeprefix(f"{PROG}: ").rstrip("\n")) from None
     try:
-        await store.release(_PROBE_KEY_ID, "0", limit)
+        await store.open()
     except StabilityError as error:
         await store.aclose()
         cause = error.__cause__
