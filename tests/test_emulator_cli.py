@@ -213,6 +213,14 @@ async def test_malformed_requests_leave_no_key_in_its_output() -> None:
         (["--lockout", "soon"], "argument --lockout: expected a finite number of at least 0"),
         (["--credits", "inf"], "argument --credits: expected a finite number of at least 0"),
         (["--accounts", "-2"], "argument --accounts: expected a whole number of at least 0"),
+        (
+            ["--generated-accounts", "-1"],
+            "argument --generated-accounts: expected a whole number of at least 0",
+        ),
+        (
+            ["--generated-accounts", "1" + "0" * 35],
+            "argument --generated-accounts: expected at most 35 digits",
+        ),
         (["--max-recorded", "x"], "argument --max-recorded: expected a whole number of at least"),
         (["--port", "65536"], "argument --port: expected a port from 0 to 65535, got '65536'"),
         (["--no-rate-limit", "--lockout", "5"], "--no-rate-limit cannot be combined with"),
