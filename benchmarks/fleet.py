@@ -299,7 +299,8 @@ def run_fleet(
             producer.process.kill()
             print(f"fleet: the run took longer than --timeout {args.timeout:g} s", file=sys.stderr)
             break
-        time.sleep(0.5)
+        # Finer while a kill is due, so that it lands when asked even in a short run.
+        time.sleep(0.1 if args.kill_worker_after is not None and killed is None else 0.5)
     seconds = time.perf_counter() - started
     commands_after, calls_after = command_counts(client)
     redis_memory = int(client.info("memory")["used_memory"])
