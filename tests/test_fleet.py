@@ -560,17 +560,30 @@ def test_progress_in_one_line() -> None:
 
 
 async def test_a_worker_process_holds_one_session_and_one_store(
-    names: Names, tmp_path: pathlib.Path
+    names: Names,
+    generated: StabilityEmulator,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("STABILITY_API_HOST", generated.base_url)
     sweep = Sweep(names.redis_url, TargetFile(tmp_path / "keys.csv"))  # the default session
     ctx: dict[str, Any] = {}
     await sweep.startup(ctx)
     ((session, store),) = ctx.values()
-    assert isinstance(session, StabilitySession)
-    assert session.rate_limit == RateLimit()  # the service's numbers
-    assert isinstance(store, RedisRateLimitStore)
-    assert store.where == names.redis_url
-    await sweep.shutdown(ctx)
+    try:
+        assert isinstance(session, StabilitySession)
+        assert session.rate_limit == RateLimit()  # the service's numbers
+        assert isinstance(store, RedisRateLimitStore)
+        assert store.where == names.redis_url
+        # Its checks take their slots in Redis, where every worker takes them. (Account
+        # 997 is this test's: another test's slots of a key last a window in Redis.)
+        before = set(names.client.scan_iter("stability-user:{*"))
+        await session.with_options(api_key=generated_key(997)).balance()
+        slots = set(names.client.scan_iter("stability-user:{*")) - before
+        assert slots
+        names.client.delete(*slots)
+    finally:
+        await sweep.shutdown(ctx)
     assert session.closed
     assert ctx == {}
     await sweep.shutdown(ctx)  # nothing left to close
