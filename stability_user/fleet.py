@@ -23,9 +23,10 @@ by the caller (a date, say). Three parts, each a few lines of the user's code::
   fleet stays under each key's limit together.
 - Results go to a Redis hash per run, keyed by the target's label, in batches
   (250 results a write by default); the chunk's summary, written after its last
-  batch, marks it done. A chunk arq runs again, after its worker died, writes the
+  batch, marks it done. A chunk arq runs again (its worker died, Redis failed, it ran
+  out of time) checks only its targets without a result, and could only write the
   same fields again: never a second result for a target. Enqueuing a run again
-  enqueues only the chunks that are not done.
+  enqueues only the chunks that are neither done, queued nor running.
 
 Why a Redis hash and not a callback into the user's database: it is on the Redis the
 fleet already runs, a write keyed by target is idempotent by construction (no
@@ -568,6 +569,9 @@ class Sweep:
             ``StabilitySession(rate_limit_store=store)``, configured by the environment.
         queue_name: the arq queue of the sweep's jobs.
 
+    Attributes:
+        where: the Redis URL without its password, for messages.
+
     Raises:
         ValueError: a bad Redis URL or number.
     """
@@ -590,7 +594,7 @@ class Sweep:
         """Check the settings; nothing connects until a method is called."""
         # The store checks the URL as the workers will use it, and masks its password.
         self.where = RedisRateLimitStore(url=redis_url).where
-        self.redis_url = redis_url
+        self._redis_url = redis_url
         self.targets = targets
         self.chunk_size = _positive("chunk_size", chunk_size)
         self.concurrency = _positive("concurrency", concurrency)
@@ -640,14 +644,14 @@ class Sweep:
 
     def redis_settings(self) -> RedisSettings:
         """The arq connection settings of the sweep's Redis."""
-        return RedisSettings.from_dsn(self.redis_url)
+        return RedisSettings.from_dsn(self._redis_url)
 
     async def startup(self, ctx: dict[str, Any]) -> None:
         """The workers' ``on_startup``: one session and one rate-limit store per process.
 
         Call it from an ``on_startup`` of your own if you need one.
         """
-        store = RedisRateLimitStore(url=self.redis_url)
+        store = RedisRateLimitStore(url=self._redis_url)
         try:
             session = self.session(store)
         except BaseException:
