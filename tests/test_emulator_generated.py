@@ -172,15 +172,18 @@ async def test_the_command_line_serves_generated_accounts() -> None:
         "emulator", "--port", "0", "--accounts", "0", "--generated-accounts", "1000000"
     )
     assert process.stdout is not None
-    lines = [(await process.stdout.readline()).decode() for _ in range(5)]
-    base_url = lines[0].rsplit(" ", 1)[1].strip()
-    assert lines[2] == (
-        f"  generated accounts: 1,000,000, keys {generated_key(1)} to {generated_key(1_000_000)}\n"
-    )
-    assert lines[4] == "Press Ctrl+C to stop.\n"
-    status, _, body = await get(base_url, "/v1/user/balance", generated_key(999_999))
-    assert (status, body) == (200, {"credits": 999_999 * 7919 % 100_000 / 100})
-    assert (await get(base_url, "/v1/user/balance", generated_key(1_000_001)))[0] == 401
-    process.send_signal(signal.SIGINT)
-    await process.communicate()
+    try:
+        lines = [(await process.stdout.readline()).decode() for _ in range(5)]
+        base_url = lines[0].rsplit(" ", 1)[1].strip()
+        assert lines[2] == (
+            f"  generated accounts: 1,000,000, keys {generated_key(1)} "
+            f"to {generated_key(1_000_000)}\n"
+        )
+        assert lines[4] == "Press Ctrl+C to stop.\n"
+        status, _, body = await get(base_url, "/v1/user/balance", generated_key(999_999))
+        assert (status, body) == (200, {"credits": 999_999 * 7919 % 100_000 / 100})
+        assert (await get(base_url, "/v1/user/balance", generated_key(1_000_001)))[0] == 401
+    finally:
+        process.send_signal(signal.SIGINT)  # a failed check must not leave it serving
+        await process.communicate()
     assert process.returncode == 0
