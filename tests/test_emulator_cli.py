@@ -213,6 +213,14 @@ async def test_malformed_requests_leave_no_key_in_its_output() -> None:
         (["--lockout", "soon"], "--lockout: expected a finite number of at least 0"),
         (["--credits", "inf"], "--credits: expected a finite number of at least 0"),
         (["--accounts", "-2"], "--accounts: expected a whole number of at least 0"),
+        (
+            ["--generated-accounts", "-1"],
+            "--generated-accounts: expected a whole number of at least 0",
+        ),
+        (
+            ["--generated-accounts", "1" + "0" * 35],
+            "--generated-accounts: expected at most 35 digits",
+        ),
         (["--max-recorded", "x"], "--max-recorded: expected a whole number of at least"),
         (["--port", "65536"], "--port: expected a port from 0 to 65535, got '65536'"),
         (["--no-rate-limit", "--lockout", "5"], "--no-rate-limit cannot be combined with"),

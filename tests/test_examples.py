@@ -9,10 +9,12 @@ import pathlib
 import re
 import shutil
 import sys
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import redis
 import uvicorn
 from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
@@ -371,3 +373,58 @@ def test_arq_shows_redis_urls_without_their_password() -> None:
     assert arq_worker.shown("redis://user:hunter2@cache:6380/1") == "redis://user:***@cache:6380/1"
     assert arq_worker.shown("redis://:hunter2@cache") == "redis://:***@cache"
     assert arq_worker.shown("redis://cache:6379") == "redis://cache:6379"
+
+
+async def test_fleet_sweep_as_a_user_runs_it(
+    redis_url: str, live: StabilityEmulator, tmp_path: pathlib.Path
+) -> None:
+    run = f"example-{uuid.uuid4().hex[:12]}"
+    keys = tmp_path / "keys.csv"
+    keys.write_text(
+        "".join(f"{live.add_account(credits=n)},,c{n}\n" for n in range(30))
+        + f"sk-{'8' * 48},,revoked\n"  # a key the service does not know
+    )
+    env = {
+        "REDIS_URL": redis_url,
+        "STABILITY_KEYS_FILE": str(keys),
+        "STABILITY_API_HOST": live.base_url,
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "arq",
+        "fleet_sweep.WorkerSettings",
+        cwd=EXAMPLES,
+        env=clean_environment(env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        enqueued = await asyncio.wait_for(
+            run_example("fleet_sweep.py", "enqueue", run, env=env), 60
+        )
+        status = await run_example("fleet_sweep.py", "status", run, env=env)
+        low = await run_example("fleet_sweep.py", "low", run, "5", env=env)
+        unknown = await run_example("fleet_sweep.py", "status", "no-such-run", env=env)
+    finally:
+        worker.terminate()  # arq finishes its jobs and closes
+        _, err = await worker.communicate()
+        client = redis.Redis.from_url(redis_url)
+        for pattern in (f"*{run}*", "*stability-user-fleet*"):
+            for key in client.scan_iter(pattern):
+                client.delete(key)
+        client.close()
+    assert worker.returncode == 0, err.decode()
+    assert enqueued.code == 0, enqueued.err
+    lines = enqueued.out.splitlines()
+    assert lines[0] == (
+        f"Enqueued(run='{run}', targets=31, chunks=1, enqueued=1, done=0, pending=0)"
+    )
+    assert lines[-1].startswith(f"run {run}: 31/31 checked (100.0%), ")
+    assert lines[-1].endswith("; 1 failed: AuthenticationError 1")
+    assert status.out.startswith(f"run {run}: 31/31 checked (100.0%), ")
+    assert status.out.endswith("; 1 failed: AuthenticationError 1\n")
+    assert sorted(low.out.splitlines()) == [f"LOW c{n}: {n:.2f} credits" for n in range(5)]
+    assert (unknown.code, unknown.out) == (1, "")
+    assert unknown.err.startswith("error: no run no-such-run in Redis at ")
+    assert live.status_counts == {200: 30, 401: 1}

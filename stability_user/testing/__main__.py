@@ -27,7 +27,7 @@ from typing import Final, NoReturn
 from ._emulator import StabilityEmulator
 from ._listen import is_loopback
 from ._logs import SERVER_LOGGER
-from ._state import RateLimit
+from ._state import MAX_GENERATED, RateLimit
 
 PROG = "python -m stability_user.testing"
 """The program name :func:`main` uses when not given one."""
@@ -129,6 +129,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _generated(text: str) -> int:
+    value = _count(text)
+    if value > MAX_GENERATED:
+        raise argparse.ArgumentTypeError(f"expected at most 35 digits, got {text!r}")
+    return value
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -171,6 +178,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=100.0,
         metavar="CREDITS",
         help="The credits of each demo account.",
+    )
+    add(
+        "--generated-accounts",
+        type=_generated,
+        default=0,
+        metavar="N",
+        help="also serve N generated accounts, computed from their keys, not stored "
+        "(sk-generated- and the number in 35 digits; default 0)",
     )
     add(
         "--rate-limit",
@@ -261,6 +276,7 @@ def _emulator(
             max_recorded=args.max_recorded,
             allow_remote=args.allow_remote,
             ssl_context=ssl_context,
+            generated_accounts=args.generated_accounts,
         )
     for warning in caught:
         print(f"{program or parser.prog}: warning: {warning.message}", file=sys.stderr)
@@ -301,6 +317,12 @@ async def serve(
         for number, key in enumerate(keys, 1):
             # Demo keys are made up on the spot and valid only here, so they are shown whole.
             print(f"  demo key {number}: {key}")
+        generated = emulator.generated_accounts
+        if generated:
+            print(
+                f"  generated accounts: {generated:,}, keys {emulator.generated_key(1)} "
+                f"to {emulator.generated_key(generated)}"
+            )
         if keys:
             print(f'  try: curl -H "Authorization: {keys[0]}" {base_url}/v1/user/balance')
         limit = emulator.rate_limit

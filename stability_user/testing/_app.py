@@ -72,6 +72,7 @@ def build_app(backend: Backend) -> web.Application:
         if not response.prepared:  # a fault that streams sets it before its first byte
             response.headers[REQUEST_ID_HEADER] = exchange.request_id
         record.status = response.status
+        backend.log.answered(response.status)
         return response
 
     app = web.Application()

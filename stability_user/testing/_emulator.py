@@ -21,13 +21,26 @@ from ._faults import Fault, FaultLike, FaultQueue
 from ._listen import check_host
 from ._logs import SERVER_LOGGER
 from ._recording import RecordedRequest, RequestLog
-from ._state import Accounts, EmulatedAccount, EmulatedOrganization, RateLimit, RateLimiter
+from ._state import (
+    MAX_GENERATED,
+    Accounts,
+    EmulatedAccount,
+    EmulatedOrganization,
+    RateLimit,
+    RateLimiter,
+    generated_key,
+)
 
 __all__ = ["StabilityEmulator"]
 
 _DOCUMENTED_RATE_LIMIT: Final = RateLimit()
 # The service's documented limit (150 requests per 10 s, then 60 s locked out), shared
 # as a default: RateLimit is frozen.
+
+
+def _check_generated(count: object) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_GENERATED:
+        raise ValueError(f"generated_accounts must be an int from 0 to 10**35 - 1, not {count!r}")
 
 
 class StabilityEmulator:
@@ -56,6 +69,11 @@ class StabilityEmulator:
             :class:`RemoteAccessWarning`: anyone who reaches it can use its keys.
         ssl_context: serve HTTPS with this server-side context (its certificate
             loaded); :attr:`base_url` then starts with ``https://``.
+        generated_accounts: serve this many generated accounts besides the added
+            ones, without storing them: account ``n`` (from 1) has the key
+            :meth:`generated_key(n) <generated_key>` and a balance computed from ``n``
+            (0.00 to 999.99). A million of them cost no memory; the rate limit
+            forgets a key once its window has passed.
     """
 
     def __init__(
@@ -70,14 +88,16 @@ class StabilityEmulator:
         max_recorded: int = 10_000,
         allow_remote: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        generated_accounts: int = 0,
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
         check_host(host, allow_remote=allow_remote, tls=ssl_context is not None)
+        _check_generated(generated_accounts)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
         self._backend = Backend(
-            accounts=Accounts(),
+            accounts=Accounts(generated_accounts),
             limiter=RateLimiter(rate_limit),
             faults=FaultQueue(),
             log=RequestLog(max_recorded=max_recorded, enabled=record),
@@ -125,6 +145,16 @@ class StabilityEmulator:
     def record(self, value: bool) -> None:
         self._backend.log.enabled = value
 
+    @property
+    def generated_accounts(self) -> int:
+        """How many generated accounts are served; set it to change it."""
+        return self._backend.accounts.generated
+
+    @generated_accounts.setter
+    def generated_accounts(self, value: int) -> None:
+        _check_generated(value)
+        self._backend.accounts.generated = value
+
     # -- state -----------------------------------------------------------------
 
     def add_account(
@@ -158,13 +188,30 @@ class StabilityEmulator:
         )
 
     def account(self, api_key: str) -> EmulatedAccount:
-        """The emulated account of ``api_key`` (its state may be changed in place)."""
+        """The emulated account of ``api_key`` (its state may be changed in place).
+
+        A generated account is stored from then on, so that changes to it last.
+        """
         return self._backend.accounts[api_key]
 
     @property
     def api_keys(self) -> list[str]:
-        """Every API key the emulator accepts, in the order they were added."""
+        """Every API key added, in order (and the generated ones changed through :meth:`account`).
+
+        The generated keys are :meth:`generated_key` of 1 to :attr:`generated_accounts`.
+        """
         return self._backend.accounts.keys()
+
+    @staticmethod
+    def generated_key(number: int) -> str:
+        """The key of generated account ``number`` (from 1): ``sk-generated-`` and 35 digits.
+
+        The same in every emulator, so another process can make the keys of a run.
+
+        Raises:
+            ValueError: a number below 1 (or past 35 digits).
+        """
+        return generated_key(number)
 
     def set_balance(self, api_key: str, credits: float, *, organization: str | None = None) -> None:
         """Set the balance of the key's default organization, or of ``organization``."""
@@ -172,7 +219,10 @@ class StabilityEmulator:
 
     def balance(self, api_key: str, *, organization: str | None = None) -> float:
         """The balance the emulator would report for the key (and organization)."""
-        return self.account(api_key).organization(organization).credits
+        account = self._backend.accounts.get(api_key)  # a generated one is not stored
+        if account is None:
+            raise KeyError(api_key)
+        return account.organization(organization).credits
 
     # -- faults ----------------------------------------------------------------
 
@@ -217,6 +267,15 @@ class StabilityEmulator:
     def request_count(self) -> int:
         """How many requests have arrived since the emulator was made, kept or not."""
         return self._backend.log.total
+
+    @property
+    def status_counts(self) -> dict[int, int]:
+        """How many answers of each status were sent since the emulator was made.
+
+        Every answer counts, kept in :attr:`requests` or not; a dropped or reset
+        connection sends none. A copy: ``emulator.status_counts.get(429, 0)``.
+        """
+        return self._backend.log.statuses
 
     @property
     def max_recorded(self) -> int:

@@ -48,7 +48,7 @@ class RecordedRequest:
 
 
 class RequestLog:
-    """The last ``max_recorded`` requests, and the number of requests that arrived in all.
+    """The last ``max_recorded`` requests, the number that arrived in all, and their statuses.
 
     Attributes:
         enabled: whether requests are kept; counting goes on either way.
@@ -62,6 +62,7 @@ class RequestLog:
         self._max_recorded = max_recorded
         self._records: collections.deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
         self._total = 0
+        self._statuses: collections.Counter[int] = collections.Counter()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
@@ -78,6 +79,15 @@ class RequestLog:
     def total(self) -> int:
         """How many requests have arrived, kept or not."""
         return self._total
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        """How many answers of each status were sent, kept or not (a copy)."""
+        return dict(self._statuses)
+
+    def answered(self, status: int) -> None:
+        """Count an answer of ``status``."""
+        self._statuses[status] += 1
 
     def add(self, record: RecordedRequest) -> None:
         """Count a request that arrived, keep it if enabled, and wake whoever waits for it."""
