@@ -100,6 +100,8 @@ class Response:
         body: the whole body, as bytes.
         attempt: which attempt of the call this answers, counted from 1.
         request: the request it answers, when the transport gave it.
+        secrets: other texts the answer may echo and nothing may show: the
+            credentials of the proxy it came through (the key is the request's).
     """
 
     status: int
@@ -107,17 +109,22 @@ class Response:
     body: bytes
     attempt: int = 1
     request: Request | None = attrs.field(default=None, eq=False)
+    secrets: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    def secrets_sent(self) -> tuple[str | None, ...]:
+        """Everything the answer must not show: the key sent, and :attr:`secrets`."""
+        key = self.request.api_key if self.request is not None else None
+        return (key, *self.secrets)
 
     @property
     def request_id(self) -> str | None:
         """The service's ``x-request-id``, made safe to print; ``None`` when absent."""
-        secret = self.request.api_key if self.request is not None else None
-        return request_id_of(self.headers, (secret,))
+        return request_id_of(self.headers, self.secrets_sent())
 
     def __repr__(self) -> str:
-        """Status, attempt, size and headers, the key redacted wherever it was echoed."""
-        secret = self.request.api_key if self.request is not None else None
-        headers = {name: redact(value, (secret,)) for name, value in self.headers.items()}
+        """Status, attempt, size and headers, every secret redacted wherever it was echoed."""
+        secrets = self.secrets_sent()
+        headers = {name: redact(value, secrets) for name, value in self.headers.items()}
         return (
             f"Response(status={self.status}, attempt={self.attempt}, "
             f"headers={headers!r}, body=<{len(self.body)} bytes>)"

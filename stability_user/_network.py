@@ -32,10 +32,12 @@ def _secrets_of(proxy: str | None) -> tuple[str, ...]:
         return ()
     url = URL(proxy)
     if url.password is None:
-        return ()
-    # aiohttp sends the credentials as Basic auth: a proxy could echo either form.
-    basic = base64.b64encode(f"{url.user or ''}:{url.password}".encode()).decode()
-    return (url.password, basic)
+        return url_secrets(proxy)
+    # aiohttp sends the credentials as Basic auth: a proxy could echo either form, and
+    # the password as written in the URL or decoded.
+    credentials = f"{url.user or ''}:{url.password}"
+    basic = base64.b64encode(credentials.encode()).decode()
+    return tuple(dict.fromkeys((url.password, basic, *url_secrets(proxy))))
 
 
 @functools.cache
@@ -158,7 +160,7 @@ class Route:
                     # Credentials in HTTPS_PROXY are secrets too, from now on.
                     self.secrets = (*self.secrets, *url_secrets(proxy))
                     proxy = _check_env_proxy(proxy, parts.scheme)
-                    self.secrets = (*self.secrets, *_secrets_of(proxy))
+                    self.secrets = tuple(dict.fromkeys((*self.secrets, *_secrets_of(proxy))))
         if len(self._choices) >= _CHOICES_KEPT:
             self._choices.clear()
         self._choices[url] = proxy

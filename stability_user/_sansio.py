@@ -142,10 +142,10 @@ def retry_after_of(headers: Mapping[str, str], *, now: float) -> float | None:
     return parse_retry_after(value, now, date=header(headers, "Date"))
 
 
-def _secrets(response: Response, config: ClientConfig) -> tuple[str | None, str | None]:
-    # The key actually sent, and the session's: a middleware may have changed it.
-    sent = response.request.api_key if response.request is not None else None
-    return sent, config.api_key
+def _secrets(response: Response, config: ClientConfig) -> tuple[str | None, ...]:
+    # The key actually sent and the session's (a middleware may have changed it), and
+    # the proxy's credentials, which a proxy in the middle may echo as well.
+    return (config.api_key, *response.secrets_sent())
 
 
 def _load_json(body: bytes) -> Any:

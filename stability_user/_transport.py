@@ -194,7 +194,9 @@ class AiohttpTransport:
                     body = await resp.read()
                 else:
                     body = await self._read_capped(resp)
-                return Response(resp.status, resp.headers, body, request.attempt, request)
+                return Response(
+                    resp.status, resp.headers, body, request.attempt, request, self._route.secrets
+                )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError(
                 f"{request.method} {request.url} took longer than {request.timeout:g} s",
