@@ -46,8 +46,8 @@ def test_all_is_exactly_the_documented_public_api() -> None:
 def test_nothing_private_or_imported_leaks_as_a_public_attribute() -> None:
     # pytest rewrites the package (it holds a pytest plugin) and adds "@py_*" names.
     public = {n for n in dir(stability_user) if not n.startswith(("_", "@"))}
-    # Subpackages and optional modules appear once imported: testing, otel, cli, fleet.
-    assert public - set(stability_user.__all__) <= {"testing", "otel", "cli", "fleet"}
+    # Subpackages and optional modules appear once imported: testing, otel, cli, fleet, sync.
+    assert public - set(stability_user.__all__) <= {"testing", "otel", "cli", "fleet", "sync"}
 
 
 def test_every_public_name_has_a_docstring() -> None:
