@@ -285,8 +285,8 @@ class StabilitySession:
             a ``deadline`` shorter than the server's own request timeout.
         middlewares: called on every attempt, the first outermost (in the
             session's thread).
-        rate_limit: the limit per API key every request passes
-            (:class:`~stability_user.RateLimit`); ``None`` turns it off.
+        rate_limit (:class:`~stability_user.RateLimit` | None): the limit per API key
+            every request passes; ``None`` turns it off.
         rate_limit_store: where the limiter's state is kept: ``"memory"`` (this
             session: every thread using it), ``"local"`` (every process of the user
             on this machine: prefork servers), a ``redis://`` URL (a fleet), or a

@@ -216,3 +216,14 @@ async def fetch(port: int, path: str) -> tuple[int, Any]:
         http.get(f"http://127.0.0.1:{port}{path}") as response,
     ):
         return response.status, await response.json()
+
+
+async def test_the_web_burst_benchmark_runs(tmp_path: pathlib.Path) -> None:
+    # Timings are the benchmark's to report, not this test's: it only must not rot.
+    output = tmp_path / "web-burst.md"
+    benchmark = EXAMPLES.parent / "benchmarks" / "web_burst.py"
+    result = await run_program(sys.executable, str(benchmark), "--quick", "--output", str(output))
+    assert result.code == 0, result.err
+    table = output.read_text()
+    assert "| `RetryPolicy()` | 30 | 0 |" in table  # all answered, half of them late
+    assert "| `RetryPolicy(deadline=5.0, max_retry_after=2.0)` | 15 | 15 |" in table
