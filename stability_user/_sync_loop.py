@@ -61,11 +61,6 @@ class LoopThread:
         """Whether the thread is still running (in this process)."""
         return self._thread.is_alive()
 
-    @property
-    def stopping(self) -> bool:
-        """Whether :meth:`stop` was called."""
-        return self._stopping
-
     def in_thread(self) -> bool:
         """Whether the caller is the loop's own thread (waiting there would deadlock)."""
         return threading.get_ident() == self._thread.ident

@@ -331,6 +331,23 @@ class TestClose:
             with pytest.raises(StabilityError, match="closed"):
                 blocked.result(10)
 
+    def test_close_ends_a_call_that_would_never_end(self, server: ServedEmulator, key: str) -> None:
+        stuck = threading.Event()
+
+        async def never_answers(request: stability_user.Request, handler: Handler) -> Response:
+            stuck.set()
+            await asyncio.Event().wait()  # nothing the session knows of ends this wait
+            raise AssertionError("unreachable")
+
+        session = StabilitySession(key, base_url=server.base_url, middlewares=[never_answers])
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(session.balance)
+            assert stuck.wait(10)
+            session.close()  # cancels what is still running once the session has closed
+            with pytest.raises(StabilityError, match="closed"):
+                call.result(10)
+        assert session_threads() == []
+
     def test_close_ends_a_request_in_flight(self, server: ServedEmulator, key: str) -> None:
         server.call(server.emulator.script, Fault.stall(30), api_key=key)
         session = StabilitySession(key, base_url=server.base_url, retry=RetryPolicy(max_attempts=1))
