@@ -21,7 +21,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 __all__ = ["LoopThread"]
 
@@ -52,6 +52,9 @@ class LoopThread:
         asyncio.set_event_loop(loop)
         try:
             loop.run_forever()
+            # What the last turn scheduled (a closed connection closing its socket)
+            # runs before the loop closes; the generators are shut down already.
+            loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
@@ -108,12 +111,23 @@ class LoopThread:
                 self.finished.set_exception(error)
             else:
                 self.finished.set_result(None)
-            current = asyncio.current_task()
-            others = [task for task in asyncio.all_tasks(loop) if task is not current]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            await _cancel_the_rest()
             await loop.shutdown_asyncgens()
             await loop.shutdown_default_executor()
         finally:
             loop.stop()
+
+
+_ROUNDS: Final = 10  # a task cancelled may start others (a connection's attempts): so many times
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel every other task of the loop and wait for them, and for what they start."""
+    current = asyncio.current_task()
+    for _ in range(_ROUNDS):
+        others = asyncio.all_tasks() - {current}
+        if not others:
+            return
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)

@@ -229,7 +229,7 @@ class _Steps:
     ) -> None:
         self._generator: AsyncGenerator[Any, None] = generator
         self._step: asyncio.Task[Any] | None = None
-        self.session = session  # the async session (of this process) it iterates
+        self.session = session  # the core's async session when it began: this process's
 
     async def next(self) -> Any:
         self._step = asyncio.current_task()
@@ -533,8 +533,9 @@ class StabilitySession:
         )
 
     def _iterate(self, generator: AsyncGenerator[T, None]) -> Generator[T, None, None]:
-        steps = _Steps(generator, self._async())
-        return self._step_through(steps)
+        core = self._core
+        assert core is not None  # noqa: S101 - set by __init__ and with_options
+        return self._step_through(_Steps(generator, core.session))
 
     def _step_through(self, steps: _Steps) -> Generator[Any, None, None]:
         core = self._core

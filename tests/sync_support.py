@@ -24,7 +24,7 @@ class ServedEmulator:
     def __init__(self, emulator: StabilityEmulator) -> None:
         self.emulator = emulator
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="emulator", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="emulator", daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -41,6 +41,14 @@ class ServedEmulator:
     def add_account(self, **kwargs: Any) -> str:
         return self.call(self.emulator.add_account, **kwargs)
 
+    def _serve(self) -> None:
+        self.loop.run_forever()
+        # A connection accepted while the emulator closed is still being set up, by a
+        # task of the loop: cancelled, it closes its socket, and the turn after that
+        # lets the socket go before the loop closes.
+        self.loop.run_until_complete(_cancel_pending_tasks())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+
     def start(self) -> None:
         self.loop.run_until_complete(self.emulator.start())
         self._thread.start()
@@ -50,6 +58,15 @@ class ServedEmulator:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
         self.loop.close()
+
+
+async def _cancel_pending_tasks() -> None:
+    current = asyncio.current_task()
+    pending = asyncio.all_tasks() - {current}
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.sleep(0)  # one turn: the sockets their close scheduled are let go
 
 
 @contextlib.contextmanager

@@ -128,8 +128,8 @@ def test_eight_threads_a_hundred_requests_each_and_nothing_left_open() -> None:
         warnings.simplefilter("always")
         gc.collect()
     assert [str(w.message) for w in caught] == []  # no unclosed transport, session, loop
-    assert open_sockets() == sockets
-    assert set(threading.enumerate()) == threads
+    assert open_sockets() - sockets == set()
+    assert set(threading.enumerate()) - threads == set()  # (one of before may have ended)
 
 
 def test_past_the_limit_a_page_view_is_answered_503_at_once() -> None:
