@@ -151,6 +151,9 @@ def _problems(data: Any, cls: type[Any]) -> list[str]:
     return ["invalid body @ $"]  # pragma: no cover - the fast path failed, so this does too
 
 
+_hooks: dict[type, Callable[[Any, Any], Any]] = {}  # each model's generated hook, looked up once
+
+
 def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], str] = str) -> T:
     """Structure decoded JSON into ``cls``, strictly.
 
@@ -158,8 +161,11 @@ def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], st
         ResponseValidationError: naming the JSON path of the first problems found;
             ``clean`` is applied to the message (the caller redacts the key there).
     """
+    hook = _hooks.get(cls)
+    if hook is None:
+        hook = _hooks[cls] = _converter(detailed=False).get_structure_hook(cls)
     try:
-        return _converter(detailed=False).structure(data, cls)
+        result: T = hook(data, cls)
     except Exception as exc:
         problems = _problems(data, cls)
         shown = "; ".join(problems[:_MAX_PROBLEMS])
@@ -168,6 +174,7 @@ def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], st
         raise ResponseValidationError(
             clean(f"{status} response is not a valid {cls.__name__}: {shown}"), status=status
         ) from exc
+    return result
 
 
 def _optional(data: dict[str, Any], key: str, kind: type) -> Any:

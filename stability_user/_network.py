@@ -127,6 +127,11 @@ class Route:
         self._choices: dict[str, str | None] = {}
 
     @property
+    def direct(self) -> bool:
+        """Whether no request goes through a proxy (none given, none from the environment)."""
+        return self._proxy is None and not self._trust_env
+
+    @property
     def ssl(self) -> ssl_module.SSLContext:
         """The context every request carries: the one given, else the system's trust store.
 

@@ -266,8 +266,11 @@ class StabilitySession:
             raise StabilityError(SESSION_CLOSED)
         return state.call(request, decoder)
 
-    async def account(self) -> Account:
+    def account(self) -> Awaitable[Account]:
         """The account the API key belongs to (``GET /{version}/user/account``).
+
+        ``await session.account()``: a plain method handing back the call to
+        await, so that no frame of its own is resumed at every step of the call.
 
         Raises:
             APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
@@ -278,10 +281,12 @@ class StabilitySession:
             StabilityError: the session is closed, or has no API key.
         """
         state = self._state
-        return await self._call(state.default_request(ACCOUNT), state.decode_account)
+        return self._call(state.default_request(ACCOUNT), state.decode_account)
 
-    async def balance(self, organization: str | None = None) -> Balance:
+    def balance(self, organization: str | None = None) -> Awaitable[Balance]:
         """The credit balance (``GET /{version}/user/balance``).
+
+        ``await session.balance()``: a plain method handing back the call to await.
 
         Args:
             organization: read this organization's balance instead of the session's
@@ -302,7 +307,7 @@ class StabilitySession:
         config = state.config
         if organization is not None and organization != config.organization and config.api_key:
             request = build_request(config, BALANCE, organization=organization)
-        return await self._call(request, state.decode_balance)
+        return self._call(request, state.decode_balance)
 
     def balances(
         self,

@@ -115,11 +115,11 @@ class SessionState:
 
     def decode_account(self, response: Response) -> Account:
         """The account in ``response``, or its typed error."""
-        return decode(response, ACCOUNT, self.config, now=time.time())
+        return decode(response, ACCOUNT, self.config, now=time.time)
 
     def decode_balance(self, response: Response) -> Balance:
         """The balance in ``response``, or its typed error."""
-        return decode(response, BALANCE, self.config, now=time.time())
+        return decode(response, BALANCE, self.config, now=time.time)
 
     def call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
         """Send ``request`` with retries and rate limiting; await the decoded result.
@@ -192,6 +192,7 @@ def make_state(
             max_connections=max_connections,
             max_body_size=max_body_size,
             route=route,
+            timeout=config.timeout,
         )
     else:
         check_count("max_connections", max_connections)

@@ -54,17 +54,21 @@ class AiohttpTransport:
         max_connections: the pool's size and the requests in flight at once.
         max_body_size: the most bytes of a body read, after decompression.
         route: the proxy and TLS settings (direct, the default trust store, by default).
+        timeout: the usual seconds per request (the session's), its pool's default.
     """
 
     __slots__ = (
         "_closed",
+        "_default_timeout",
         "_frozen",
         "_http_session",
         "_loop",
         "_max_body_size",
         "_max_connections",
         "_owns_session",
+        "_plain",
         "_route",
+        "_session",
         "_ssl",
         "_timeouts",
     )
@@ -76,6 +80,7 @@ class AiohttpTransport:
         max_connections: int = 100,
         max_body_size: int = 1_048_576,
         route: Route | None = None,
+        timeout: float = 30.0,
     ) -> None:
         """Check the options; nothing is opened until the first request."""
         check_count("max_connections", max_connections)
@@ -87,6 +92,9 @@ class AiohttpTransport:
         self._max_body_size = max_body_size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._session: aiohttp.ClientSession | None = None  # bound to self._loop
+        self._default_timeout = timeout
+        self._plain = False
         self._closed = False
         # Built once per distinct value, not per request.
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -127,14 +135,18 @@ class AiohttpTransport:
                         limit_per_host=0,
                         ssl=self._ssl,
                     ),
+                    timeout=self._timeout(self._default_timeout),
                     # The API sets no cookies worth keeping; a jar only costs time
                     # and could carry state from one key's calls into another's.
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
+                # Our own pool, verifying with our context, never through a proxy.
+                self._plain = self._route.direct
         session = self._http_session
         assert session is not None  # noqa: S101 - set above
         if self._closed or session.closed:
             self._check_open(session)
+        self._session = session
         return session
 
     def _check_open(self, session: aiohttp.ClientSession) -> None:
@@ -177,26 +189,42 @@ class AiohttpTransport:
             ResponseValidationError: the decoded body is larger than ``max_body_size``.
             StabilityError: the session is closed or bound to another event loop.
         """
-        session = self._bind()
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop() or session.closed:
+            session = self._bind()
         url = request.url
-        timeout = self._timeouts.get(request.timeout) or self._timeout(request.timeout)
         try:
-            async with session.request(
-                request.method,
-                url,
-                headers=self._headers(request.headers),
-                allow_redirects=False,
-                timeout=timeout,
-                proxy=self._route.proxy_for(url),
-                ssl=self._ssl,
-            ) as resp:
+            # Awaited rather than `async with`: a frame fewer at every step of the
+            # request. The body is read whole, so the connection is released by then.
+            if self._plain and request.timeout == self._default_timeout:
+                # Our own pool, no proxy, the usual timeout: what the session already
+                # says (its timeout, its verifying context) is not said again.
+                resp = await session.request(
+                    request.method,
+                    url,
+                    headers=self._headers(request.headers),
+                    allow_redirects=False,
+                )
+            else:
+                resp = await session.request(
+                    request.method,
+                    url,
+                    headers=self._headers(request.headers),
+                    allow_redirects=False,
+                    timeout=self._timeouts.get(request.timeout) or self._timeout(request.timeout),
+                    proxy=self._route.proxy_for(url),
+                    ssl=self._ssl,
+                )
+            try:
                 if self._whole_body_fits(resp):  # every answer of the service: no frame more
                     body = await resp.read()
                 else:
                     body = await self._read_capped(resp)
-                return Response(
-                    resp.status, resp.headers, body, request.attempt, request, self._route.secrets
-                )
+            finally:
+                resp.release()
+            return Response(
+                resp.status, resp.headers, body, request.attempt, request, self._route.secrets
+            )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError(
                 f"{request.method} {request.url} took longer than {request.timeout:g} s",
@@ -289,6 +317,7 @@ class AiohttpTransport:
     async def aclose(self) -> None:
         """Close the aiohttp session if this transport created it; idempotent."""
         self._closed = True
+        self._session = None  # every later request goes the slow way, and is refused
         session = self._http_session
         if self._owns_session and session is not None and not session.closed:
             await session.close()
