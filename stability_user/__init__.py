@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from ._bulk import BalanceResult, BalanceTarget
+from ._cache import CachePolicy
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -26,7 +27,7 @@ from ._errors import (
     StabilityError,
 )
 from ._http import Request, Response, Transport
-from ._models import Account, Balance, ErrorBody, OrganizationMembership
+from ._models import Account, Balance, ErrorBody, Freshness, OrganizationMembership
 from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
 from ._retry import RetryPolicy
 from ._session import StabilitySession
@@ -72,7 +73,9 @@ __all__ = [
     "BalanceReading",
     "BalanceResult",
     "BalanceTarget",
+    "CachePolicy",
     "ErrorBody",
+    "Freshness",
     "LocalRateLimitStore",
     "MemoryRateLimitStore",
     "NotFoundError",

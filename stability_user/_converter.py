@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, override
 
 from ._endpoints import ENDPOINTS
 from ._errors import ResponseValidationError
@@ -33,6 +34,9 @@ __all__ = ["structure", "structure_error_body"]
 T = TypeVar("T")
 
 _MAX_PROBLEMS = 10  # a body with a million wrong fields still gives a readable message
+
+# Fields the library sets, never the service: a body naming them is not read into them.
+_NOT_FROM_JSON = frozenset({"freshness"})
 
 _JSON_TYPE_NAMES = {
     dict: "an object",
@@ -98,6 +102,8 @@ def _models(roots: tuple[type, ...]) -> Iterator[type]:
         seen.add(cls)
         hints = typing.get_type_hints(cls)
         for field in attrs.fields(cls):
+            if field.name in _NOT_FROM_JSON:
+                continue
             for arg in (hints[field.name], *typing.get_args(hints[field.name])):
                 if attrs.has(arg):
                     yield from visit(arg)
@@ -108,7 +114,12 @@ def _models(roots: tuple[type, ...]) -> Iterator[type]:
 
 
 def _array_types(models: list[type]) -> set[Any]:
-    hints = (typing.get_type_hints(model)[f.name] for model in models for f in attrs.fields(model))
+    hints = (
+        typing.get_type_hints(model)[f.name]
+        for model in models
+        for f in attrs.fields(model)
+        if f.name not in _NOT_FROM_JSON
+    )
     return {hint for hint in hints if typing.get_origin(hint) is tuple}
 
 
@@ -125,7 +136,15 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
         # A generic alias cannot go through singledispatch; match it with a predicate.
         converter.register_structure_hook_func(functools.partial(operator.eq, array), hook)
     for model in models:
-        hook = _require(dict, "an object", converter.get_structure_hook(model))
+        omitted: dict[str, Any] = {
+            f.name: override(omit=True) for f in attrs.fields(model) if f.name in _NOT_FROM_JSON
+        }
+        generated: Callable[[Any, Any], Any] = (
+            make_dict_structure_fn(model, converter, **omitted)
+            if omitted
+            else converter.get_structure_hook(model)
+        )
+        hook = _require(dict, "an object", generated)
         converter.register_structure_hook(model, hook)
     return converter
 

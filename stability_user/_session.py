@@ -26,7 +26,9 @@ import aiohttp
 import attrs
 
 from ._bulk import BalanceResult, TargetLike, check_balances
-from ._checks import check_count, check_seconds
+from ._cache import CachePolicy
+from ._cache._open import CacheStoreLike
+from ._checks import check_count, check_header_value, check_seconds
 from ._config import derive_config, make_config
 from ._endpoints import ACCOUNT, BALANCE
 from ._errors import SESSION_CLOSED, StabilityError
@@ -55,6 +57,7 @@ class _Unset(enum.Enum):
 
 
 _UNSET = _Unset.UNSET
+_NO_CACHE = "max_age needs a read cache: StabilitySession(cache=CachePolicy(max_age=...))"
 _VIEWS_PER_RUN = 4096  # per-key views a bulk run keeps, so a key's headers are built once
 
 
@@ -107,6 +110,13 @@ class StabilitySession:
             it must verify certificates (there is no way to turn that off).
         sleep: the wait between attempts, :func:`asyncio.sleep` by default (for tests).
         clock: monotonic seconds for deadlines and the rate limit (for tests).
+        cache: a :class:`CachePolicy` to share reads: concurrent identical calls send
+            one request, and a reading answers later calls for ``max_age`` seconds;
+            ``None`` (the default): every call is a request.
+        cache_store: where readings are shared besides this process: ``"memory"``
+            (this process only), ``"local"`` (every process of the user on this
+            machine), a ``redis://`` URL (a fleet, which then sends one request per
+            entry), or a store object; ``$STABILITY_CACHE_STORE``, else ``"memory"``.
 
     Raises:
         StabilityError: an unsafe ``base_url``.
@@ -139,6 +149,8 @@ class StabilitySession:
         ssl: ssl_module.SSLContext | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
+        cache: CachePolicy | None = None,
+        cache_store: CacheStoreLike | None = None,
     ) -> None:
         """Check the configuration; nothing is opened until the first call."""
         self._owner = False  # set first: __del__ runs even when __init__ raises
@@ -168,6 +180,8 @@ class StabilitySession:
             route=route,
             sleep=sleep,
             clock=clock,
+            cache=cache,
+            cache_store=cache_store,
         )
         self._adopt(state, parent=None)
         self._owner = True
@@ -266,11 +280,20 @@ class StabilitySession:
             raise StabilityError(SESSION_CLOSED)
         return state.call(request, decoder)
 
-    def account(self) -> Awaitable[Account]:
+    def _check_open(self) -> None:
+        if self._closed or self._state.closing.closed:
+            raise StabilityError(SESSION_CLOSED)
+
+    def account(self, *, max_age: float | None = None) -> Awaitable[Account]:
         """The account the API key belongs to (``GET /{version}/user/account``).
 
         ``await session.account()``: a plain method handing back the call to
         await, so that no frame of its own is resumed at every step of the call.
+
+        Args:
+            max_age: with a read cache, the oldest reading this call accepts, in
+                seconds, instead of the policy's ``max_age`` (``0``: a new reading,
+                or one already in flight).
 
         Raises:
             APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
@@ -279,11 +302,19 @@ class StabilitySession:
                 than the retry policy allows.
             ResponseValidationError: the answer is not a valid account.
             StabilityError: the session is closed, or has no API key.
+            ValueError: a ``max_age`` without a cache, or not a number of seconds >= 0.
         """
         state = self._state
+        if state.cache is not None:
+            self._check_open()
+            return state.read(ACCOUNT, None, max_age, state.decode_account)
+        if max_age is not None:
+            raise ValueError(_NO_CACHE)
         return self._call(state.default_request(ACCOUNT), state.decode_account)
 
-    def balance(self, organization: str | None = None) -> Awaitable[Balance]:
+    def balance(
+        self, organization: str | None = None, *, max_age: float | None = None
+    ) -> Awaitable[Balance]:
         """The credit balance (``GET /{version}/user/balance``).
 
         ``await session.balance()``: a plain method handing back the call to await.
@@ -291,6 +322,9 @@ class StabilitySession:
         Args:
             organization: read this organization's balance instead of the session's
                 default ``organization`` (or, without either, the user's default one).
+            max_age: with a read cache, the oldest reading this call accepts, in
+                seconds, instead of the policy's ``max_age`` (``0``: a new reading,
+                or one already in flight).
 
         Raises:
             APIError: the service refused (e.g. :class:`PermissionDeniedError` for an
@@ -300,8 +334,23 @@ class StabilitySession:
                 than the retry policy allows.
             ResponseValidationError: the answer is not a valid balance.
             StabilityError: the session is closed, or has no API key.
-            ValueError: ``organization`` contains CR, LF or NUL.
+            ValueError: ``organization`` contains CR, LF or NUL; a ``max_age``
+                without a cache, or not a number of seconds >= 0.
         """
+        state = self._state
+        if state.cache is not None:
+            self._check_open()
+            if organization is not None:
+                check_header_value("organization", organization)
+            return state.read(
+                BALANCE, organization or state.config.organization, max_age, state.decode_balance
+            )
+        if max_age is not None:
+            raise ValueError(_NO_CACHE)
+        return self._fresh_balance(organization)
+
+    def _fresh_balance(self, organization: str | None) -> Awaitable[Balance]:
+        """A request for the balance, never a cached reading (bulk checks, watches)."""
         state = self._state
         request = state.default_request(BALANCE)
         config = state.config
@@ -349,13 +398,13 @@ class StabilitySession:
         async def check(target: Any) -> Balance:
             key = target.api_key
             if key is None:
-                return await self.balance(organization=target.organization)
+                return await self._fresh_balance(target.organization)
             view = views.get(key)
             if view is None:
                 if len(views) >= _VIEWS_PER_RUN:
                     del views[next(iter(views))]  # oldest first: bounded memory
                 view = views[key] = self.with_options(api_key=key)
-            return await view.balance(organization=target.organization)
+            return await view._fresh_balance(target.organization)
 
         return check_balances(check, targets, concurrency=concurrency, ordered=ordered)
 
@@ -386,7 +435,7 @@ class StabilitySession:
             check_seconds("below", abs(below), zero=True)  # finite; negative is allowed
         state = self._state
         return watch(
-            lambda: self.balance(organization=organization),
+            lambda: self._fresh_balance(organization),
             interval=interval,
             threshold=Threshold(below),
             sleep=state.closing.sleep,
@@ -409,6 +458,8 @@ class StabilitySession:
         state = self._state
         closing = state.closing
         closing.close()
+        if state.cache is not None:
+            await state.cache.aclose()  # its flights end, its shared store closes
         if self._owns_transport:
             await state.transport.aclose()
         await closing.settle()

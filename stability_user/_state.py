@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import aiohttp
 import attrs
 
-from ._checks import check_count, check_type
+from ._cache import CachePolicy, ReadCache
+from ._cache._open import open_shared
+from ._checks import check_count, check_seconds, check_type
 from ._closing import Closing
 from ._config import ClientConfig
 from ._endpoints import ACCOUNT, BALANCE, Endpoint
@@ -63,6 +65,7 @@ class SessionState:
     retry: RetryPolicy = attrs.field(validator=_retry_policy)
     middlewares: tuple[Middleware, ...]
     sender: Sender
+    cache: ReadCache | None = attrs.field(default=None, eq=False, repr=False)
     # Derived from the middlewares and the limit, which no view changes: built once,
     # and handed on by attrs.evolve to every view (a bulk run makes one per key).
     handler: Handler = attrs.field(eq=False, repr=False)
@@ -121,6 +124,38 @@ class SessionState:
         """The balance in ``response``, or its typed error."""
         return decode(response, BALANCE, self.config, now=time.time)
 
+    def read(
+        self,
+        endpoint: Endpoint[T],
+        organization: str | None,
+        max_age: float | None,
+        decoder: Callable[[Response], T],
+    ) -> Awaitable[T]:
+        """A read through the cache: a fresh reading, a shared request, or a new one.
+
+        Raises:
+            StabilityError: no key (naming ``STABILITY_API_KEY``).
+            ValueError: a ``max_age`` that is not a finite number of seconds >= 0.
+        """
+        cache = self.cache
+        assert cache is not None  # noqa: S101 - called only with a cache
+        config = self.config
+        if config.key_id is None or config.api_key is None:  # no key: the call says so
+            return self.call(None, decoder)
+        age = (
+            cache.policy.max_age
+            if max_age is None
+            else check_seconds("max_age", max_age, zero=True)
+        )
+        key = (config.key_id, config.base_url, config.api_version, endpoint.name, organization)
+
+        def fetch() -> Awaitable[T]:
+            if organization is None or organization == config.organization:
+                return self.call(self.default_request(endpoint), decoder)
+            return self.call(build_request(config, endpoint, organization=organization), decoder)
+
+        return cache.read(key, age, fetch, deadline=self.retry.deadline, api_key=config.api_key)
+
     def call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
         """Send ``request`` with retries and rate limiting; await the decoded result.
 
@@ -175,6 +210,8 @@ def make_state(
     route: Route | None,
     sleep: Sleep | None,
     clock: Clock | None,
+    cache: CachePolicy | None = None,
+    cache_store: object = None,
 ) -> tuple[SessionState, bool]:
     """The state the constructor's options describe, and whether the session owns the transport.
 
@@ -216,5 +253,11 @@ def make_state(
         clock=clock,
         around_send=[m.around_send for m in middlewares if hasattr(m, "around_send")],
     )
-    state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender)
+    reads = None
+    if cache is not None:
+        check_type("cache", cache, CachePolicy)
+        reads = ReadCache(
+            cache, closing=closing, clock=clock, shared=open_shared(cache_store, cache)
+        )
+    state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender, reads)
     return state, owns_transport

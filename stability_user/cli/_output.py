@@ -176,7 +176,12 @@ def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[s
         return _from_server(value, key) if isinstance(value, str) else value
 
     if as_json:
-        return [json_text(attrs.asdict(account, value_serializer=field), indent=2)]
+        document = attrs.asdict(
+            account,
+            value_serializer=field,
+            filter=lambda attribute, _: attribute.name != "freshness",  # the service's fields
+        )
+        return [json_text(document, indent=2)]
     email, account_id = _from_server(account.email, key), _from_server(account.id, key)
     lines = [escape_controls(f"{email} ({account_id})")]
     for org in account.organizations:
