@@ -62,9 +62,10 @@ class _Entry:
 
 
 class _Flight(Generic[T]):
-    __slots__ = ("background", "task", "waiters")
+    __slots__ = ("background", "key", "task", "waiters")
 
-    def __init__(self, task: asyncio.Task[T], *, background: bool) -> None:
+    def __init__(self, key: Key, task: asyncio.Task[T], *, background: bool) -> None:
+        self.key = key
         self.task = task
         self.waiters = 0
         self.background = background
@@ -143,9 +144,12 @@ class ReadCache:
         if entry is not None:
             age = self._clock() - entry.fetched
             if age <= max_age + self.policy.stale_while_revalidate:
+                self._entries.move_to_end(key)
                 self._refresh(key, fetch, max_age, api_key)
                 return _handed(entry, age, stale=True)
-        flight = self._flights.get(key) or self._start(key, fetch, max_age, background=False)
+        flight = self._flights.get(key)
+        if flight is None or flight.task.done():  # a flight that landed is nobody's to join
+            flight = self._start(key, fetch, max_age, background=False)
         try:
             await self._join(flight, deadline)
         except _STALE_IF as error:
@@ -162,17 +166,18 @@ class ReadCache:
 
     def _start(self, key: Key, fetch: Fetch, max_age: float, *, background: bool) -> _Flight[Any]:
         task = asyncio.ensure_future(self._fly(key, fetch, max_age))
-        flight: _Flight[Any] = _Flight(task, background=background)
+        flight: _Flight[Any] = _Flight(key, task, background=background)
         self._flights[key] = flight
         task.add_done_callback(lambda done: self._landed(key, flight, done))
         return flight
 
     async def _fly(self, key: Key, fetch: Fetch, max_age: float) -> Any:
-        if self.shared is not None:
-            value, fetched_at = await self.shared.read(key, max_age, fetch)
-        else:
+        if self.shared is None:
             value = await fetch()
-            fetched_at = self._wall()
+            self._store(key, value, self._clock(), self._wall())
+            return value
+        # The fleet's reading may be older than this flight: its age, on this clock.
+        value, fetched_at = await self.shared.read(key, max_age, fetch)
         age = max(0.0, self._wall() - fetched_at)
         self._store(key, value, self._clock() - age, fetched_at)
         return value
@@ -218,11 +223,14 @@ class ReadCache:
     def _leave(self, flight: _Flight[Any]) -> None:
         flight.waiters -= 1
         if flight.waiters <= 0 and not flight.background and not flight.task.done():
-            flight.task.cancel()  # nobody waits for it any more
+            flight.task.cancel()  # nobody waits for it any more...
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]  # ...and a later caller starts its own
 
     def _refresh(self, key: Key, fetch: Fetch, max_age: float, api_key: str) -> None:
         """One background refresh per entry; a failure is logged once, never raised."""
-        if key in self._flights:
+        running = self._flights.get(key)
+        if running is not None and not running.task.done():
             return
         flight = self._start(key, fetch, max_age, background=True)
 
@@ -258,8 +266,9 @@ class ReadCache:
         if entry is None or max_age <= 0:
             return None
         age = self._clock() - entry.fetched
-        if age > max_age + self.policy.stale_if_error:
+        if age > max_age + self.policy.stale_if_error or key not in self._entries:
             return None
+        self._entries.move_to_end(key)
         if not entry.warned:
             entry.warned = True  # once per entry and outage: a fresh reading clears it
             logger.warning(
