@@ -10,11 +10,9 @@ with any text aiohttp quotes from the server redacted of the secrets sent.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -22,14 +20,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._checks import check_count
 from ._errors import (
     SESSION_CLOSED,
-    APIConnectionError,
     APITimeoutError,
     ResponseValidationError,
     StabilityError,
 )
 from ._http import Request, Response
 from ._network import Route
-from ._secrets import display_text, mask_url, redact
+from ._transport_errors import connection_error, quotes_a_secret
 
 __all__ = ["AiohttpTransport"]
 
@@ -231,8 +228,11 @@ class AiohttpTransport:
                 attempts=request.attempt,
             ) from exc
         except aiohttp.ClientError as exc:
-            error = self._connection_error(request, exc)
-            if self._quotes_a_secret(request, exc):
+            secrets = (request.api_key, *self._route.secrets)
+            error = connection_error(
+                request, exc, secrets, proxy=self._route.proxy_for(request.url)
+            )
+            if quotes_a_secret(exc, secrets):
                 # aiohttp's message quotes what the server sent, the key in it: a
                 # traceback would print it. The redacted message has what matters.
                 raise error from None
@@ -242,51 +242,6 @@ class AiohttpTransport:
             if session.closed:
                 raise StabilityError(SESSION_CLOSED) from exc
             raise
-
-    def _quotes_a_secret(self, request: Request, exc: BaseException) -> bool:
-        text = f"{exc!s} {exc!r} {getattr(exc, 'message', '')}"
-        return redact(text, (request.api_key, *self._route.secrets)) != text
-
-    def _connection_error(self, request: Request, exc: aiohttp.ClientError) -> APIConnectionError:
-        secrets = (request.api_key, *self._route.secrets)
-        origin = _origin(request.url)
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            reason = display_text(str(exc.certificate_error), secrets)
-            return APIConnectionError(
-                f"certificate verification failed for {origin}: {reason} "
-                "(a TLS-inspecting proxy needs its CA: pass ssl= with it)",
-                attempts=request.attempt,
-                retryable=False,  # the same certificate will fail again
-            )
-        if isinstance(exc, aiohttp.ClientConnectorSSLError):
-            # An errno here is OpenSSL's, not the OS's: name the TLS reason instead.
-            tls = exc.os_error
-            reason = getattr(tls, "reason", None) or type(tls).__name__
-            return APIConnectionError(
-                f"TLS handshake with {origin} failed ({display_text(str(reason), secrets)}): "
-                "is it an http:// server, or something in between that is not TLS?",
-                attempts=request.attempt,
-                retryable=False,  # the same server answers the same way
-            )
-        if isinstance(exc, aiohttp.ClientProxyConnectionError):
-            proxy = self._route.proxy_for(request.url)
-            where = mask_url(proxy) if proxy else "the proxy"
-            return APIConnectionError(
-                f"cannot connect to the proxy {where} ({_os_reason(exc.os_error).lower()})",
-                attempts=request.attempt,
-            )
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            reason = _os_reason(exc.os_error)
-            return APIConnectionError(
-                f"cannot connect to {origin} ({display_text(reason.lower(), secrets)})",
-                attempts=request.attempt,
-            )
-        text = display_text(str(exc), secrets)
-        name = type(exc).__name__
-        return APIConnectionError(
-            f"{request.method} {request.url} failed: {name}: {text}" if text else name,
-            attempts=request.attempt,
-        )
 
     def _whole_body_fits(self, resp: aiohttp.ClientResponse) -> bool:
         """Whether ``resp.read()`` is safe: a known, uncompressed length under the cap."""
@@ -321,16 +276,6 @@ class AiohttpTransport:
         session = self._http_session
         if self._owns_session and session is not None and not session.closed:
             await session.close()
-
-
-def _os_reason(error: OSError) -> str:
-    # "connection refused", not "connect call failed ('127.0.0.1', 1)".
-    return os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _too_large(status: int, what: str) -> ResponseValidationError:
