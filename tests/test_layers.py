@@ -37,7 +37,8 @@ def imports_of(path: pathlib.Path) -> tuple[set[str], set[str]]:
             if node.level == 0 and node.module:
                 external.add(node.module.split(".")[0])
                 continue
-            if (inside is None and node.level == 1 and node.module) or (inside is not None and node.level == 2 and node.module):
+            top_level = node.level == (1 if inside is None else 2)
+            if top_level and node.module:
                 siblings.add(node.module.split(".")[0])
             elif inside is not None and node.level == 2:  # from .. import X
                 siblings.update(alias.name for alias in node.names)
