@@ -19,15 +19,16 @@ import math
 import operator
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, override
 
 from ._endpoints import ENDPOINTS
 from ._errors import ResponseValidationError
 from ._models import ErrorBody
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = ["structure", "structure_error_body"]
 
@@ -124,6 +125,10 @@ def _array_types(models: list[type]) -> set[Any]:
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    # cattrs is imported with the first body to structure, not with the package.
+    import cattrs  # noqa: PLC0415
+    from cattrs.gen import make_dict_structure_fn, override  # noqa: PLC0415
+
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
@@ -161,6 +166,8 @@ def _format_exception(exc: BaseException, _type: type | None) -> str:
 
 
 def _problems(data: Any, cls: type[Any]) -> list[str]:
+    import cattrs  # noqa: PLC0415 - imported by _make_converter already
+
     try:
         _converter(detailed=True).structure(data, cls)
     except cattrs.BaseValidationError as exc:
