@@ -30,7 +30,7 @@ from ._models import ErrorBody
 if TYPE_CHECKING:
     import cattrs
 
-__all__ = ["structure", "structure_error_body"]
+__all__ = ["prepare", "structure", "structure_error_body"]
 
 T = TypeVar("T")
 
@@ -159,6 +159,18 @@ def _converter(*, detailed: bool) -> cattrs.Converter:
     return _make_converter(detailed=detailed)
 
 
+def prepare() -> None:
+    """Import cattrs and build the fast converter now, rather than at the first answer.
+
+    A session calls this when it is made: ``import stability_user`` stays cheap, and
+    the first answer never needs to open a file (a process out of descriptors can
+    still read it).
+    """
+    for model in _MODEL_CLASSES:
+        if model not in _hooks:
+            _hooks[model] = _converter(detailed=False).get_structure_hook(model)
+
+
 def _format_exception(exc: BaseException, _type: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
@@ -178,6 +190,7 @@ def _problems(data: Any, cls: type[Any]) -> list[str]:
 
 
 _hooks: dict[type, Callable[[Any, Any], Any]] = {}  # each model's generated hook, looked up once
+_MODEL_CLASSES = tuple(endpoint.model for endpoint in ENDPOINTS)
 
 
 def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], str] = str) -> T:

@@ -9,9 +9,8 @@ watches always read fresh.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._bulk import BalanceResult, TargetLike, check_balances
 from ._checks import check_count, check_header_value, check_seconds
 from ._endpoints import ACCOUNT, BALANCE
 from ._errors import SESSION_CLOSED, StabilityError
@@ -19,7 +18,10 @@ from ._http import Request, Response
 from ._models import Account, Balance
 from ._sansio import build_request
 from ._state import SessionState
-from ._watch import BalanceReading, Threshold, watch
+
+if TYPE_CHECKING:
+    from ._bulk import BalanceResult, TargetLike
+    from ._watch import BalanceReading
 
 __all__ = ["SessionReads"]
 
@@ -164,6 +166,8 @@ class SessionReads:
         Raises:
             ValueError: a bad ``concurrency`` (at once, not when iterated).
         """
+        from ._bulk import check_balances  # noqa: PLC0415 - imported with the first bulk run
+
         check_count("concurrency", concurrency)
         views: dict[str, SessionReads] = {}
 
@@ -202,6 +206,8 @@ class SessionReads:
             ValueError: an ``interval`` that is not a finite number > 0, or a ``below``
                 that is not a finite number (at once, not when iterated).
         """
+        from ._watch import Threshold, watch  # noqa: PLC0415 - imported with the first watch
+
         interval = check_seconds("interval", interval)
         if below is not None:
             check_seconds("below", abs(below), zero=True)  # finite; negative is allowed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import platform
+import sys
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
@@ -44,7 +44,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-USER_AGENT: Final = f"stability-user/{__version__} Python/{platform.python_version()}"
+# sys.version_info, not platform.python_version(): importing platform costs milliseconds.
+_PYTHON: Final = ".".join(map(str, sys.version_info[:3]))
+USER_AGENT: Final = f"stability-user/{__version__} Python/{_PYTHON}"
 """The product tokens of the library; the transport adds its own (``aiohttp/...``)."""
 
 _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {

@@ -12,16 +12,16 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import attrs
 
-from ._cache import CachePolicy, ReadCache
-from ._cache._open import open_shared
+from ._cache import CachePolicy
 from ._checks import check_count, check_seconds, check_type
 from ._closing import Closing
 from ._config import ClientConfig
+from ._converter import prepare
 from ._endpoints import ACCOUNT, BALANCE, Endpoint
 from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
 from ._models import Account, Balance
@@ -33,6 +33,9 @@ from ._sansio import build_request, decode
 from ._send import Sender
 from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
+
+if TYPE_CHECKING:
+    from ._cache._reader import ReadCache
 
 __all__ = ["SessionState", "make_state"]
 
@@ -220,6 +223,7 @@ def make_state(
     """
     if rate_limit is not None:
         check_type("rate_limit", rate_limit, RateLimit)
+    prepare()  # the converter, built once per process: never at the first answer
     clock = clock or time.monotonic
     closing = Closing(sleep or asyncio.sleep)
     owns_transport = transport is None
@@ -256,8 +260,11 @@ def make_state(
     reads = None
     if cache is not None:
         check_type("cache", cache, CachePolicy)
-        reads = ReadCache(
-            cache, closing=closing, clock=clock, shared=open_shared(cache_store, cache)
-        )
+        # The cache is imported with the first session that has one.
+        from ._cache._open import open_shared  # noqa: PLC0415
+        from ._cache._reader import ReadCache  # noqa: PLC0415
+
+        shared = open_shared(cache_store, cache)
+        reads = ReadCache(cache, closing=closing, clock=clock, shared=shared)
     state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender, reads)
     return state, owns_transport

@@ -8,6 +8,5 @@ store from a name or URL).
 """
 
 from ._policy import CachePolicy
-from ._reader import Key, ReadCache
 
-__all__ = ["CachePolicy", "Key", "ReadCache"]
+__all__ = ["CachePolicy"]
