@@ -202,6 +202,49 @@ async def test_a_caller_past_its_deadline_while_a_lease_is_held_gets_a_clear_err
         await reading.aclose()
 
 
+class WithoutRenew:
+    """A store of the user's that cannot renew a lease: each read has one lease."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.lease = store.lease
+        self.begin, self.put, self.end = store.begin, store.put, store.end
+
+
+@pytest.mark.parametrize("renews", [True, False])
+async def test_a_read_that_outlasts_its_lease_keeps_it_while_it_lasts(
+    renews: bool, redis_url: str, live: StabilityEmulator
+) -> None:
+    key = live.add_account(credits=CREDITS)
+    live.script(Fault.stall(1.5), api_key=key)  # an answer three leases long
+    stores = [RedisReadingStore(redis_url, lease=0.5) for _ in range(2)]
+    given = [s if renews else WithoutRenew(s) for s in stores]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            first, second = [
+                await stack.enter_async_context(
+                    StabilitySession(
+                        key,
+                        base_url=live.base_url,
+                        cache=CachePolicy(max_age=60),
+                        cache_store=store,
+                        timeout=5.0,
+                    )
+                )
+                for store in given
+            ]
+            slow = asyncio.ensure_future(first.balance())
+            await live.wait_for_requests(1)
+            await asyncio.sleep(1.0)  # twice the lease: held still only if renewed
+            late = await second.balance()
+            assert (await slow).credits == late.credits == CREDITS
+    finally:
+        for store in stores:
+            await store.aclose()
+    # Renewed, the second process waited for the first's reading; else it read too.
+    assert live.request_count == (1 if renews else 2)
+
+
 # -- what is stored ----------------------------------------------------------------------
 
 

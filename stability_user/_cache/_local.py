@@ -187,6 +187,19 @@ class LocalReadingStore:
 
         await self._run(work)
 
+    async def renew(self, key_id: str, name: str, token: str, *, lease: float) -> bool:
+        """Extend ``token``'s lease to ``lease`` seconds from now; ``False`` if it is not held."""
+        entry = f"{key_id}:{name}"
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE leases SET until = ? WHERE name = ? AND token = ?",
+                (self._clock() + lease, entry, token),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(work)
+
     async def end(self, key_id: str, name: str, token: str) -> None:
         """End ``token``'s lease without a reading."""
         entry = f"{key_id}:{name}"

@@ -87,6 +87,15 @@ return 1
 """
 )
 
+# KEYS: lease. ARGV: token, lease ms. Returns 1 if the lease was the token's, and is extended.
+RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # KEYS: lease. ARGV: token.
 END: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -186,6 +195,11 @@ class RedisReadingStore:
         await self._link.run(
             PUT, self._keys(key_id, name), [self._now_ms(), body, max(1, int(keep * 1000)), token]
         )
+
+    async def renew(self, key_id: str, name: str, token: str, *, lease: float) -> bool:
+        """Extend ``token``'s lease to ``lease`` seconds from now; ``False`` if it is not held."""
+        lease_key = self._keys(key_id, name)[1]
+        return bool(await self._link.run(RENEW, [lease_key], [token, max(1, int(lease * 1000))]))
 
     async def end(self, key_id: str, name: str, token: str) -> None:
         """End ``token``'s lease without a reading."""

@@ -26,7 +26,7 @@ import attrs
 from .._backends import Breaker, Outage
 from .._converter import structure
 from .._endpoints import ENDPOINTS
-from .._errors import ResponseValidationError
+from .._errors import ResponseValidationError, StabilityError
 from .._types import Clock
 from ._policy import CachePolicy
 from ._store import ReadingStore, entry_name
@@ -142,17 +142,33 @@ class SharedReads:
     async def _read_for_all(
         self, key_id: str, name: str, token: str, fetch: Callable[[], Any]
     ) -> tuple[Any, float]:
+        # A read may outlast the lease (a slow answer, retries, a wait for the rate
+        # limit): the lease is renewed meanwhile, so that no other process reads too.
+        renewing = asyncio.ensure_future(self._renew(key_id, name, token))
         try:
             value = await fetch()
         except BaseException:
             # The read failed (or its caller left): the lease goes, a failure is never stored.
             self._spawn(self.store.end(key_id, name, token))
             raise
+        finally:
+            renewing.cancel()
         answered = self._wall()
         body = json.dumps(_document(value), separators=(",", ":"))
         with contextlib.suppress(Outage):  # the reading answers this process all the same
             await self.store.put(key_id, name, body, keep=self._keep(), token=token)
         return value, answered
+
+    async def _renew(self, key_id: str, name: str, token: str) -> None:
+        renew = getattr(self.store, "renew", None)
+        if renew is None:
+            return  # a store of the user's without renew(): each read has one lease
+        while True:
+            await self._sleep(self.lease / 3)
+            # Unavailable or closed: it expires, and another process may read.
+            with contextlib.suppress(Outage, StabilityError):
+                if not await renew(key_id, name, token, lease=self.lease):
+                    return
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def quietly() -> None:
