@@ -252,7 +252,7 @@ def row(name: str, report: dict[str, Any]) -> str:
     hits, every = report["hits"], report["every"]
     return (
         f"| {name} | {report['calls']:,} | {errors:,}{f' ({kinds})' if kinds else ''} "
-        f"| {report['wrong']:,} | {report.get('requests', '?')} | {statuses.get('429', 0)} "
+        f"| {report['wrong']:,} | {report.get('requests', 0):,} | {statuses.get('429', 0):,} "
         f"| {len(hits):,} | {percentile(hits, 0.5)} | {percentile(hits, 0.99)} "
         f"| {percentile(every, 0.99)} | {percentile(every, 1.0)} |"
     )
