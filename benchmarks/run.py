@@ -36,6 +36,7 @@ import httpx
 
 from stability_user import (
     BalanceTarget,
+    CachePolicy,
     RateLimit,
     Request,
     Response,
@@ -231,6 +232,44 @@ async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, 
     return single, bulk
 
 
+JOINERS = 64  # callers on one read in flight, for the joined call's cost
+
+
+async def cache_costs(base: str, calls: int) -> tuple[float, float]:
+    """Client CPU µs of a cache hit, and of one more caller joining a read in flight.
+
+    A hit: ``balance()`` with a fresh reading, every call after the first. A joined
+    call: ``JOINERS`` concurrent ``balance(max_age=0)`` calls (one read, the others
+    join it) against one alone, the difference shared by the ``JOINERS - 1`` who
+    joined; each caller is a task, as callers are.
+    """
+    async with StabilitySession(
+        KEY, base_url=base, rate_limit=UNREACHED, cache=CachePolicy(max_age=3600.0)
+    ) as s:
+        for _ in range(100):  # the first reads, then hits: warm
+            await s.balance()
+        start = time.process_time()
+        for _ in range(calls):
+            await s.balance()
+        hit = (time.process_time() - start) / calls * 1e6
+
+        async def together(callers: int) -> None:
+            await asyncio.gather(*(s.balance(max_age=0) for _ in range(callers)))
+
+        reads = max(10, calls // 10)
+        for _ in range(5):
+            await together(JOINERS)
+        start = time.process_time()
+        for _ in range(reads):
+            await together(1)
+        alone = time.process_time() - start
+        start = time.process_time()
+        for _ in range(reads):
+            await together(JOINERS)
+        crowd = time.process_time() - start
+    return hit, (crowd - alone) / reads / (JOINERS - 1) * 1e6
+
+
 def summary(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
@@ -346,6 +385,10 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
     rate: dict[str, list[float]] = {name: [] for name in names}
     bulk: dict[str, list[float]] = {"stability_user balances()": [], "raw aiohttp workers": []}
     alone: dict[str, list[float]] = {"balance()": [], "balances() per check": []}
+    cache: dict[str, list[float]] = {
+        "a cache hit": [],
+        f"a joined call ({JOINERS} on one read)": [],
+    }
     for round_number in range(args.rounds):
         order = names[round_number % len(names) :] + names[: round_number % len(names)]
         for name in order:
@@ -364,6 +407,9 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
         single, per_check = await library_only(args.calls, args.concurrency, args.keys)
         alone["balance()"].append(single)
         alone["balances() per check"].append(per_check)
+        hit, joined = await cache_costs(base, args.calls)
+        cache["a cache hit"].append(hit)
+        cache[f"a joined call ({JOINERS} on one read)"].append(joined)
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
     lines = [
@@ -410,6 +456,23 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [fmt_row(name, alone[name], raw_cpu, "µs") for name in alone]
+    lines += [
+        "",
+        "### The read cache: a hit and a joined call, next to a request",
+        "",
+        "Client CPU of `balance()` through `cache=CachePolicy(...)`: a hit (a fresh reading",
+        "answers, no request) and one more caller joining a read in flight, against the",
+        "median of the first table's raw aiohttp call.",
+        "",
+        "| path | median | min .. max | vs a raw aiohttp call |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        fmt_row(
+            "a request: stability_user balance()", cpu["stability_user balance()"], raw_cpu, "µs"
+        )
+    ]
+    lines += [fmt_row(name, cache[name], raw_cpu, "µs") for name in cache]
     return lines
 
 

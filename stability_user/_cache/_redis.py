@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
+from .._checks import check_seconds
 from .._types import Clock
 from ._store import Begun
 
@@ -51,7 +52,8 @@ local body, age = '', -1
 if raw then
   local sep = string.find(raw, '|', 1, true)
   local answered = sep and tonumber(string.sub(raw, 1, sep - 1))
-  if not answered or answered ~= answered or answered > now + tonumber(ARGV[5]) then
+  if not answered or answered ~= answered or answered < 0
+      or answered > now + tonumber(ARGV[5]) or sep == string.len(raw) then
     redis.call('DEL', KEYS[1])
     corrupt = 1
   else
@@ -61,6 +63,13 @@ if raw then
 end
 if age >= 0 and age <= tonumber(ARGV[2]) then
   return {body, age, 0, corrupt}
+end
+-- A lease that would never expire, or not for far longer than any lease given: not
+-- one of this library's (a foreign writer's); it would block every reader.
+local left = redis.call('PTTL', KEYS[2])
+if left == -1 or left > tonumber(ARGV[3]) + tonumber(ARGV[5]) then
+  redis.call('DEL', KEYS[2])
+  corrupt = 1
 end
 local granted = 0
 if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[3]) then granted = 1 end
@@ -78,6 +87,15 @@ return 1
 """
 )
 
+# KEYS: lease. ARGV: token, lease ms. Returns 1 if the lease was the token's, and is extended.
+RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # KEYS: lease. ARGV: token.
 END: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -93,6 +111,8 @@ class RedisReadingStore:
         client: a ``redis.asyncio.Redis`` or ``RedisCluster`` of the caller's instead
             of ``url`` (never closed here).
         clock: seconds to use instead of the server's clock (for tests).
+        lease: seconds a process may read an entry before another process may: a
+            process that dies while reading holds the others up this long at most.
 
     Raises:
         ImportError: redis-py is not installed (``pip install 'stability-user[redis]'``).
@@ -105,9 +125,11 @@ class RedisReadingStore:
         *,
         client: Redis | Any | None = None,
         clock: Clock | None = None,
+        lease: float = 5.0,
     ) -> None:
         """Remember where Redis is; connections open on first use, in the running loop."""
         import_redis(_WHAT)
+        self.lease = check_seconds("lease", lease)
         self._clock = clock
         self._link = RedisLink(url, client, what=_WHAT, clock=clock or time.monotonic)
         self._ending: set[asyncio.Future[None]] = set()
@@ -173,6 +195,11 @@ class RedisReadingStore:
         await self._link.run(
             PUT, self._keys(key_id, name), [self._now_ms(), body, max(1, int(keep * 1000)), token]
         )
+
+    async def renew(self, key_id: str, name: str, token: str, *, lease: float) -> bool:
+        """Extend ``token``'s lease to ``lease`` seconds from now; ``False`` if it is not held."""
+        lease_key = self._keys(key_id, name)[1]
+        return bool(await self._link.run(RENEW, [lease_key], [token, max(1, int(lease * 1000))]))
 
     async def end(self, key_id: str, name: str, token: str) -> None:
         """End ``token``'s lease without a reading."""

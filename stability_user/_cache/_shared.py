@@ -26,18 +26,21 @@ import attrs
 from .._backends import Breaker, Outage
 from .._converter import structure
 from .._endpoints import ENDPOINTS
-from .._errors import ResponseValidationError
+from .._errors import ResponseValidationError, StabilityError
 from .._types import Clock
 from ._policy import CachePolicy
-from ._store import Begun, ReadingStore, entry_name
+from ._store import ReadingStore, entry_name
 
 __all__ = ["SharedReads"]
 
 logger = logging.getLogger("stability_user")
 
-_LEASE: Final = 5.0  # seconds a process may read an entry before another may
+_LEASE: Final = 5.0  # seconds a process may read an entry before another may (default)
 _POLL_FIRST: Final = 0.02  # seconds between looks at the store while another reads...
 _POLL_MOST: Final = 0.2  # ...growing to this
+# The largest stored reading read (a session's default max_body_size): a larger one is
+# no reading of this library's, and is not decoded.
+_MAX_BODY: Final = 1_048_576
 _MODELS: Final = {endpoint.name: endpoint.model for endpoint in ENDPOINTS}
 
 
@@ -67,6 +70,8 @@ class SharedReads:
         self._owns_store = owns_store
         self._wall = wall
         self._sleep = sleep
+        # How long a process may read an entry before another may: the store may say.
+        self.lease = float(getattr(store, "lease", None) or _LEASE)
         self.where = str(getattr(store, "where", None) or repr(store))
         # The built-in stores say when their backend is away (their breaker), and
         # raise Outage while it is: reads then go on in this process alone.
@@ -87,25 +92,46 @@ class SharedReads:
         model = _MODELS[key[3]]
         token = uuid.uuid4().hex
         pause = _POLL_FIRST
+        # A stored body that is no reading (garbage, a foreign writer's): never handed out,
+        # and no longer taken as fresh, so that its entry's lease can be had and a
+        # reading stored over it; said once per read, not at every look.
+        refused: str | None = None
+        warned = asked_past = False
         while True:
             if self._breaker is not None and not self._breaker.available():
                 return await fetch(), self._wall()
             try:
                 begun = await self.store.begin(
-                    key_id, name, max_age=max_age, lease=_LEASE, token=token
+                    key_id,
+                    name,
+                    max_age=max_age if refused is None else -1.0,
+                    lease=self.lease,
+                    token=token,
                 )
             except Outage:
                 return await fetch(), self._wall()
-            if begun.corrupt:
+            stored = None
+            found_bad = begun.corrupt
+            if begun.body is not None and begun.body != refused:
+                stored = self._parse(begun.body, model)
+                if stored is None:
+                    refused, found_bad = begun.body, True
+            if found_bad and not warned:
+                warned = True
                 _warn_corrupt(self.where)
-            stored = self._parse(begun, model)
-            if stored is not None and begun.age is not None and begun.age <= max_age:
-                return stored, self._wall() - begun.age
+            age = begun.age
+            if stored is not None and age is not None and age <= max_age:
+                if begun.granted:  # asked past a refused body: the lease is not needed
+                    self._spawn(self.store.end(key_id, name, token))
+                return stored, self._wall() - age
             if begun.granted:
                 return await self._read_for_all(key_id, name, token, fetch)
+            if refused is not None and not asked_past:
+                asked_past = True
+                continue  # ask again at once, this time for the lease
             stale = self._stale_allowed(max_age)
-            if stored is not None and begun.age is not None and begun.age <= max_age + stale:
-                return stored, self._wall() - begun.age  # another process is reading it
+            if stored is not None and age is not None and age <= max_age + stale:
+                return stored, self._wall() - age  # another process is reading it
             await self._sleep(pause)
             pause = min(pause * 2, _POLL_MOST)
 
@@ -116,17 +142,33 @@ class SharedReads:
     async def _read_for_all(
         self, key_id: str, name: str, token: str, fetch: Callable[[], Any]
     ) -> tuple[Any, float]:
+        # A read may outlast the lease (a slow answer, retries, a wait for the rate
+        # limit): the lease is renewed meanwhile, so that no other process reads too.
+        renewing = asyncio.ensure_future(self._renew(key_id, name, token))
         try:
             value = await fetch()
         except BaseException:
             # The read failed (or its caller left): the lease goes, a failure is never stored.
             self._spawn(self.store.end(key_id, name, token))
             raise
+        finally:
+            renewing.cancel()
         answered = self._wall()
         body = json.dumps(_document(value), separators=(",", ":"))
         with contextlib.suppress(Outage):  # the reading answers this process all the same
             await self.store.put(key_id, name, body, keep=self._keep(), token=token)
         return value, answered
+
+    async def _renew(self, key_id: str, name: str, token: str) -> None:
+        renew = getattr(self.store, "renew", None)
+        if renew is None:
+            return  # a store of the user's without renew(): each read has one lease
+        while True:
+            await self._sleep(self.lease / 3)
+            # Unavailable or closed: it expires, and another process may read.
+            with contextlib.suppress(Outage, StabilityError):
+                if not await renew(key_id, name, token, lease=self.lease):
+                    return
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def quietly() -> None:
@@ -137,13 +179,13 @@ class SharedReads:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _parse(self, begun: Begun, model: type) -> Any:
-        if begun.body is None:
+    def _parse(self, body: str, model: type) -> Any:
+        """The reading in ``body``, or ``None`` when it is none (the caller warns)."""
+        if len(body) > _MAX_BODY:
             return None
         try:
-            return structure(json.loads(begun.body), model, status=200)
+            return structure(json.loads(body), model, status=200)
         except (ValueError, RecursionError, ResponseValidationError):
-            _warn_corrupt(self.where)
             return None
 
     async def aclose(self) -> None:

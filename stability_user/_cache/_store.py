@@ -2,8 +2,9 @@
 
 A fleet shares readings through it, and takes turns reading an entry: among the
 processes that share a store, at most one reads a given entry at a time, holding
-its *lease*; the others wait for that reading. A lease expires by itself, so a
-holder that crashed blocks nobody for long. Entries are named by a hash of the
+its *lease*; the others wait for that reading. The holder renews its lease while
+its read lasts; a lease expires by itself, so a holder that crashed blocks nobody
+for long. Entries are named by a hash of the
 service, the key and the read (:func:`entry_name`), never by the key itself, and a
 stored reading expires by itself too.
 """
@@ -57,6 +58,12 @@ class ReadingStore(Protocol):
 
     async def put(self, key_id: str, name: str, body: str, *, keep: float, token: str) -> None:
         """Store ``body`` as answered now, for ``keep`` seconds, and end ``token``'s lease."""
+
+    async def renew(self, key_id: str, name: str, token: str, *, lease: float) -> bool:
+        """Extend ``token``'s lease to ``lease`` seconds from now; ``False`` if it is not held.
+
+        Optional: a store without it gives each read ``lease`` seconds at most.
+        """
 
     async def end(self, key_id: str, name: str, token: str) -> None:
         """End ``token``'s lease without a reading (the read failed)."""
