@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pathlib
 import sqlite3
@@ -32,8 +33,9 @@ from typing import Any, Final
 from .._backends import Breaker, Outage
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
 from .._errors import StabilityError
+from .._secrets import display_text
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
 
 __all__ = ["LocalRateLimitStore", "default_local_path"]
@@ -61,12 +63,15 @@ _SWEEP_EVERY: Final = 256  # acquisitions between sweeps of every key's expired 
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
 _SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
 
-# Rows that cannot be: not numbers, taken in the future, or completed slots that free
-# later than a window from now (a clock that stepped back, a hand-edited file).
+# Rows that cannot be: not numbers, neither in flight nor completed, taken in the
+# future, completed slots that free later than a window from now, or slots in flight
+# that free later than the longest lease and a window from now (a clock that stepped
+# back, a hand-edited file).
 _CORRUPT_SLOTS: Final = (
     "DELETE FROM slots WHERE key_id = ?1 AND ("
     " typeof(taken) NOT IN ('real', 'integer') OR typeof(frees) NOT IN ('real', 'integer')"
-    " OR abs(frees) > 1e15 OR taken > ?2 OR (in_flight = 0 AND frees > ?3))"
+    " OR in_flight NOT IN (0, 1) OR taken > ?2"
+    " OR (in_flight = 0 AND frees > ?3) OR (in_flight = 1 AND frees > ?4))"
 )
 
 Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
@@ -152,6 +157,7 @@ class LocalRateLimitStore:
         self._acquisitions += 1
         sweep = self._acquisitions % _SWEEP_EVERY == 0
         held = held_for(limit)
+        lease = min(lease, MAX_LEASE)  # a slot in flight longer than this cannot be
 
         def work(db: sqlite3.Connection) -> str | Wait:
             now = self._clock()
@@ -160,15 +166,17 @@ class LocalRateLimitStore:
             if sweep:
                 db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
                 db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-            if db.execute(_CORRUPT_SLOTS, (key_id, now + _SKEW, now + held + _SKEW)).rowcount:
+            bounds = (now + _SKEW, now + held + _SKEW, now + MAX_LEASE + held + _SKEW)
+            if db.execute(_CORRUPT_SLOTS, (key_id, *bounds)).rowcount:
                 _corrupt("completed or in-flight slots that cannot be")
             row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            if row is not None and row[0] > now:
+            if row is not None:
                 until = row[0]
-                if not isinstance(until, (int, float)) or until > now + MAX_LOCKOUT + _SKEW:
+                if not _is_time(until) or until > now + MAX_LOCKOUT + _SKEW:
+                    # Not a number (text, bytes, infinity), or longer than any lockout.
                     db.execute("DELETE FROM lockouts WHERE key_id = ?", (key_id,))
-                    _corrupt(f"a lockout of {until!r}")
-                else:
+                    _corrupt(f"a lockout of {display_text(repr(until), limit=40)}")
+                elif until > now:
                     return Wait(until - now, lockout=True)
             db.execute("DELETE FROM slots WHERE key_id = ? AND frees <= ?", (key_id, now))
             (count,) = db.execute(
@@ -285,7 +293,7 @@ class LocalRateLimitStore:
         def work(db: sqlite3.Connection) -> bool:
             now = self._clock()
             row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            previous = row[0] if row is not None and isinstance(row[0], (int, float)) else 0.0
+            previous = row[0] if row is not None and _is_time(row[0]) else 0.0
             previous = min(previous, now + MAX_LOCKOUT)  # a corrupt lockout is not kept
             db.execute(
                 "INSERT OR REPLACE INTO lockouts VALUES (?, ?)",
@@ -317,6 +325,11 @@ class LocalRateLimitStore:
         await self._breaker.settle()  # transactions their callers left: given back
         await self.flush()
         await self._file.aclose()
+
+
+def _is_time(value: object) -> bool:
+    """Whether a stored time is one: a finite number (SQLite gives text and bytes as they are)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _corrupt(what: str) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
 from ._redis_scripts import ACQUIRE, LOCK, RELEASE
 
@@ -145,11 +145,12 @@ class RedisRateLimitStore:
                     self._now_ms(),
                     limit.requests,
                     math.ceil(held_for(limit) * 1000),
-                    int(lease * 1000),
+                    int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
                     token,
                     int(MAX_LOCKOUT * 1000),
                     _SKEW_MS,
                     len(releases),
+                    int(MAX_LEASE * 1000),
                     *args,
                 ],
                 abandoned=give_back,
