@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -56,6 +57,13 @@ def redis_binary() -> str:
 @contextlib.contextmanager
 def redis_server(port: int | None = None) -> Iterator[str]:
     """A redis-server of its own on 127.0.0.1, stopped at the end; yields its URL."""
+    with redis_process(port) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_process(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`redis_server`, and its process (to freeze it with SIGSTOP, say)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -78,8 +86,9 @@ def redis_server(port: int | None = None) -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail("redis-server exited at start-up")
             time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}"
+        yield f"redis://127.0.0.1:{port}", process
     finally:
+        process.send_signal(signal.SIGCONT)  # a frozen server cannot stop
         process.terminate()
         process.wait(timeout=10)
 

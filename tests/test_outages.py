@@ -1,0 +1,304 @@
+"""A shared store's outage mid-run: each call meets it once, for a bounded moment, and goes on.
+
+Real outages, made the way they happen: a redis-server frozen with SIGSTOP while
+32 calls run (its connections stay open and silent), a Redis port whose backlog
+is full (the kernel drops the SYNs: a connection never completes), a port where
+nothing listens, a machine-wide file another process holds in a transaction,
+and one this process can no longer write. Every call must succeed (limited in
+this process meanwhile), one WARNING must say so, and no call may hang. How
+long a call waits, at worst, is measured in benchmarks/store_outage.py, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stability_user import (
+    Balance,
+    LocalRateLimitStore,
+    RateLimit,
+    RedisRateLimitStore,
+    RetryPolicy,
+    StabilitySession,
+)
+from stability_user._backends import Breaker, Outage
+from stability_user.testing import StabilityEmulator
+
+from .fakes import FakeClock
+from .processes import run_program
+from .servers import free_port, redis_process
+
+WORKERS = 32
+CALLS = 640
+# Room enough that the limit itself never makes a call wait: only the outage may.
+ROOMY = RateLimit(1000, 1.0)
+# Generous: a call that meets an outage waits a second at most (the breaker's
+# bound). Anything near this means a call waited for the store on its own.
+EACH_CALL_WITHIN = 5.0
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "is unavailable" in r.getMessage()
+    ]
+
+
+async def run_calls(
+    session: StabilitySession,
+    keys: list[str],
+    *,
+    outage_after: int,
+    outage: Callable[[], None],
+) -> list[Balance]:
+    """CALLS calls, WORKERS at a time, over ``keys``; ``outage()`` before call ``outage_after``."""
+    results: list[Balance] = []
+    remaining = iter(range(CALLS))
+    views = [session.with_options(api_key=key) for key in keys]
+
+    async def worker() -> None:
+        for n in remaining:
+            if n == outage_after:
+                outage()
+            results.append(
+                await asyncio.wait_for(views[n % len(views)].balance(), EACH_CALL_WITHIN)
+            )
+
+    await asyncio.gather(*(worker() for _ in range(WORKERS)))
+    return results
+
+
+@pytest.fixture(name="keys")
+def _keys(live: StabilityEmulator) -> list[str]:
+    return [live.add_account(credits=float(n)) for n in range(64)]
+
+
+def session_on(live: StabilityEmulator, store: object) -> StabilitySession:
+    return StabilitySession(
+        base_url=live.base_url,
+        rate_limit=ROOMY,
+        rate_limit_store=store,  # type: ignore[arg-type]
+        retry=RetryPolicy(max_attempts=1),  # a failed call would fail the run
+    )
+
+
+async def test_redis_frozen_mid_run(
+    live: StabilityEmulator, keys: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with redis_process() as (url, server):
+        try:
+            async with session_on(live, url) as session:
+                results = await run_calls(
+                    session,
+                    keys,
+                    outage_after=100,
+                    outage=lambda: server.send_signal(signal.SIGSTOP),
+                )
+        finally:
+            server.send_signal(signal.SIGCONT)
+    assert len(results) == CALLS
+    assert all(isinstance(r, Balance) for r in results)
+    warnings = outage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "(TimeoutError: " in warnings[0]
+
+
+@contextlib.contextmanager
+def dropping_syns() -> Iterator[str]:
+    """A Redis URL whose port never completes a connection: its backlog is full."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: the queue fills, then SYNs are dropped
+        port = listener.getsockname()[1]
+        for _ in range(8):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        with pytest.raises(TimeoutError):  # the outage is real: nothing answers
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        yield f"redis://127.0.0.1:{port}"
+
+
+async def test_redis_dropping_syns(
+    live: StabilityEmulator, keys: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with dropping_syns() as url:
+        async with session_on(live, url) as session:
+            results = await run_calls(session, keys, outage_after=0, outage=lambda: None)
+    assert len(results) == CALLS
+    warnings = outage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "Timeout connecting" in warnings[0]
+
+
+async def test_redis_unreachable(
+    live: StabilityEmulator, keys: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with session_on(live, f"redis://127.0.0.1:{free_port()}") as session:
+        results = await run_calls(session, keys, outage_after=0, outage=lambda: None)
+    assert len(results) == CALLS
+    warnings = outage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "ConnectionError" in warnings[0]
+
+
+HOLD = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+sys.stdin.readline()  # until told to take the file
+db.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+sys.stdin.read()  # until told to let go
+"""
+
+
+async def test_local_store_held_by_another_process(
+    live: StabilityEmulator, keys: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    path = tmp_path / "limits.sqlite3"
+    store = LocalRateLimitStore(path)
+    await store.open()
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLD,
+        str(path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    stdin = holder.stdin
+    try:
+        async with session_on(live, store) as session:
+            results = await run_calls(
+                session, keys, outage_after=100, outage=lambda: stdin.write(b"take it\n")
+            )
+        assert await holder.stdout.readline() == b"holding\n"  # it did, mid-run
+    finally:
+        stdin.close()
+        await holder.wait()
+        await store.aclose()
+    assert len(results) == CALLS
+    warnings = outage_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "another process held it for more than 0.75 s" in warnings[0]
+
+
+async def test_local_store_that_can_no_longer_be_written(
+    live: StabilityEmulator, keys: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "limits.sqlite3"
+    run = await run_program(
+        sys.executable,
+        "-m",
+        "tests.outage_worker",
+        live.base_url,
+        str(path),
+        str(CALLS),
+        env={"STABILITY_API_KEYS": ",".join(keys)},
+    )
+    assert run.code == 0, run.err
+    result = json.loads(run.out)
+    assert result["ok"] == CALLS, result["errors"]
+    warnings = [w for w in result["warnings"] if "is unavailable" in w]
+    assert len(warnings) == 1, result["warnings"]
+    assert f"{path}: disk I/O error" in warnings[0]
+    assert result["slowest"] < EACH_CALL_WITHIN
+
+
+# -- the breaker's contract, on a backend of the test's -----------------------------
+
+
+async def test_the_first_call_to_fail_decides_for_every_call_in_flight() -> None:
+    breaker = Breaker(
+        "rate-limit store", "here", errors=(ConnectionError,), clock=FakeClock(), max_wait=3600
+    )
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    async def fails() -> None:
+        raise ConnectionError("refused")
+
+    in_flight = [asyncio.ensure_future(breaker.call(hangs)) for _ in range(WORKERS - 1)]
+    await asyncio.sleep(0)  # every one of them waits for the backend now
+    with pytest.raises(Outage):
+        await breaker.call(fails)
+    for _ in range(3):  # a few turns of the loop: no second, no timeout
+        await asyncio.sleep(0)
+    assert all(call.done() for call in in_flight)  # not an hour each
+    assert all(isinstance(call.exception(), Outage) for call in in_flight)
+    assert breaker.down
+    await breaker.settle()
+
+
+@contextlib.contextmanager
+def hanging_up() -> Iterator[tuple[str, list[int]]]:
+    """A Redis URL whose server accepts each connection and closes it; yields how many it took."""
+    accepted = [0]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.05)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    connection, _ = listener.accept()
+                    accepted[0] += 1
+                    connection.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield f"redis://127.0.0.1:{listener.getsockname()[1]}", accepted
+        finally:
+            stop.set()
+            thread.join()
+
+
+async def test_a_dead_redis_is_asked_once_per_retry_interval_however_many_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    limit = RateLimit(10_000, 1.0)
+    with hanging_up() as (url, accepted):
+        store = RedisRateLimitStore(url, clock=clock)
+        try:
+            tokens = await asyncio.gather(*(store.acquire("k", limit, 5.0) for _ in range(WORKERS)))
+            asked = accepted[0]
+            assert 1 <= asked <= WORKERS, asked  # those in flight when the first failed
+            for _ in range(500):
+                clock.advance(0.001)  # within the retry interval: this process's state
+                assert isinstance(await store.acquire("k", limit, 5.0), int)
+            assert accepted[0] == asked  # not once per call
+            clock.advance(5.0)  # one call probes; the others meanwhile do not wait
+            probe = asyncio.ensure_future(store.acquire("k", limit, 5.0))
+            others = [await store.acquire("k", limit, 5.0) for _ in range(10)]
+            assert all(isinstance(t, int) for t in [*tokens, *others, await probe])
+            assert accepted[0] == asked + 1
+        finally:
+            await store.aclose()
+    assert len(outage_warnings(caplog)) == 1
