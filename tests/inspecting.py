@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import json
 import ssl
@@ -162,6 +163,7 @@ class InspectingProxy:
         await asyncio.gather(pipe(reader, inside_writer), pipe(inside_reader, writer))
 
 
+@contextlib.asynccontextmanager
 async def inspecting_proxy(ca: trustme.CA, statuses: list[int]) -> AsyncIterator[InspectingProxy]:
     """A started :class:`InspectingProxy`, closed at the end."""
     proxy = InspectingProxy(ca, statuses)

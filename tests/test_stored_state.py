@@ -12,6 +12,7 @@ the store's path, dangling or not, is refused and never written through.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -317,9 +318,9 @@ async def test_a_symbolic_link_at_the_store_path_is_refused(
     elsewhere = tmp_path / "elsewhere"
     if target == "a file":
         elsewhere.write_bytes(b"the user's own file")
-    elif target == "a store":  # a store there: SQLite would open it through the link
-        sqlite3.connect(elsewhere).close()
-        LocalRateLimitStore(elsewhere)
+    elif target == "a store":  # a database there: SQLite would open it through the link
+        with contextlib.closing(sqlite3.connect(elsewhere)) as db:
+            db.execute("CREATE TABLE kept (x)")
     link = path.with_name(path.name + link_at)
     link.symlink_to(elsewhere)
     before = elsewhere.read_bytes() if elsewhere.exists() else None

@@ -235,7 +235,7 @@ NASTY = [
 async def test_proxy_credentials_echoed_inside_the_tunnel_are_never_shown(
     ca: trustme.CA, trusting: ssl.SSLContext, password: str
 ) -> None:
-    async for proxy in inspecting_proxy(ca, [503, 401]):
+    async with inspecting_proxy(ca, [503, 401]) as proxy:
         seen = await _call_through(proxy, password, trusting)
         assert proxy.answered == 2
         basic = base64.b64encode(f"proxy-user:{password}".encode("latin-1")).decode()
@@ -256,7 +256,7 @@ def test_any_proxy_password_is_redacted_wherever_echoed(ca: trustme.CA, password
     ca.configure_trust(trusting)
 
     async def scenario() -> None:
-        async for proxy in inspecting_proxy(ca, [503, 401]):
+        async with inspecting_proxy(ca, [503, 401]) as proxy:
             seen = await _call_through(proxy, password, trusting)
             assert seen.leaks([password, *_secrets_sent(proxy)]) == []
 
@@ -279,7 +279,7 @@ async def test_proxy_credentials_echoed_are_never_on_the_command_line(
     password = 'cli-p@ss "wörd" &amp; %41'
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    async for proxy in inspecting_proxy(ca, [503, 401]):
+    async with inspecting_proxy(ca, [503, 401]) as proxy:
         result = await run_cli(
             "--debug",
             "--base-url",
