@@ -62,8 +62,10 @@ def redis_server(port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_process(port: int | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """:func:`redis_server`, and its process (to freeze it with SIGSTOP, say)."""
+def redis_process(
+    port: int | None = None, *options: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`redis_server` with more ``options``, and its process (to SIGSTOP it, say)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -76,6 +78,7 @@ def redis_process(port: int | None = None) -> Iterator[tuple[str, subprocess.Pop
             "",
             "--appendonly",
             "no",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )

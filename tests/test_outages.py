@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -36,7 +37,7 @@ from stability_user._backends import Breaker, Outage
 from stability_user.testing import StabilityEmulator
 
 from .fakes import FakeClock
-from .processes import run_program
+from .processes import run_cli, run_program
 from .servers import free_port, redis_process
 
 WORKERS = 32
@@ -223,6 +224,48 @@ async def test_local_store_that_can_no_longer_be_written(
     assert len(warnings) == 1, result["warnings"]
     assert f"{path}: disk I/O error" in warnings[0]
     assert result["slowest"] < EACH_CALL_WITHIN
+
+
+# A Redis where AUTH is no command answers "unknown command 'AUTH', with args
+# beginning with: 'user' '<the password>'": the outage's reason quotes it.
+ECHOING_PASSWORD = 'p@ss "wörd" %41 &amp;'
+
+
+async def test_the_outage_warning_never_shows_the_redis_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with redis_process(None, "--rename-command", "AUTH", "") as (url, _):
+        with_password = url.replace("://", f"://user:{quote(ECHOING_PASSWORD, safe='')}@")
+        store = RedisRateLimitStore(with_password)
+        try:
+            assert isinstance(await store.acquire("k", ROOMY, 5.0), int)
+        finally:
+            await store.aclose()
+    (warning,) = outage_warnings(caplog)
+    assert "unknown command 'AUTH'" in warning  # the server did echo it
+    assert "[redacted]" in warning
+    assert ECHOING_PASSWORD not in warning
+    assert quote(ECHOING_PASSWORD, safe="") not in warning
+
+
+async def test_the_command_line_never_shows_the_redis_password(live: StabilityEmulator) -> None:
+    key = live.add_account(credits=7.5)
+    with redis_process(None, "--rename-command", "AUTH", "") as (url, _):
+        with_password = url.replace("://", f"://user:{quote(ECHOING_PASSWORD, safe='')}@")
+        run = await run_cli(
+            "--base-url",
+            live.base_url,
+            "--rate-limit-store",
+            with_password,
+            "balance",
+            env={"STABILITY_API_KEY": key},
+        )
+    assert run.code == 0, run.err
+    assert "7.5" in run.out
+    assert "unknown command 'AUTH'" in run.err  # the warning line, echo and all
+    for text in (ECHOING_PASSWORD, quote(ECHOING_PASSWORD, safe=""), "wörd"):
+        assert text not in run.out + run.err
 
 
 # -- the breaker's contract, on a backend of the test's -----------------------------
