@@ -19,11 +19,15 @@ import signal
 import socket
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 import pytest
+import redis
 
 from stability_user import (
     Balance,
@@ -345,3 +349,84 @@ async def test_a_dead_redis_is_asked_once_per_retry_interval_however_many_calls(
         finally:
             await store.aclose()
     assert len(outage_warnings(caplog)) == 1
+
+
+# -- a store used from one event loop after another --------------------------------
+# A program may run asyncio.run() more than once (a script, a job per task), and a
+# test suite gives each test its own loop: a store outlives the loop it was first
+# used in.
+
+
+def test_a_second_event_loop_meets_an_outage_as_the_first_did(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    limit = RateLimit(10_000, 1.0)
+
+    async def calls(store: RedisRateLimitStore) -> list[object]:
+        return list(await asyncio.gather(*(store.acquire("k", limit, 5.0) for _ in range(8))))
+
+    with redis_process() as (url, server):
+        store = RedisRateLimitStore(url)
+        assert all(isinstance(t, str) for t in asyncio.run(calls(store)))
+        server.send_signal(signal.SIGSTOP)
+        try:
+            tokens = asyncio.run(calls(store))  # the first one's loop is closed now
+        finally:
+            server.send_signal(signal.SIGCONT)
+            asyncio.run(store.aclose())
+    assert all(isinstance(t, int) for t in tokens), tokens  # no "Event loop is closed"
+    assert len(outage_warnings(caplog)) == 1
+
+
+def test_a_store_leaves_no_connection_open_when_its_event_loop_ends() -> None:
+    async def call(store: RedisRateLimitStore) -> None:
+        assert isinstance(await store.acquire("k", ROOMY, 5.0), str)
+
+    def ours(client: redis.Redis) -> int:
+        return len(cast(list[object], client.client_list())) - 1  # less this connection
+
+    with redis_process() as (url, _), redis.Redis.from_url(url) as client:
+        store = RedisRateLimitStore(url)
+        asyncio.run(call(store))
+        for _ in range(200):  # the server notices a closed connection at once, or nearly
+            if ours(client) == 0:
+                break
+            time.sleep(0.01)
+        assert ours(client) == 0  # closed with its loop, not left for the collector
+        asyncio.run(call(store))  # and the store goes on in another loop
+        asyncio.run(store.aclose())
+        assert ours(client) == 0
+
+
+@pytest.mark.parametrize("kind", ["redis", "local"])
+def test_a_give_back_is_sent_a_moment_later_from_any_event_loop(
+    kind: str, redis_url: str, tmp_path: Path
+) -> None:
+    limit = RateLimit(10_000, 1.0)
+    key_id = uuid.uuid4().hex
+    store: RedisRateLimitStore | LocalRateLimitStore = (
+        RedisRateLimitStore(redis_url) if kind == "redis" else LocalRateLimitStore(tmp_path / "l")
+    )
+
+    async def take_and_give_back(wait: float) -> None:
+        token = await store.acquire(key_id, limit, 5.0)
+        assert isinstance(token, str)
+        await store.release(key_id, token, limit)
+        await asyncio.sleep(wait)  # "a moment later" is 50 ms
+
+    async def in_flight() -> int:
+        if isinstance(store, RedisRateLimitStore):
+            with redis.Redis.from_url(redis_url) as client:
+                return int(client.zcard(store._keys(key_id)[0]))
+        (count,) = await store._file.run(
+            lambda db: db.execute("SELECT COUNT(*) FROM slots WHERE in_flight = 1").fetchone()
+        )
+        return int(count)
+
+    try:
+        asyncio.run(take_and_give_back(0))  # the loop ends before its give-back is sent
+        asyncio.run(take_and_give_back(0.5))  # the next carries it; its own is sent later
+        assert asyncio.run(in_flight()) == 0
+    finally:
+        asyncio.run(store.aclose())

@@ -127,6 +127,7 @@ class LocalRateLimitStore:
         self._fallback = MemoryRateLimitStore(clock=time.monotonic)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._work: set[asyncio.Future[None]] = set()
         self._acquisitions = 0
 
@@ -242,8 +243,11 @@ class LocalRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         self._pending.append((key_id, token, self._clock(), held_for(limit)))
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        loop = asyncio.get_running_loop()
+        if self._flush is None or self._flush_loop is not loop:
+            # A timer of a loop that has ended (asyncio.run() again) never fires.
+            self._flush_loop = loop
+            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""

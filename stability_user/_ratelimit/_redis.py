@@ -83,6 +83,7 @@ class RedisRateLimitStore:
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._work: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
@@ -172,8 +173,11 @@ class RedisRateLimitStore:
         pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        loop = asyncio.get_running_loop()
+        if self._flush is None or self._flush_loop is not loop:
+            # A timer of a loop that has ended (asyncio.run() again) never fires.
+            self._flush_loop = loop
+            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
