@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -270,6 +271,69 @@ async def test_the_command_line_never_shows_the_redis_password(live: StabilityEm
     assert "unknown command 'AUTH'" in run.err  # the warning line, echo and all
     for text in (ECHOING_PASSWORD, quote(ECHOING_PASSWORD, safe=""), "wörd"):
         assert text not in run.out + run.err
+
+
+# -- and back: a call probes the store every few seconds, through a session too ------
+
+
+def back_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "its state is shared again" in r.getMessage()]
+
+
+async def test_a_session_goes_back_to_redis_once_it_is_back(
+    emulator: StabilityEmulator, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()  # the store's: its retry interval passes at once
+    port = free_port()
+    store = RedisRateLimitStore(f"redis://127.0.0.1:{port}", clock=clock)
+    try:
+        async with StabilitySession(
+            key, base_url=emulator.base_url, rate_limit_store=store
+        ) as session:
+            await session.balance()  # nothing listens: this process's own state
+            assert len(outage_warnings(caplog)) == 1
+            with redis_process(port) as (url, _):
+                clock.advance(5.1)
+                await session.balance()  # the limiter's first question must not spoil the probe
+                assert back_warnings(caplog), "the store never went back to Redis"
+                with redis.Redis.from_url(url) as client:
+                    assert client.keys("stability-user:*")  # the key's state is shared again
+                await store.flush()
+    finally:
+        await store.aclose()
+
+
+async def test_a_session_goes_back_to_the_file_once_it_is_free(
+    emulator: StabilityEmulator, key: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    path = tmp_path / "limits.sqlite3"
+    store = LocalRateLimitStore(path, clock=clock, busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with StabilitySession(
+            key, base_url=emulator.base_url, rate_limit_store=store
+        ) as session:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the file
+            await session.balance()
+            assert len(outage_warnings(caplog)) == 1
+            clock.advance(5.1)
+            await session.balance()  # the probe: still held
+            other.execute("ROLLBACK")  # and now free
+            clock.advance(5.1)
+            await session.balance()  # the next probe
+            assert back_warnings(caplog), "the store never went back to the file"
+            await store.flush()
+            (rows,) = await store._file.run(
+                lambda db: db.execute("SELECT COUNT(*) FROM slots").fetchone()
+            )
+            assert rows >= 1  # the call's slot is in the file again
+    finally:
+        other.close()
+        await store.aclose()
 
 
 # -- the breaker's contract, on a backend of the test's -----------------------------

@@ -90,13 +90,31 @@ class Breaker:
         return self._down_since is not None
 
     def available(self) -> bool:
-        """Whether a call may use the backend now; ``True`` once per probe while it is down."""
+        """Whether a call may use the backend now; ``True`` once per probe while it is down.
+
+        The call told ``True`` while the backend is down is the probe: it must end
+        in :meth:`call` (whose outcome opens or closes the breaker), or hand the
+        probe on with :meth:`probe_not_sent`. Until then no other call probes.
+        """
         if self._down_since is None:
             return True
-        if self._probing or self._clock() - self._down_since < self._retry_after:
+        if not self.usable():
             return False
         self._probing = True  # this call probes; the others use the fallback meanwhile
         return True
+
+    def usable(self) -> bool:
+        """Whether :meth:`available` would say ``True`` now, the probe left for it to take."""
+        if self._down_since is None:
+            return True
+        return not self._probing and self._clock() - self._down_since >= self._retry_after
+
+    def probe_not_sent(self) -> None:
+        """The probe did not reach the backend after all (it would have had to wait).
+
+        The next call that asks :meth:`available` probes instead, at once.
+        """
+        self._probing = False
 
     async def call(
         self,

@@ -105,7 +105,8 @@ class LocalRateLimitStore:
         path: the SQLite file; ``ratelimit.sqlite3`` in the user's cache directory
             by default (created, with its directory, private to the user). A symbolic
             link there is refused.
-        clock: wall-clock seconds shared by the processes (for tests).
+        clock: wall-clock seconds shared by the processes (for tests, which then also
+            time this process's own state and its retry interval during an outage by it).
         busy_timeout: seconds to wait for another process's transaction before
             going on with this process's own state.
     """
@@ -120,11 +121,12 @@ class LocalRateLimitStore:
         """Remember where the file is; it is opened on first use."""
         self.path = pathlib.Path(path) if path is not None else default_local_path()
         self._clock = clock
+        # This process's own timing (the outage's retry interval, its own state meanwhile)
+        # is monotonic, unless a test gives a clock.
+        local_clock = time.monotonic if clock is time.time else clock
         self._file = SQLiteFile(self.path, what=_WHAT, schema=_SCHEMA, busy_timeout=busy_timeout)
-        self._breaker = Breaker(
-            _WHAT, str(self.path), errors=(FileUnavailable,), clock=time.monotonic
-        )
-        self._fallback = MemoryRateLimitStore(clock=time.monotonic)
+        self._breaker = Breaker(_WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
+        self._fallback = MemoryRateLimitStore(clock=local_clock)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
         self._flush_loop: asyncio.AbstractEventLoop | None = None
@@ -203,6 +205,13 @@ class LocalRateLimitStore:
         """Take a slot without waiting; ``None`` when another process holds the file."""
         if not self._breaker.available():
             return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
+        if answer is None and self._breaker.down:
+            # The probe found the file held: acquire(), which may wait, probes again.
+            self._breaker.probe_not_sent()
+        return answer
+
+    def _take_now(self, key_id: str, limit: RateLimit, lease: float) -> str | int | Wait | None:
         token = uuid.uuid4().hex
         work, releases = self._acquire_work(key_id, limit, lease, token)
         try:
@@ -219,9 +228,12 @@ class LocalRateLimitStore:
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
         """Take a slot now and return its token, or say how long until one may be free."""
-        answer = self.acquire_nowait(key_id, limit, lease)
+        if not self._breaker.available():
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
         if answer is not None:
             return answer
+        # The file is held: wait for it in its thread (a probe stays the probe meanwhile).
         token = uuid.uuid4().hex
         work, _ = self._acquire_work(key_id, limit, lease, token)
 
@@ -309,6 +321,8 @@ class LocalRateLimitStore:
             answer = self._file.try_now(work)
             if answer is BUSY:
                 answer = await self._breaker.call(lambda: self._file.run(work))
+            else:
+                self._breaker.succeeded()  # this may have been the probe
         except (Outage, FileUnavailable) as error:
             if isinstance(error, FileUnavailable):
                 self._breaker.failed(error)

@@ -185,7 +185,8 @@ class RedisRateLimitStore:
 
     def acquire_nowait(self, key_id: str, limit: RateLimit, lease: float) -> int | Wait | None:
         """Only this process's own state answers without a round trip: during an outage."""
-        if self._link.breaker.available():
+        # Asked, not taken: the probe of a Redis that may be back is acquire()'s to make.
+        if self._link.breaker.usable():
             return None
         return self._fallback.acquire_nowait(key_id, limit, lease)
 
