@@ -22,7 +22,7 @@ from ._checks import check_type, is_loopback
 from ._errors import StabilityError
 from ._secrets import mask_url, secret_forms, url_secrets
 
-__all__ = ["Route"]
+__all__ = ["Route", "environment_proxy_secrets", "proxy_secrets"]
 
 _CHOICES_KEPT: Final = 4096  # proxy choices per URL kept; cleared when full
 
@@ -45,6 +45,26 @@ def _credentials(url: URL) -> bytes | None:
             "its user name or password holds a character HTTP Basic credentials cannot "
             "carry (latin-1 only)"
         ) from None
+
+
+def proxy_secrets(proxy: str | None) -> tuple[str, ...]:
+    """What a proxy URL's credentials may be echoed as: never to be shown.
+
+    A URL that does not parse, or whose credentials HTTP Basic cannot carry (never
+    sent, then), gives its password's forms.
+    """
+    if not proxy:
+        return ()
+    try:
+        return _secrets_of(proxy)
+    except ValueError:
+        return url_secrets(proxy)
+
+
+def environment_proxy_secrets() -> tuple[str, ...]:
+    """:func:`proxy_secrets` of every proxy the environment names (``HTTPS_PROXY``...)."""
+    found = (s for proxy in urllib.request.getproxies().values() for s in proxy_secrets(proxy))
+    return tuple(dict.fromkeys(found))
 
 
 def _secrets_of(proxy: str | None) -> tuple[str, ...]:

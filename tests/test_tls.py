@@ -300,6 +300,38 @@ async def test_proxy_credentials_echoed_are_never_on_the_command_line(
         assert [line for line in lines if any(s in line for s in secrets)] == []
 
 
+@pytest.mark.parametrize("output", ["text", "json"])
+@pytest.mark.parametrize("given", ["--proxy", "HTTPS_PROXY"])
+async def test_an_account_echoing_the_proxy_credentials_is_shown_without_them(
+    ca: trustme.CA, tmp_path: Path, output: str, given: str
+) -> None:
+    password = 'cli-p@ss "wörd" &amp; %41'
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    async with inspecting_proxy(ca, [200]) as proxy:
+        url = proxy.url_with("proxy-user", password)
+        options = ["--proxy", url] if given == "--proxy" else []
+        env = {"STABILITY_API_KEY": KEY, "NO_PROXY": "", "no_proxy": ""}
+        if given == "HTTPS_PROXY":
+            env["HTTPS_PROXY"] = url
+        result = await run_cli(
+            "--base-url",
+            f"https://{HOST}",
+            *options,
+            "--ca-bundle",
+            str(bundle),
+            "account",
+            *(["--json"] if output == "json" else []),
+            env=env,
+        )
+        assert result.code == 0, result.err
+        assert proxy.answered == 1
+        secrets = [password, *_secrets_sent(proxy)]
+        shown = result.out + result.err
+        assert [s for s in secrets if s in shown] == []
+        assert "[redacted]" in shown
+
+
 # -- proxies from the environment ---------------------------------------------------
 
 
