@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+import redis.asyncio
 
 from stability_user import (
     Balance,
@@ -361,6 +362,67 @@ async def test_the_first_call_to_fail_decides_for_every_call_in_flight() -> None
     assert all(isinstance(call.exception(), Outage) for call in in_flight)
     assert breaker.down
     await breaker.settle()
+
+
+def test_the_first_call_to_fail_decides_for_calls_in_flight_in_other_threads() -> None:
+    # A store may serve several threads, each with its loop: the decision reaches them.
+    breaker = Breaker(
+        "rate-limit store", "here", errors=(ConnectionError,), clock=FakeClock(), max_wait=3600
+    )
+    in_flight = threading.Event()
+    outcomes: list[BaseException | None] = []
+
+    async def hangs() -> None:
+        await asyncio.get_running_loop().create_future()
+
+    async def fails() -> None:
+        raise ConnectionError("refused")
+
+    async def waiting_in_its_own_loop() -> None:
+        calls = [asyncio.ensure_future(breaker.call(hangs)) for _ in range(8)]
+        await asyncio.sleep(0)
+        in_flight.set()
+        done, _ = await asyncio.wait(calls, timeout=30)  # a hang fails the test, at 30 s
+        outcomes.extend(call.exception() for call in done)
+
+    other = threading.Thread(target=lambda: asyncio.run(waiting_in_its_own_loop()))
+    other.start()
+    assert in_flight.wait(10)
+
+    async def failing_here() -> None:
+        with pytest.raises(Outage):
+            await breaker.call(fails)
+
+    asyncio.run(failing_here())
+    other.join(30)
+    assert len(outcomes) == 8
+    assert all(isinstance(outcome, Outage) for outcome in outcomes)
+
+
+async def test_a_callers_client_without_timeouts_is_bounded_by_the_breaker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client of the caller's (a RedisCluster, say) may have no timeouts at all: the
+    # breaker's own second is then what bounds a call.
+    caplog.set_level(logging.WARNING)
+    limit = RateLimit(10_000, 1.0)
+    with redis_process() as (url, server):
+        client = redis.asyncio.Redis.from_url(url)  # no socket timeouts
+        store = RedisRateLimitStore(client=client)
+        try:
+            assert isinstance(await store.acquire("k", limit, 5.0), str)
+            server.send_signal(signal.SIGSTOP)
+            tokens = await asyncio.wait_for(
+                asyncio.gather(*(store.acquire("k", limit, 5.0) for _ in range(8))),
+                EACH_CALL_WITHIN,
+            )
+        finally:
+            server.send_signal(signal.SIGCONT)
+            await store.aclose()
+            await client.aclose()
+    assert all(isinstance(t, int) for t in tokens)
+    (warning,) = outage_warnings(caplog)
+    assert "(TimeoutError: no answer within 1 s)" in warning
 
 
 @contextlib.contextmanager
