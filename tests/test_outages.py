@@ -535,12 +535,6 @@ def test_a_give_back_is_sent_a_moment_later_from_any_event_loop(
         RedisRateLimitStore(redis_url) if kind == "redis" else LocalRateLimitStore(tmp_path / "l")
     )
 
-    async def take_and_give_back(wait: float) -> None:
-        token = await store.acquire(key_id, limit, 5.0)
-        assert isinstance(token, str)
-        await store.release(key_id, token, limit)
-        await asyncio.sleep(wait)  # "a moment later" is 50 ms
-
     async def in_flight() -> int:
         if isinstance(store, RedisRateLimitStore):
             with redis.Redis.from_url(redis_url) as client:
@@ -550,9 +544,19 @@ def test_a_give_back_is_sent_a_moment_later_from_any_event_loop(
         )
         return int(count)
 
+    async def take_and_give_back(*, then_wait: bool) -> None:
+        token = await store.acquire(key_id, limit, 5.0)
+        assert isinstance(token, str)
+        await store.release(key_id, token, limit)
+        if then_wait:  # for the give-back "a moment later" (50 ms), nothing else
+            for _ in range(500):
+                if await in_flight() == 0:
+                    return
+                await asyncio.sleep(0.01)
+            pytest.fail("the give-back was never sent")
+
     try:
-        asyncio.run(take_and_give_back(0))  # the loop ends before its give-back is sent
-        asyncio.run(take_and_give_back(0.5))  # the next carries it; its own is sent later
-        assert asyncio.run(in_flight()) == 0
+        asyncio.run(take_and_give_back(then_wait=False))  # the loop ends before it is sent
+        asyncio.run(take_and_give_back(then_wait=True))  # the next carries it; its own later
     finally:
         asyncio.run(store.aclose())
