@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pathlib
 import sqlite3
@@ -32,8 +33,9 @@ from typing import Any, Final
 from .._backends import Breaker, Outage
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
 from .._errors import StabilityError
+from .._secrets import display_text
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
 
 __all__ = ["LocalRateLimitStore", "default_local_path"]
@@ -61,12 +63,15 @@ _SWEEP_EVERY: Final = 256  # acquisitions between sweeps of every key's expired 
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
 _SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
 
-# Rows that cannot be: not numbers, taken in the future, or completed slots that free
-# later than a window from now (a clock that stepped back, a hand-edited file).
+# Rows that cannot be: not numbers, neither in flight nor completed, taken in the
+# future, completed slots that free later than a window from now, or slots in flight
+# that free later than the longest lease and a window from now (a clock that stepped
+# back, a hand-edited file).
 _CORRUPT_SLOTS: Final = (
     "DELETE FROM slots WHERE key_id = ?1 AND ("
     " typeof(taken) NOT IN ('real', 'integer') OR typeof(frees) NOT IN ('real', 'integer')"
-    " OR abs(frees) > 1e15 OR taken > ?2 OR (in_flight = 0 AND frees > ?3))"
+    " OR in_flight NOT IN (0, 1) OR taken > ?2"
+    " OR (in_flight = 0 AND frees > ?3) OR (in_flight = 1 AND frees > ?4))"
 )
 
 Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
@@ -100,7 +105,8 @@ class LocalRateLimitStore:
         path: the SQLite file; ``ratelimit.sqlite3`` in the user's cache directory
             by default (created, with its directory, private to the user). A symbolic
             link there is refused.
-        clock: wall-clock seconds shared by the processes (for tests).
+        clock: wall-clock seconds shared by the processes (for tests, which then also
+            time this process's own state and its retry interval during an outage by it).
         busy_timeout: seconds to wait for another process's transaction before
             going on with this process's own state.
     """
@@ -115,13 +121,15 @@ class LocalRateLimitStore:
         """Remember where the file is; it is opened on first use."""
         self.path = pathlib.Path(path) if path is not None else default_local_path()
         self._clock = clock
+        # This process's own timing (the outage's retry interval, its own state meanwhile)
+        # is monotonic, unless a test gives a clock.
+        local_clock = time.monotonic if clock is time.time else clock
         self._file = SQLiteFile(self.path, what=_WHAT, schema=_SCHEMA, busy_timeout=busy_timeout)
-        self._breaker = Breaker(
-            _WHAT, str(self.path), errors=(FileUnavailable,), clock=time.monotonic
-        )
-        self._fallback = MemoryRateLimitStore(clock=time.monotonic)
+        self._breaker = Breaker(_WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
+        self._fallback = MemoryRateLimitStore(clock=local_clock)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._work: set[asyncio.Future[None]] = set()
         self._acquisitions = 0
 
@@ -152,6 +160,7 @@ class LocalRateLimitStore:
         self._acquisitions += 1
         sweep = self._acquisitions % _SWEEP_EVERY == 0
         held = held_for(limit)
+        lease = min(lease, MAX_LEASE)  # a slot in flight longer than this cannot be
 
         def work(db: sqlite3.Connection) -> str | Wait:
             now = self._clock()
@@ -160,15 +169,17 @@ class LocalRateLimitStore:
             if sweep:
                 db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
                 db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-            if db.execute(_CORRUPT_SLOTS, (key_id, now + _SKEW, now + held + _SKEW)).rowcount:
+            bounds = (now + _SKEW, now + held + _SKEW, now + MAX_LEASE + held + _SKEW)
+            if db.execute(_CORRUPT_SLOTS, (key_id, *bounds)).rowcount:
                 _corrupt("completed or in-flight slots that cannot be")
             row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            if row is not None and row[0] > now:
+            if row is not None:
                 until = row[0]
-                if not isinstance(until, (int, float)) or until > now + MAX_LOCKOUT + _SKEW:
+                if not _is_time(until) or until > now + MAX_LOCKOUT + _SKEW:
+                    # Not a number (text, bytes, infinity), or longer than any lockout.
                     db.execute("DELETE FROM lockouts WHERE key_id = ?", (key_id,))
-                    _corrupt(f"a lockout of {until!r}")
-                else:
+                    _corrupt(f"a lockout of {display_text(repr(until), limit=40)}")
+                elif until > now:
                     return Wait(until - now, lockout=True)
             db.execute("DELETE FROM slots WHERE key_id = ? AND frees <= ?", (key_id, now))
             (count,) = db.execute(
@@ -194,6 +205,13 @@ class LocalRateLimitStore:
         """Take a slot without waiting; ``None`` when another process holds the file."""
         if not self._breaker.available():
             return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
+        if answer is None and self._breaker.down:
+            # The probe found the file held: acquire(), which may wait, probes again.
+            self._breaker.probe_not_sent()
+        return answer
+
+    def _take_now(self, key_id: str, limit: RateLimit, lease: float) -> str | int | Wait | None:
         token = uuid.uuid4().hex
         work, releases = self._acquire_work(key_id, limit, lease, token)
         try:
@@ -210,9 +228,12 @@ class LocalRateLimitStore:
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
         """Take a slot now and return its token, or say how long until one may be free."""
-        answer = self.acquire_nowait(key_id, limit, lease)
+        if not self._breaker.available():
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
         if answer is not None:
             return answer
+        # The file is held: wait for it in its thread (a probe stays the probe meanwhile).
         token = uuid.uuid4().hex
         work, _ = self._acquire_work(key_id, limit, lease, token)
 
@@ -234,8 +255,11 @@ class LocalRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         self._pending.append((key_id, token, self._clock(), held_for(limit)))
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        loop = asyncio.get_running_loop()
+        if self._flush is None or self._flush_loop is not loop:
+            # A timer of a loop that has ended (asyncio.run() again) never fires.
+            self._flush_loop = loop
+            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
@@ -285,7 +309,7 @@ class LocalRateLimitStore:
         def work(db: sqlite3.Connection) -> bool:
             now = self._clock()
             row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            previous = row[0] if row is not None and isinstance(row[0], (int, float)) else 0.0
+            previous = row[0] if row is not None and _is_time(row[0]) else 0.0
             previous = min(previous, now + MAX_LOCKOUT)  # a corrupt lockout is not kept
             db.execute(
                 "INSERT OR REPLACE INTO lockouts VALUES (?, ?)",
@@ -297,6 +321,8 @@ class LocalRateLimitStore:
             answer = self._file.try_now(work)
             if answer is BUSY:
                 answer = await self._breaker.call(lambda: self._file.run(work))
+            else:
+                self._breaker.succeeded()  # this may have been the probe
         except (Outage, FileUnavailable) as error:
             if isinstance(error, FileUnavailable):
                 self._breaker.failed(error)
@@ -317,6 +343,11 @@ class LocalRateLimitStore:
         await self._breaker.settle()  # transactions their callers left: given back
         await self.flush()
         await self._file.aclose()
+
+
+def _is_time(value: object) -> bool:
+    """Whether a stored time is one: a finite number (SQLite gives text and bytes as they are)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _corrupt(what: str) -> None:

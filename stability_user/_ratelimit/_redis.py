@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
 from ._redis_scripts import ACQUIRE, LOCK, RELEASE
 
@@ -83,6 +83,7 @@ class RedisRateLimitStore:
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._work: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
@@ -145,11 +146,12 @@ class RedisRateLimitStore:
                     self._now_ms(),
                     limit.requests,
                     math.ceil(held_for(limit) * 1000),
-                    int(lease * 1000),
+                    int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
                     token,
                     int(MAX_LOCKOUT * 1000),
                     _SKEW_MS,
                     len(releases),
+                    int(MAX_LEASE * 1000),
                     *args,
                 ],
                 abandoned=give_back,
@@ -171,8 +173,11 @@ class RedisRateLimitStore:
         pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        loop = asyncio.get_running_loop()
+        if self._flush is None or self._flush_loop is not loop:
+            # A timer of a loop that has ended (asyncio.run() again) never fires.
+            self._flush_loop = loop
+            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
@@ -180,7 +185,8 @@ class RedisRateLimitStore:
 
     def acquire_nowait(self, key_id: str, limit: RateLimit, lease: float) -> int | Wait | None:
         """Only this process's own state answers without a round trip: during an outage."""
-        if self._link.breaker.available():
+        # Asked, not taken: the probe of a Redis that may be back is acquire()'s to make.
+        if self._link.breaker.usable():
             return None
         return self._fallback.acquire_nowait(key_id, limit, lease)
 

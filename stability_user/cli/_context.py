@@ -15,6 +15,7 @@ import attrs
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
 from .._http import Middleware
+from .._network import environment_proxy_secrets, proxy_secrets
 from .._ratelimit import RateLimit, RateLimitStore, RateLimitWait
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
@@ -62,8 +63,15 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Passwords in the options' URLs: never printed."""
-        return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
+        """Passwords in the options' URLs and the proxies of the environment: never printed.
+
+        With the forms a proxy may echo its credentials in (HTTP Basic, encoded).
+        """
+        return (
+            proxy_secrets(self.proxy)
+            + environment_proxy_secrets()  # every command trusts the environment
+            + url_secrets(self.rate_limit_store)
+        )
 
     def describe(self, error: BaseException, *secrets: str | None, hints: Hints = ()) -> str:
         """One line for ``error``, without the options' passwords or ``secrets``.

@@ -28,7 +28,8 @@ def account(settings: Settings, *, as_json: bool) -> int:
 
     async def work() -> list[str]:
         async with open_session(settings, key) as (session, _):
-            return account_lines(await session.account(), as_json=as_json, key=key)
+            account = await session.account()
+            return account_lines(account, as_json=as_json, secrets=(key, *settings.secrets))
 
     lines = settings.run(work())
     for line in lines:
