@@ -227,6 +227,13 @@ def make_state(
     clock = clock or time.monotonic
     closing = Closing(sleep or asyncio.sleep)
     owns_transport = transport is None
+    if http_session is not None and getattr(http_session, "trust_env", False):
+        # aiohttp then reads HTTP_PROXY itself for every request, loopback included: a
+        # key for a local service would travel in clear text to the proxy.
+        raise ValueError(
+            "an http_session with trust_env=True sends even loopback requests through "
+            "HTTP_PROXY: give it trust_env=False and pass trust_env=True to StabilitySession"
+        )
     if transport is None:
         transport = AiohttpTransport(
             http_session=http_session,

@@ -132,16 +132,30 @@ class Breaker:
         Raises:
             Outage: it failed, timed out, or another call found the backend down meanwhile.
         """
+        loop = asyncio.get_running_loop()
         task: asyncio.Future[T] = asyncio.ensure_future(work())
-        opened = self._opened_in(asyncio.get_running_loop())
+        opened = self._opened_in(loop)
+        # One future woken by whichever comes first (the answer, the breaker opening, the
+        # time running out): what asyncio.wait does, without its sets and callbacks each.
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        task.add_done_callback(wake)
+        opened.add_done_callback(wake)
+        timer = loop.call_later(self.max_wait, wake)
         try:
-            done, _ = await asyncio.wait(
-                (task, opened), timeout=self.max_wait, return_when=asyncio.FIRST_COMPLETED
-            )
+            await woken
         except asyncio.CancelledError:
             self._probing = False  # the caller gave up: another call may probe
             self._abandon(task, abandoned)
             raise
+        finally:
+            timer.cancel()
+            opened.remove_done_callback(wake)
+        done = {f for f in (task, opened) if f.done()}
         if task in done:
             error = task.exception()
             if error is None:

@@ -139,6 +139,10 @@ class RedisLink:
                 self.url,
                 socket_timeout=_SOCKET_TIMEOUT,
                 socket_connect_timeout=_CONNECT_TIMEOUT,
+                # One connection, kept: a pool checks a connection's health before each
+                # command, a wait on the event loop or two every time. A store's scripts
+                # are short, and a call waits on its service far longer than on them.
+                single_connection_client=True,
             )
             self._keepers[loop] = loop.create_task(_close_with_its_loop(client))
         return client

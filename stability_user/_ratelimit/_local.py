@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import pathlib
 import sqlite3
@@ -33,48 +32,17 @@ from typing import Any, Final
 from .._backends import Breaker, Outage
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
 from .._errors import StabilityError
-from .._secrets import display_text
 from .._types import Clock
-from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, RateLimit, Wait, held_for
+from ._local_sql import SCHEMA, WHAT, Release, apply_releases, lock_key, take_slot
 from ._memory import MemoryRateLimitStore
 
 __all__ = ["LocalRateLimitStore", "default_local_path"]
 
 logger = logging.getLogger("stability_user")
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS slots (
-    key_id TEXT NOT NULL,
-    token TEXT NOT NULL,
-    taken REAL NOT NULL,
-    frees REAL NOT NULL,
-    in_flight INTEGER NOT NULL,
-    PRIMARY KEY (key_id, token)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slots_frees ON slots (frees);
-CREATE TABLE IF NOT EXISTS lockouts (
-    key_id TEXT PRIMARY KEY,
-    until REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-_WHAT: Final = "machine-wide rate-limit store"
 _SWEEP_EVERY: Final = 256  # acquisitions between sweeps of every key's expired rows
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
-_SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
-
-# Rows that cannot be: not numbers, neither in flight nor completed, taken in the
-# future, completed slots that free later than a window from now, or slots in flight
-# that free later than the longest lease and a window from now (a clock that stepped
-# back, a hand-edited file).
-_CORRUPT_SLOTS: Final = (
-    "DELETE FROM slots WHERE key_id = ?1 AND ("
-    " typeof(taken) NOT IN ('real', 'integer') OR typeof(frees) NOT IN ('real', 'integer')"
-    " OR in_flight NOT IN (0, 1) OR taken > ?2"
-    " OR (in_flight = 0 AND frees > ?3) OR (in_flight = 1 AND frees > ?4))"
-)
-
-Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
 
 
 def default_local_path() -> pathlib.Path:
@@ -84,18 +52,6 @@ def default_local_path() -> pathlib.Path:
         ImportError: platformdirs is missing (``pip install 'stability-user[local]'``).
     """
     return default_path("ratelimit.sqlite3")
-
-
-def _apply(db: sqlite3.Connection, releases: list[Release]) -> None:
-    # A slot whose lease ran out before its response was read was handed on already:
-    # counting it again would hold more slots than the limit. A give-back that joined a
-    # transaction that failed is lost: its slot frees when its lease runs out (never
-    # early), as a dead process's does.
-    db.executemany(
-        "UPDATE slots SET frees = ?1, in_flight = 0"
-        " WHERE key_id = ?2 AND token = ?3 AND in_flight = 1 AND frees > ?4",
-        [(done + held, key, token, done) for key, token, done, held in releases],
-    )
 
 
 class LocalRateLimitStore:
@@ -124,8 +80,8 @@ class LocalRateLimitStore:
         # This process's own timing (the outage's retry interval, its own state meanwhile)
         # is monotonic, unless a test gives a clock.
         local_clock = time.monotonic if clock is time.time else clock
-        self._file = SQLiteFile(self.path, what=_WHAT, schema=_SCHEMA, busy_timeout=busy_timeout)
-        self._breaker = Breaker(_WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
+        self._file = SQLiteFile(self.path, what=WHAT, schema=SCHEMA, busy_timeout=busy_timeout)
+        self._breaker = Breaker(WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
         self._fallback = MemoryRateLimitStore(clock=local_clock)
         self._pending: list[Release] = []
         self._flush: asyncio.TimerHandle | None = None
@@ -151,7 +107,7 @@ class LocalRateLimitStore:
             await self._file.run(lambda db: None)
         except FileUnavailable as error:
             cause = error.__cause__ or error
-            raise StabilityError(f"the {_WHAT} {self.path} cannot be used ({error})") from cause
+            raise StabilityError(f"the {WHAT} {self.path} cannot be used ({error})") from cause
 
     def _acquire_work(
         self, key_id: str, limit: RateLimit, lease: float, token: str
@@ -163,39 +119,17 @@ class LocalRateLimitStore:
         lease = min(lease, MAX_LEASE)  # a slot in flight longer than this cannot be
 
         def work(db: sqlite3.Connection) -> str | Wait:
-            now = self._clock()
-            if releases:
-                _apply(db, releases)
-            if sweep:
-                db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
-                db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-            bounds = (now + _SKEW, now + held + _SKEW, now + MAX_LEASE + held + _SKEW)
-            if db.execute(_CORRUPT_SLOTS, (key_id, *bounds)).rowcount:
-                _corrupt("completed or in-flight slots that cannot be")
-            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            if row is not None:
-                until = row[0]
-                if not _is_time(until) or until > now + MAX_LOCKOUT + _SKEW:
-                    # Not a number (text, bytes, infinity), or longer than any lockout.
-                    db.execute("DELETE FROM lockouts WHERE key_id = ?", (key_id,))
-                    _corrupt(f"a lockout of {display_text(repr(until), limit=40)}")
-                elif until > now:
-                    return Wait(until - now, lockout=True)
-            db.execute("DELETE FROM slots WHERE key_id = ? AND frees <= ?", (key_id, now))
-            (count,) = db.execute(
-                "SELECT COUNT(*) FROM slots WHERE key_id = ?", (key_id,)
-            ).fetchone()
-            if count < limit.requests:
-                db.execute(
-                    "INSERT INTO slots VALUES (?, ?, ?, ?, 1)",
-                    (key_id, token, now, now + lease + held),
-                )
-                return token
-            (first,) = db.execute(
-                "SELECT MIN(frees) FROM slots WHERE key_id = ? AND in_flight = 0", (key_id,)
-            ).fetchone()
-            # A request still in flight frees its slot no sooner than a window from now.
-            return Wait(first - now if first is not None else held)
+            return take_slot(
+                db,
+                key_id=key_id,
+                token=token,
+                now=self._clock(),
+                requests=limit.requests,
+                held=held,
+                lease=lease,
+                sweep=sweep,
+                releases=releases,
+            )
 
         return work, releases
 
@@ -279,7 +213,7 @@ class LocalRateLimitStore:
         releases, self._pending = self._pending, []
 
         def work(db: sqlite3.Connection) -> None:
-            _apply(db, releases)
+            apply_releases(db, releases)
 
         if not releases or self._file.closed:
             return
@@ -307,15 +241,7 @@ class LocalRateLimitStore:
             return fresh
 
         def work(db: sqlite3.Connection) -> bool:
-            now = self._clock()
-            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            previous = row[0] if row is not None and _is_time(row[0]) else 0.0
-            previous = min(previous, now + MAX_LOCKOUT)  # a corrupt lockout is not kept
-            db.execute(
-                "INSERT OR REPLACE INTO lockouts VALUES (?, ?)",
-                (key_id, max(previous, now + seconds)),
-            )
-            return bool(previous <= now)
+            return lock_key(db, key_id=key_id, now=self._clock(), seconds=seconds)
 
         try:
             answer = self._file.try_now(work)
@@ -343,16 +269,3 @@ class LocalRateLimitStore:
         await self._breaker.settle()  # transactions their callers left: given back
         await self.flush()
         await self._file.aclose()
-
-
-def _is_time(value: object) -> bool:
-    """Whether a stored time is one: a finite number (SQLite gives text and bytes as they are)."""
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _corrupt(what: str) -> None:
-    logger.warning(
-        "the %s held %s: dropped (a clock that stepped back, or a file edited by hand)",
-        _WHAT,
-        what,
-    )

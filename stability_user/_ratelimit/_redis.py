@@ -193,12 +193,23 @@ class RedisRateLimitStore:
     def _flush_soon(self) -> None:
         self._flush = None
         if self._pending:
-            task = asyncio.ensure_future(self._send_pending())
+            # Only the give-backs no script carried for a while: the newer ones ride
+            # along with the next acquisition (a steady stream of calls costs none).
+            cutoff = self._local_clock() - _FLUSH_AFTER / 2
+            task = asyncio.ensure_future(self._send_pending(cutoff))
             self._work.add(task)
             task.add_done_callback(self._work.discard)
 
-    async def _send_pending(self) -> None:
+    async def _send_pending(self, cutoff: float | None = None) -> None:
+        """Send the queued give-backs (those read before ``cutoff``, when one is given)."""
         while self._pending and not self._link.closed:
+            if cutoff is not None and self._pending[0][2] > cutoff:
+                # The rest are recent: the next script carries them, or the next timer.
+                loop = asyncio.get_running_loop()
+                if self._flush is None:
+                    self._flush_loop = loop
+                    self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
+                return
             if not self._link.breaker.available():
                 return  # Redis is away: the leases of these slots free them
             releases = self._joining(self._pending[0][0])
