@@ -22,7 +22,8 @@ from .._session import StabilitySession
 from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
 from . import NEEDS_EXTRA
-from ._failures import PROG, Failure, Hints, UsageFailure, describe, os_reason, run_async
+from ._describe import Hints, describe
+from ._failures import PROG, Failure, UsageFailure, os_reason, run_async
 
 if TYPE_CHECKING:
     from .. import LocalRateLimitStore

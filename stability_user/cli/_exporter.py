@@ -20,7 +20,9 @@ import click
 from .._secrets import escape_controls
 from ._context import Settings, open_session, optional_key
 from ._exporter_checks import Checker, Series, read_series
-from ._failures import PROG, Failure, interruptible, mask_keys, utc_now
+from ._failures import PROG, Failure, interruptible
+from ._log import utc_now
+from ._masking import mask_keys
 from ._options import concurrency_option, interval_option
 
 __all__ = ["exporter"]

@@ -27,7 +27,8 @@ from .._secrets import escape_controls
 from .._session import StabilitySession
 from .._types import Clock, Sleep
 from ._context import Settings, read_target_file
-from ._failures import Hints, utc_now
+from ._describe import Hints
+from ._log import utc_now
 
 if TYPE_CHECKING:
     from ._exporter_metrics import ExporterMetrics, Labels

@@ -35,7 +35,8 @@ from .._ratelimit import RateLimitWait
 from .._secrets import mask_secret, redact
 from .._version import __version__
 from ._exporter_server import GuardedServer, ListenError
-from ._failures import Failure, UsageFailure, mask_keys
+from ._failures import Failure, UsageFailure
+from ._masking import mask_keys
 
 __all__ = ["ExporterMetrics", "Labels", "series_labels", "serve_metrics"]
 
