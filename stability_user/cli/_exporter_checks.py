@@ -26,9 +26,10 @@ from .._errors import AuthenticationError, PermissionDeniedError, StabilityError
 from .._secrets import escape_controls
 from .._session import StabilitySession
 from .._types import Clock, Sleep
-from ._context import Settings, read_target_file
+from ._context import Settings
 from ._describe import Hints
 from ._log import utc_now
+from ._target_lines import read_target_file
 
 if TYPE_CHECKING:
     from ._exporter_metrics import ExporterMetrics, Labels
