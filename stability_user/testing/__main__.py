@@ -27,7 +27,8 @@ from typing import Final, NoReturn
 from ._emulator import StabilityEmulator
 from ._listen import is_loopback
 from ._logs import SERVER_LOGGER
-from ._state import MAX_GENERATED, RateLimit
+from ._rate_limit import RateLimit
+from ._state import MAX_GENERATED
 
 PROG = "python -m stability_user.testing"
 """The program name :func:`main` uses when not given one."""

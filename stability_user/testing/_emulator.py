@@ -12,7 +12,6 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Final
 
 from aiohttp import web
 
@@ -20,27 +19,17 @@ from ._app import Backend, build_app
 from ._faults import Fault, FaultLike, FaultQueue
 from ._listen import check_host
 from ._logs import SERVER_LOGGER
+from ._rate_limit import DOCUMENTED_RATE_LIMIT, RateLimit, RateLimiter
 from ._recording import RecordedRequest, RequestLog
 from ._state import (
-    MAX_GENERATED,
     Accounts,
     EmulatedAccount,
     EmulatedOrganization,
-    RateLimit,
-    RateLimiter,
+    check_generated_count,
     generated_key,
 )
 
 __all__ = ["StabilityEmulator"]
-
-_DOCUMENTED_RATE_LIMIT: Final = RateLimit()
-# The service's documented limit (150 requests per 10 s, then 60 s locked out), shared
-# as a default: RateLimit is frozen.
-
-
-def _check_generated(count: object) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_GENERATED:
-        raise ValueError(f"generated_accounts must be an int from 0 to 10**35 - 1, not {count!r}")
 
 
 class StabilityEmulator:
@@ -81,7 +70,7 @@ class StabilityEmulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        rate_limit: RateLimit | None = _DOCUMENTED_RATE_LIMIT,
+        rate_limit: RateLimit | None = DOCUMENTED_RATE_LIMIT,
         clock: Callable[[], float] = time.monotonic,
         retire_v1alpha: bool = False,
         record: bool = True,
@@ -92,7 +81,7 @@ class StabilityEmulator:
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
         check_host(host, allow_remote=allow_remote, tls=ssl_context is not None)
-        _check_generated(generated_accounts)
+        check_generated_count(generated_accounts)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -152,7 +141,7 @@ class StabilityEmulator:
 
     @generated_accounts.setter
     def generated_accounts(self, value: int) -> None:
-        _check_generated(value)
+        check_generated_count(value)
         self._backend.accounts.generated = value
 
     # -- state -----------------------------------------------------------------
