@@ -2,8 +2,8 @@
 
 It speaks HTTP only and imports nothing of the client it is used to test, so a
 test through it exercises the same sockets, headers and bodies as production.
-This module is the facade: lifecycle, serving and the public methods; the state,
-the faults and the HTTP handling live in their own modules.
+This module is the facade: lifecycle and the public methods; the state, the
+faults, the HTTP handling and the serving live in their own modules.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from aiohttp import web
 
 from ._app import Backend, build_app
 from ._faults import Fault, FaultLike, FaultQueue
-from ._listen import check_host
-from ._logs import SERVER_LOGGER
+from ._listen import check_host, serve_app
 from ._rate_limit import DOCUMENTED_RATE_LIMIT, RateLimit, RateLimiter
 from ._recording import RecordedRequest, RequestLog
 from ._state import (
@@ -291,28 +290,9 @@ class StabilityEmulator:
     async def start(self) -> None:
         """Listen on the host and port (port 0 picks a free one)."""
         self._backend.closing.clear()
-        runner = web.AppRunner(
-            build_app(self._backend),
-            access_log=None,
-            logger=SERVER_LOGGER,  # filtered: a malformed request's bytes may hold a key
-            shutdown_timeout=0.5,
+        self._runner, self.port, self._base_url = await serve_app(
+            build_app(self._backend), self.host, self.port, ssl_context=self.ssl_context
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(
-                runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True
-            )
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        # The first socket's own address: with "localhost" and port 0, each address
-        # family gets its own free port, and the URL must name one that answers.
-        address, self.port = runner.addresses[0][:2]
-        host = f"[{address}]" if ":" in address else address
-        scheme = "http" if self.ssl_context is None else "https"
-        self._base_url = f"{scheme}://{host}:{self.port}"
 
     async def close(self) -> None:
         """Stop serving; ends stalls at once."""
