@@ -219,8 +219,8 @@ async def serve_metrics(
 ) -> tuple[GuardedServer, str]:
     """Serve ``/metrics`` on ``host`` and ``port``; returns the server and the URL.
 
-    The server keeps itself reachable (:mod:`._exporter_server`): header and idle
-    timeouts, at most ``cap`` connections (from the file limit by default).
+    The server keeps itself reachable (:mod:`._exporter_server`, :mod:`._exporter_guard`):
+    header and idle timeouts, at most ``cap`` connections (from the file limit by default).
 
     Raises:
         Failure: the address cannot be listened on (exit 1).
