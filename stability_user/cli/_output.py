@@ -27,7 +27,7 @@ import attrs
 from .._bulk import BalanceResult
 from .._models import Account, Balance
 from .._secrets import escape_controls, mask_secret, redact
-from ._failures import mask_keys
+from ._masking import mask_keys
 
 __all__ = [
     "CSV_FIELDS",

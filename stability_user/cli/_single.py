@@ -8,7 +8,9 @@ from collections.abc import Callable
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import PROG, interruptible, mask_keys, utc_now
+from ._failures import PROG, interruptible
+from ._log import utc_now
+from ._masking import mask_keys
 from ._options import below_option, interval_option, organization_option
 from ._output import account_lines, balance_line
 
