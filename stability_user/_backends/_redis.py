@@ -26,7 +26,17 @@ from ._breaker import Breaker
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisLink", "check_redis_url", "import_redis"]
+__all__ = ["SERVER_NOW_MS", "RedisLink", "check_redis_url", "import_redis"]
+
+SERVER_NOW_MS: Final = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+"""Where every store's script starts: ``now`` in milliseconds, ``ARGV[1]`` when the store
+has a clock of its own (tests), else the server's (one clock for the whole fleet)."""
 
 # Sized so that a call meets an outage for one second at most (the breaker's bound).
 _CONNECT_TIMEOUT: Final = 0.5

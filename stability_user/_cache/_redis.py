@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import Outage
-from .._backends._redis import RedisLink, import_redis
+from .._backends._redis import SERVER_NOW_MS, RedisLink, import_redis
 from .._checks import check_seconds
 from .._types import Clock
 from ._store import Begun
@@ -29,18 +29,11 @@ __all__ = ["RedisReadingStore"]
 _WHAT: Final = "cache store"
 _SKEW_MS: Final = 1000  # a reading answered further ahead than this is corrupt
 
-_NOW: Final = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
 
 # KEYS: reading, lease. ARGV: now, max age ms, lease ms, token, skew ms.
 # Returns {body or '', age ms or -1, 1 if the lease is granted, 1 if corrupt state was dropped}.
 BEGIN: Final = (
-    _NOW
+    SERVER_NOW_MS
     + """
 local corrupt = 0
 local kind = redis.call('TYPE', KEYS[1]).ok
@@ -79,7 +72,7 @@ return {body, age, granted, corrupt}
 
 # KEYS: reading, lease. ARGV: now, body, keep ms, token.
 PUT: Final = (
-    _NOW
+    SERVER_NOW_MS
     + """
 redis.call('SET', KEYS[1], now .. '|' .. ARGV[2], 'PX', ARGV[3])
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end

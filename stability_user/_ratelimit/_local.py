@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from .._backends import Breaker, Outage
+from .._backends._soon import Soon
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
 from .._errors import StabilityError
 from .._types import Clock
@@ -84,8 +85,7 @@ class LocalRateLimitStore:
         self._breaker = Breaker(WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
         self._fallback = MemoryRateLimitStore(clock=local_clock)
         self._pending: list[Release] = []
-        self._flush: asyncio.TimerHandle | None = None
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
         self._acquisitions = 0
 
@@ -189,18 +189,13 @@ class LocalRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         self._pending.append((key_id, token, self._clock(), held_for(limit)))
-        loop = asyncio.get_running_loop()
-        if self._flush is None or self._flush_loop is not loop:
-            # A timer of a loop that has ended (asyncio.run() again) never fires.
-            self._flush_loop = loop
-            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
+        self._flush.arm()
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
         self.release_nowait(key_id, token, limit)
 
     def _flush_soon(self) -> None:
-        self._flush = None
         if self._pending:
             self._spawn(self._flush_pending())
 
@@ -257,9 +252,7 @@ class LocalRateLimitStore:
 
     async def flush(self) -> None:
         """Apply the queued give-backs now, rather than with the next transaction."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._flush.cancel()
         await self._flush_pending()
         if self._work:
             await asyncio.wait(set(self._work), timeout=1.0)

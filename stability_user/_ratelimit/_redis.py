@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
+from .._backends._soon import Soon
 from .._types import Clock
 from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
@@ -82,8 +83,7 @@ class RedisRateLimitStore:
         self._cluster = self._link.is_cluster
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
-        self._flush: asyncio.TimerHandle | None = None
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
@@ -173,11 +173,7 @@ class RedisRateLimitStore:
         pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
-        loop = asyncio.get_running_loop()
-        if self._flush is None or self._flush_loop is not loop:
-            # A timer of a loop that has ended (asyncio.run() again) never fires.
-            self._flush_loop = loop
-            self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
+        self._flush.arm()
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
@@ -191,7 +187,6 @@ class RedisRateLimitStore:
         return self._fallback.acquire_nowait(key_id, limit, lease)
 
     def _flush_soon(self) -> None:
-        self._flush = None
         if self._pending:
             # Only the give-backs no script carried for a while: the newer ones ride
             # along with the next acquisition (a steady stream of calls costs none).
@@ -205,10 +200,7 @@ class RedisRateLimitStore:
         while self._pending and not self._link.closed:
             if cutoff is not None and self._pending[0][2] > cutoff:
                 # The rest are recent: the next script carries them, or the next timer.
-                loop = asyncio.get_running_loop()
-                if self._flush is None:
-                    self._flush_loop = loop
-                    self._flush = loop.call_later(_FLUSH_AFTER, self._flush_soon)
+                self._flush.arm()
                 return
             if not self._link.breaker.available():
                 return  # Redis is away: the leases of these slots free them
@@ -239,9 +231,7 @@ class RedisRateLimitStore:
 
     async def flush(self) -> None:
         """Send the queued give-backs now, rather than with the next script."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._flush.cancel()
         if self._work:
             await asyncio.wait(set(self._work), timeout=1.0)
         if not self._link.closed:

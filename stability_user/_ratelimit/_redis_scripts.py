@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from .._backends._redis import SERVER_NOW_MS
+
 __all__ = ["ACQUIRE", "LOCK", "RELEASE"]
 
-_NOW: Final = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_NOW: Final = (
+    SERVER_NOW_MS
+    + """
 local corrupt = 0
 local function kind(key, wanted)
   local found = redis.call('TYPE', key).ok
@@ -42,7 +41,7 @@ local function expire_with_last(key)
   end
 end
 """
-
+)
 # Give back completed slots: KEYS[first..] pairs (in flight, completed), ARGV[at..]
 # triples (token, ms since the response was read, ms a completed slot is held).
 _RELEASES: Final = """
