@@ -471,7 +471,9 @@ async def test_a_dead_redis_is_asked_once_per_retry_interval_however_many_calls(
             probe = asyncio.ensure_future(store.acquire("k", limit, 5.0))
             others = [await store.acquire("k", limit, 5.0) for _ in range(10)]
             assert all(isinstance(t, int) for t in [*tokens, *others, await probe])
-            assert accepted[0] == asked + 1
+            # One probe: its client opens its one connection, and may open it again
+            # for the command itself (redis-py), never once per call.
+            assert asked + 1 <= accepted[0] <= asked + 2
         finally:
             await store.aclose()
     assert len(outage_warnings(caplog)) == 1
