@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import io
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -33,24 +29,22 @@ import stability_user
 from stability_user import BalanceTarget, RateLimit, StabilitySession
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import KEY, bulk_aiohttp, bulk_targets, cpu_per_call, fmt_row, machine, raw_aiohttp, server
+from run import (
+    KEY,
+    bulk_aiohttp,
+    bulk_targets,
+    cpu_per_call,
+    earlier_version,
+    fmt_row,
+    machine,
+    raw_aiohttp,
+    server,
+)
 
 Call = Callable[[], Awaitable[object]]
 # Every call of this version passes the rate limiter; one key's thousands of calls a
 # second would wait at the service's limit, so the runs get one they never reach.
 UNREACHED = RateLimit(1_000_000, 1.0)
-
-
-def earlier_version(ref: str, scratch: Path) -> ModuleType:
-    """The package as it was at ``ref``, imported as ``stability_user_before``."""
-    archive = subprocess.run(
-        ["git", "archive", ref, "stability_user"], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(scratch, filter="data")
-    (scratch / "stability_user").rename(scratch / "stability_user_before")
-    sys.path.insert(0, str(scratch))
-    return importlib.import_module("stability_user_before")
 
 
 def earlier_session(before: ModuleType, base: str, concurrency: int) -> Any:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import io
 import json
 import os
 import platform
@@ -26,23 +28,26 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import aiohttp
 import httpx
 
 from stability_user import (
     BalanceTarget,
+    CachePolicy,
     RateLimit,
     Request,
     Response,
     StabilitySession,
     __version__,
 )
-from stability_user._http import Handler
 
 HERE = Path(__file__).parent
 KEY = "sk-bench-" + "0" * 40
@@ -52,6 +57,58 @@ KEY = "sk-bench-" + "0" * 40
 UNREACHED = RateLimit(1_000_000, 1.0)
 
 Call = Callable[[], Awaitable[object]]
+
+# Main as it was before this version's work, compared in the same run (--before).
+MAIN_BEFORE = "f298302"
+BEFORE: dict[str, Any] = {}  # "package": the earlier version, imported under another name
+
+
+def earlier_version(ref: str, scratch: Path) -> ModuleType:
+    """The package as it was at ``ref``, imported as ``stability_user_before``."""
+    archive = subprocess.run(
+        ["git", "archive", ref, "stability_user"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(scratch, filter="data")
+    (scratch / "stability_user").rename(scratch / "stability_user_before")
+    sys.path.insert(0, str(scratch))
+    return importlib.import_module("stability_user_before")
+
+
+@contextlib.asynccontextmanager
+async def before_balance(base: str, connections: int) -> AsyncIterator[Call]:
+    before = BEFORE["package"]
+    async with before.StabilitySession(
+        KEY,
+        base_url=base,
+        max_connections=connections,
+        rate_limit=before.RateLimit(1_000_000, 1.0),
+        api_version="v1",
+    ) as s:
+        yield s.balance
+
+
+@contextlib.asynccontextmanager
+async def before_account(base: str, connections: int) -> AsyncIterator[Call]:
+    before = BEFORE["package"]
+    async with before.StabilitySession(
+        KEY,
+        base_url=base,
+        max_connections=connections,
+        rate_limit=before.RateLimit(1_000_000, 1.0),
+        api_version="v1",
+    ) as s:
+        yield s.account
+
+
+async def bulk_before(base: str, calls: int, concurrency: int, keys: int) -> float:
+    before = BEFORE["package"]
+    async with before.StabilitySession(base_url=base, max_connections=concurrency) as s:
+        targets = (before.BalanceTarget(api_key=t.api_key) for t in bulk_targets(calls, keys))
+        start = time.perf_counter()
+        async for result in s.balances(targets, concurrency=concurrency):
+            assert result.error is None, result.error
+        return calls / (time.perf_counter() - start)
 
 
 def session(base: str, connections: int, store: str | None = None) -> StabilitySession:
@@ -132,6 +189,8 @@ CONTENDERS = {
     "raw aiohttp get+json (account)": raw_aiohttp_account,
     "stability_user balance(), machine-wide store": stability_local_store,
     "stability_user balance(), Redis store": stability_redis_store,
+    "main before: balance()": before_balance,
+    "main before: account()": before_account,
 }
 # Each contender is compared with raw aiohttp calling the same endpoint.
 BASELINE = {
@@ -142,6 +201,8 @@ BASELINE = {
     "raw aiohttp get+json (account)": "raw aiohttp get+json (account)",
     "stability_user balance(), machine-wide store": "raw aiohttp get+json (balance)",
     "stability_user balance(), Redis store": "raw aiohttp get+json (balance)",
+    "main before: balance()": "raw aiohttp get+json (balance)",
+    "main before: account()": "raw aiohttp get+json (account)",
 }
 
 
@@ -201,22 +262,29 @@ async def bulk_aiohttp(base: str, calls: int, concurrency: int, keys: int) -> fl
         return calls / (time.perf_counter() - start)
 
 
-async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, float]:
-    """The library's own CPU per call, with no socket: a middleware answers at once.
+class Instant:
+    """A transport that answers at once: everything stability-user does, nothing aiohttp does."""
 
-    A middleware may answer without calling the transport, so this runs everything
-    stability-user does for a call (request, retry loop, middleware chain, decoding,
-    strict structuring, and for bulk the rate limiter, views and result stream)
-    and nothing aiohttp does. Returns (balance() µs, balances() µs per check).
-    """
     body = b'{"credits": 1234.5}'
 
-    async def instant(request: Request, handler: Handler) -> Response:
+    async def __call__(self, request: Request) -> Response:
         await asyncio.sleep(0)  # a real transport always yields to the loop at least once
-        return Response(200, {"Content-Type": "application/json"}, body)
+        return Response(200, {"Content-Type": "application/json"}, self.body)
 
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, float]:
+    """The library's own CPU per call, with no socket: a transport answers at once.
+
+    This runs everything stability-user does for a call (request, retry loop,
+    middleware chain, the connection gate, the rate limiter, decoding, strict
+    structuring, and for bulk the views and the result stream) and nothing aiohttp
+    does. Returns (balance() µs, balances() µs per check).
+    """
     async with StabilitySession(
-        KEY, base_url="https://api.stability.ai", middlewares=[instant], rate_limit=UNREACHED
+        KEY, base_url="https://api.stability.ai", transport=Instant(), rate_limit=UNREACHED
     ) as s:
         for _ in range(100):
             await s.balance()
@@ -229,6 +297,44 @@ async def library_only(calls: int, concurrency: int, keys: int) -> tuple[float, 
             pass
         bulk = (time.process_time() - start) / (calls * 10) * 1e6
     return single, bulk
+
+
+JOINERS = 64  # callers on one read in flight, for the joined call's cost
+
+
+async def cache_costs(base: str, calls: int) -> tuple[float, float]:
+    """Client CPU µs of a cache hit, and of one more caller joining a read in flight.
+
+    A hit: ``balance()`` with a fresh reading, every call after the first. A joined
+    call: ``JOINERS`` concurrent ``balance(max_age=0)`` calls (one read, the others
+    join it) against one alone, the difference shared by the ``JOINERS - 1`` who
+    joined; each caller is a task, as callers are.
+    """
+    async with StabilitySession(
+        KEY, base_url=base, rate_limit=UNREACHED, cache=CachePolicy(max_age=3600.0)
+    ) as s:
+        for _ in range(100):  # the first reads, then hits: warm
+            await s.balance()
+        start = time.process_time()
+        for _ in range(calls):
+            await s.balance()
+        hit = (time.process_time() - start) / calls * 1e6
+
+        async def together(callers: int) -> None:
+            await asyncio.gather(*(s.balance(max_age=0) for _ in range(callers)))
+
+        reads = max(10, calls // 10)
+        for _ in range(5):
+            await together(JOINERS)
+        start = time.process_time()
+        for _ in range(reads):
+            await together(1)
+        alone = time.process_time() - start
+        start = time.process_time()
+        for _ in range(reads):
+            await together(JOINERS)
+        crowd = time.process_time() - start
+    return hit, (crowd - alone) / reads / (JOINERS - 1) * 1e6
 
 
 def summary(values: list[float]) -> tuple[float, float, float]:
@@ -340,12 +446,19 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
     names = [
         name
         for name in CONTENDERS
-        if "Redis" not in name or os.environ.get("BENCH_REDIS_URL")  # no Redis: not measured
+        if ("Redis" not in name or os.environ.get("BENCH_REDIS_URL"))  # no Redis: not measured
+        and ("main before" not in name or "package" in BEFORE)  # no history: not measured
     ]
     cpu: dict[str, list[float]] = {name: [] for name in names}
     rate: dict[str, list[float]] = {name: [] for name in names}
     bulk: dict[str, list[float]] = {"stability_user balances()": [], "raw aiohttp workers": []}
+    if "package" in BEFORE:
+        bulk["main before: balances()"] = []
     alone: dict[str, list[float]] = {"balance()": [], "balances() per check": []}
+    cache: dict[str, list[float]] = {
+        "a cache hit": [],
+        f"a joined call ({JOINERS} on one read)": [],
+    }
     for round_number in range(args.rounds):
         order = names[round_number % len(names) :] + names[: round_number % len(names)]
         for name in order:
@@ -357,13 +470,18 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
             ("stability_user balances()", bulk_stability),
             ("raw aiohttp workers", bulk_aiohttp),
         ]
-        if round_number % 2:
-            bulk_order.reverse()
+        if "package" in BEFORE:
+            bulk_order.append(("main before: balances()", bulk_before))
+        shift = round_number % len(bulk_order)
+        bulk_order = bulk_order[shift:] + bulk_order[:shift]
         for name, run in bulk_order:
             bulk[name].append(await run(base, args.throughput_calls, args.concurrency, args.keys))
         single, per_check = await library_only(args.calls, args.concurrency, args.keys)
         alone["balance()"].append(single)
         alone["balances() per check"].append(per_check)
+        hit, joined = await cache_costs(base, args.calls)
+        cache["a cache hit"].append(hit)
+        cache[f"a joined call ({JOINERS} on one read)"].append(joined)
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
     lines = [
@@ -401,7 +519,7 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
     raw_cpu = statistics.median(cpu["raw aiohttp get+json (balance)"])
     lines += [
         "",
-        "### The library's own CPU, no socket (a middleware answers at once)",
+        "### The library's own CPU, no socket (a transport answers at once)",
         "",
         "What stability-user itself costs per call, without aiohttp's share: the share",
         "of a raw aiohttp call's CPU is against the median of the first table.",
@@ -410,7 +528,55 @@ async def benchmark(args: argparse.Namespace, base: str) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [fmt_row(name, alone[name], raw_cpu, "µs") for name in alone]
+    lines += [
+        "",
+        "### The read cache: a hit and a joined call, next to a request",
+        "",
+        "Client CPU of `balance()` through `cache=CachePolicy(...)`: a hit (a fresh reading",
+        "answers, no request) and one more caller joining a read in flight, against the",
+        "median of the first table's raw aiohttp call.",
+        "",
+        "| path | median | min .. max | vs a raw aiohttp call |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        fmt_row(
+            "a request: stability_user balance()", cpu["stability_user balance()"], raw_cpu, "µs"
+        )
+    ]
+    lines += [fmt_row(name, cache[name], raw_cpu, "µs") for name in cache]
+    if "package" in BEFORE:
+        lines += against_main_before(cpu, rate, bulk)
     return lines
+
+
+def against_main_before(
+    cpu: dict[str, list[float]], rate: dict[str, list[float]], bulk: dict[str, list[float]]
+) -> list[str]:
+    """This version over main before it, measured in the same run (lower CPU, higher rate)."""
+
+    def ratio(values: dict[str, list[float]], ours: str, theirs: str) -> str:
+        return f"{statistics.median(values[ours]) / statistics.median(values[theirs]):.3f}x"
+
+    return [
+        "",
+        f"### This version against main before it ({BEFORE['ref']}), in the same run",
+        "",
+        "| measure | this version / main before |",
+        "|---|---|",
+        "| client CPU per `balance()` (lower is better) | "
+        + ratio(cpu, "stability_user balance()", "main before: balance()")
+        + " |",
+        "| client CPU per `account()` (lower is better) | "
+        + ratio(cpu, "stability_user account()", "main before: account()")
+        + " |",
+        "| throughput, `balance()` at the concurrency (higher is better) | "
+        + ratio(rate, "stability_user balance()", "main before: balance()")
+        + " |",
+        "| `balances()` over many keys (higher is better) | "
+        + ratio(bulk, "stability_user balances()", "main before: balances()")
+        + " |",
+    ]
 
 
 def main() -> None:
@@ -432,6 +598,11 @@ def main() -> None:
     parser.add_argument("--rss-targets", type=int, nargs=2, default=[10_000, 1_000_000])
     parser.add_argument("--import-runs", type=int, default=15)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
+    parser.add_argument(
+        "--before",
+        default=MAIN_BEFORE,
+        help="a git revision to compare with in the same run ('' for none)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls, args.throughput_calls, args.httpx_calls = 1, 50, 256, 256
@@ -450,9 +621,17 @@ def main() -> None:
         server() as base,
         redis_for_the_store() as redis_url,
         tempfile.TemporaryDirectory() as cache,
+        tempfile.TemporaryDirectory() as scratch,
     ):
         # The machine-wide store's file goes to a scratch cache, not the user's.
         os.environ["XDG_CACHE_HOME"] = cache
+        if args.before:
+            try:
+                BEFORE["package"] = earlier_version(args.before, Path(scratch))
+                BEFORE["ref"] = args.before
+                lines.append(f"- main before: {args.before}, compared in the same run")
+            except subprocess.CalledProcessError:  # a shallow clone: no history to take
+                lines.append(f"- main before: {args.before} is not in this clone's history")
         if redis_url is not None:
             os.environ["BENCH_REDIS_URL"] = redis_url
         lines += asyncio.run(benchmark(args, base))

@@ -11,7 +11,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._bulk import BalanceResult, BalanceTarget
+from ._cache import CachePolicy
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -26,27 +26,34 @@ from ._errors import (
     StabilityError,
 )
 from ._http import Request, Response, Transport
-from ._models import Account, Balance, ErrorBody, OrganizationMembership
+from ._models import Account, Balance, ErrorBody, Freshness, OrganizationMembership
 from ._ratelimit import MemoryRateLimitStore, RateLimit, RateLimitStore, RateLimitWait
 from ._retry import RetryPolicy
 from ._session import StabilitySession
-from ._targets import TargetFileError, read_targets
 from ._version import __version__
-from ._watch import BalanceReading
 
 if _TYPE_CHECKING:
+    from ._bulk import BalanceResult, BalanceTarget
     from ._ratelimit._local import LocalRateLimitStore
     from ._ratelimit._redis import RedisRateLimitStore
+    from ._targets import TargetFileError, read_targets
+    from ._watch import BalanceReading
 
-# The shared stores (SQLite, redis-py) are imported when first named, not with the package.
+# Imported when first named, not with the package: the shared stores (SQLite,
+# redis-py), and what only bulk checks, watches and target files need.
 _LAZY = {
+    "BalanceReading": "._watch",
+    "BalanceResult": "._bulk",
+    "BalanceTarget": "._bulk",
     "LocalRateLimitStore": "._ratelimit._local",
     "RedisRateLimitStore": "._ratelimit._redis",
+    "TargetFileError": "._targets",
+    "read_targets": "._targets",
 }
 
 
 def __getattr__(name: str) -> _Any:
-    """The shared stores, imported on first use."""
+    """What is imported on first use (see ``_LAZY``)."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -72,7 +79,9 @@ __all__ = [
     "BalanceReading",
     "BalanceResult",
     "BalanceTarget",
+    "CachePolicy",
     "ErrorBody",
+    "Freshness",
     "LocalRateLimitStore",
     "MemoryRateLimitStore",
     "NotFoundError",

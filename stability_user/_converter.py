@@ -19,20 +19,25 @@ import math
 import operator
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import cattrs
 
 from ._endpoints import ENDPOINTS
 from ._errors import ResponseValidationError
 from ._models import ErrorBody
 
-__all__ = ["structure", "structure_error_body"]
+if TYPE_CHECKING:
+    import cattrs
+
+__all__ = ["prepare", "structure", "structure_error_body"]
 
 T = TypeVar("T")
 
 _MAX_PROBLEMS = 10  # a body with a million wrong fields still gives a readable message
+
+# Fields the library sets, never the service: a body naming them is not read into them.
+_NOT_FROM_JSON = frozenset({"freshness"})
 
 _JSON_TYPE_NAMES = {
     dict: "an object",
@@ -98,6 +103,8 @@ def _models(roots: tuple[type, ...]) -> Iterator[type]:
         seen.add(cls)
         hints = typing.get_type_hints(cls)
         for field in attrs.fields(cls):
+            if field.name in _NOT_FROM_JSON:
+                continue
             for arg in (hints[field.name], *typing.get_args(hints[field.name])):
                 if attrs.has(arg):
                     yield from visit(arg)
@@ -108,11 +115,20 @@ def _models(roots: tuple[type, ...]) -> Iterator[type]:
 
 
 def _array_types(models: list[type]) -> set[Any]:
-    hints = (typing.get_type_hints(model)[f.name] for model in models for f in attrs.fields(model))
+    hints = (
+        typing.get_type_hints(model)[f.name]
+        for model in models
+        for f in attrs.fields(model)
+        if f.name not in _NOT_FROM_JSON
+    )
     return {hint for hint in hints if typing.get_origin(hint) is tuple}
 
 
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    # cattrs is imported with the first body to structure, not with the package.
+    import cattrs  # noqa: PLC0415
+    from cattrs.gen import make_dict_structure_fn, override  # noqa: PLC0415
+
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
@@ -125,7 +141,15 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
         # A generic alias cannot go through singledispatch; match it with a predicate.
         converter.register_structure_hook_func(functools.partial(operator.eq, array), hook)
     for model in models:
-        hook = _require(dict, "an object", converter.get_structure_hook(model))
+        omitted: dict[str, Any] = {
+            f.name: override(omit=True) for f in attrs.fields(model) if f.name in _NOT_FROM_JSON
+        }
+        generated: Callable[[Any, Any], Any] = (
+            make_dict_structure_fn(model, converter, **omitted)
+            if omitted
+            else converter.get_structure_hook(model)
+        )
+        hook = _require(dict, "an object", generated)
         converter.register_structure_hook(model, hook)
     return converter
 
@@ -135,6 +159,18 @@ def _converter(*, detailed: bool) -> cattrs.Converter:
     return _make_converter(detailed=detailed)
 
 
+def prepare() -> None:
+    """Import cattrs and build the fast converter now, rather than at the first answer.
+
+    A session calls this when it is made: ``import stability_user`` stays cheap, and
+    the first answer never needs to open a file (a process out of descriptors can
+    still read it).
+    """
+    for model in _MODEL_CLASSES:
+        if model not in _hooks:
+            _hooks[model] = _converter(detailed=False).get_structure_hook(model)
+
+
 def _format_exception(exc: BaseException, _type: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
@@ -142,6 +178,8 @@ def _format_exception(exc: BaseException, _type: type | None) -> str:
 
 
 def _problems(data: Any, cls: type[Any]) -> list[str]:
+    import cattrs  # noqa: PLC0415 - imported by _make_converter already
+
     try:
         _converter(detailed=True).structure(data, cls)
     except cattrs.BaseValidationError as exc:
@@ -151,6 +189,10 @@ def _problems(data: Any, cls: type[Any]) -> list[str]:
     return ["invalid body @ $"]  # pragma: no cover - the fast path failed, so this does too
 
 
+_hooks: dict[type, Callable[[Any, Any], Any]] = {}  # each model's generated hook, looked up once
+_MODEL_CLASSES = tuple(endpoint.model for endpoint in ENDPOINTS)
+
+
 def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], str] = str) -> T:
     """Structure decoded JSON into ``cls``, strictly.
 
@@ -158,8 +200,11 @@ def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], st
         ResponseValidationError: naming the JSON path of the first problems found;
             ``clean`` is applied to the message (the caller redacts the key there).
     """
+    hook = _hooks.get(cls)
+    if hook is None:
+        hook = _hooks[cls] = _converter(detailed=False).get_structure_hook(cls)
     try:
-        return _converter(detailed=False).structure(data, cls)
+        result: T = hook(data, cls)
     except Exception as exc:
         problems = _problems(data, cls)
         shown = "; ".join(problems[:_MAX_PROBLEMS])
@@ -168,6 +213,7 @@ def structure(data: Any, cls: type[T], *, status: int, clean: Callable[[str], st
         raise ResponseValidationError(
             clean(f"{status} response is not a valid {cls.__name__}: {shown}"), status=status
         ) from exc
+    return result
 
 
 def _optional(data: dict[str, Any], key: str, kind: type) -> Any:

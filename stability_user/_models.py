@@ -9,7 +9,24 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Account", "Balance", "ErrorBody", "OrganizationMembership"]
+__all__ = ["Account", "Balance", "ErrorBody", "Freshness", "OrganizationMembership"]
+
+
+@attrs.frozen
+class Freshness:
+    """How old a reading is, when a session's read cache handed it out (``cache=``).
+
+    Attributes:
+        age: seconds since the service answered, at the moment it was handed out.
+        stale: whether it was older than the call's ``max_age``: handed out while a
+            refresh runs (``stale_while_revalidate``) or because the fresh read
+            failed (``stale_if_error``).
+        fetched_at: the Unix time at which the service answered.
+    """
+
+    age: float
+    stale: bool
+    fetched_at: float
 
 
 @attrs.frozen
@@ -44,6 +61,8 @@ class Account:
     email: str
     organizations: tuple[OrganizationMembership, ...]
     profile_picture: str | None = None
+    freshness: Freshness | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+    """How old this reading is, when a read cache served it; ``None`` without one."""
 
     @property
     def default_organization(self) -> OrganizationMembership | None:
@@ -63,6 +82,8 @@ class Balance:
     """
 
     credits: float
+    freshness: Freshness | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+    """How old this reading is, when a read cache served it; ``None`` without one."""
 
 
 @attrs.frozen

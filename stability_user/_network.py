@@ -20,24 +20,66 @@ from yarl import URL
 
 from ._checks import check_type, is_loopback
 from ._errors import StabilityError
-from ._secrets import mask_url, url_secrets
+from ._secrets import mask_url, secret_forms, url_secrets
 
-__all__ = ["Route"]
+__all__ = ["Route", "environment_proxy_secrets", "proxy_secrets"]
 
 _CHOICES_KEPT: Final = 4096  # proxy choices per URL kept; cleared when full
+
+
+def _credentials(url: URL) -> bytes | None:
+    """The ``user:password`` a proxy URL makes aiohttp send, as it sends them (Basic, latin-1).
+
+    Raises:
+        ValueError: credentials HTTP Basic cannot carry, never quoting them.
+    """
+    if url.raw_user is None and url.raw_password is None:
+        return None
+    user, password = url.user or "", url.password or ""
+    if ":" in user:
+        raise ValueError("its user name holds a ':', which HTTP Basic credentials cannot carry")
+    try:
+        return f"{user}:{password}".encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "its user name or password holds a character HTTP Basic credentials cannot "
+            "carry (latin-1 only)"
+        ) from None
+
+
+def proxy_secrets(proxy: str | None) -> tuple[str, ...]:
+    """What a proxy URL's credentials may be echoed as: never to be shown.
+
+    A URL that does not parse, or whose credentials HTTP Basic cannot carry (never
+    sent, then), gives its password's forms.
+    """
+    if not proxy:
+        return ()
+    try:
+        return _secrets_of(proxy)
+    except ValueError:
+        return url_secrets(proxy)
+
+
+def environment_proxy_secrets() -> tuple[str, ...]:
+    """:func:`proxy_secrets` of every proxy the environment names (``HTTPS_PROXY``...)."""
+    found = (s for proxy in urllib.request.getproxies().values() for s in proxy_secrets(proxy))
+    return tuple(dict.fromkeys(found))
 
 
 def _secrets_of(proxy: str | None) -> tuple[str, ...]:
     if proxy is None:
         return ()
     url = URL(proxy)
-    if url.password is None:
+    credentials = _credentials(url)
+    if credentials is None:
         return url_secrets(proxy)
-    # aiohttp sends the credentials as Basic auth: a proxy could echo either form, and
-    # the password as written in the URL or decoded.
-    credentials = f"{url.user or ''}:{url.password}"
-    basic = base64.b64encode(credentials.encode()).decode()
-    return tuple(dict.fromkeys((url.password, basic, *url_secrets(proxy))))
+    # aiohttp sends the credentials as Basic auth: a proxy could echo them so, or
+    # decoded, or the password as written in the URL or decoded, in any encoding.
+    basic = base64.b64encode(credentials).decode()
+    password = url.password or ""
+    found = (basic, *secret_forms(password), *url_secrets(proxy))
+    return tuple(dict.fromkeys(secret for secret in found if secret))
 
 
 @functools.cache
@@ -66,6 +108,13 @@ def _check_env_proxy(proxy: str, scheme: str) -> str:
             f"{variable} must be an http:// proxy URL, got {mask_url(proxy)!r}: "
             "fix or unset it, or pass trust_env=False"
         )
+    try:
+        _credentials(url)
+    except ValueError as exc:
+        raise StabilityError(
+            f"{variable} cannot be used ({mask_url(proxy)!r}: {exc}): "
+            "fix or unset it, or pass trust_env=False"
+        ) from None
     return proxy
 
 
@@ -79,9 +128,18 @@ def _check_proxy(proxy: object) -> str | None:
         return None
     check_type("proxy", proxy, str)
     assert isinstance(proxy, str)  # noqa: S101 - for the type checker
-    url = URL(proxy)
+    try:
+        url = URL(proxy)
+        url.port  # noqa: B018 - a port that is not a number raises here, not at the send
+    except ValueError as exc:
+        # The parser's message may quote the URL: the masked URL and the kind of problem.
+        raise ValueError(f"proxy is not a URL ({mask_url(proxy)!r}: {_problem(exc)})") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"proxy must be an http:// URL, got {mask_url(proxy)!r}")
+    try:
+        _credentials(url)
+    except ValueError as exc:
+        raise ValueError(f"proxy {mask_url(proxy)!r} cannot be used: {exc}") from None
     return proxy
 
 
@@ -125,6 +183,11 @@ class Route:
         self._ssl = _check_ssl(ssl)
         self.secrets = _secrets_of(self._proxy)  # redacted from every message
         self._choices: dict[str, str | None] = {}
+
+    @property
+    def direct(self) -> bool:
+        """Whether no request goes through a proxy (none given, none from the environment)."""
+        return self._proxy is None and not self._trust_env
 
     @property
     def ssl(self) -> ssl_module.SSLContext:

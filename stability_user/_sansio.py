@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import platform
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
@@ -44,7 +44,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-USER_AGENT: Final = f"stability-user/{__version__} Python/{platform.python_version()}"
+# sys.version_info, not platform.python_version(): importing platform costs milliseconds.
+_PYTHON: Final = ".".join(map(str, sys.version_info[:3]))
+USER_AGENT: Final = f"stability-user/{__version__} Python/{_PYTHON}"
 """The product tokens of the library; the transport adds its own (``aiohttp/...``)."""
 
 _STATUS_ERRORS: Final[Mapping[int, type[APIError]]] = {
@@ -196,14 +198,21 @@ def error_for_response(response: Response, config: ClientConfig, *, now: float) 
     return cls(status, error, **common)
 
 
-def decode(response: Response, endpoint: Endpoint[T], config: ClientConfig, *, now: float) -> T:
+def decode(
+    response: Response,
+    endpoint: Endpoint[T],
+    config: ClientConfig,
+    *,
+    now: float | Callable[[], float],
+) -> T:
     """The model ``endpoint`` promises, from ``response``, or the typed error it stands for.
 
     Args:
         response: the whole response.
         endpoint: the row of the endpoint table the request was built from.
         config: the session's configuration.
-        now: the current Unix time, for an HTTP-date ``Retry-After``.
+        now: the current Unix time, for an HTTP-date ``Retry-After``; or a clock
+            giving it, read only when the response is an error.
 
     Raises:
         APIError: for a status that is not a success (the subclass by status).
@@ -211,7 +220,7 @@ def decode(response: Response, endpoint: Endpoint[T], config: ClientConfig, *, n
     """
     status = response.status
     if not 200 <= status < 300:
-        raise error_for_response(response, config, now=now)
+        raise error_for_response(response, config, now=now if isinstance(now, float) else now())
     try:
         data = _load_json(response.body)
     except (ValueError, RecursionError) as exc:

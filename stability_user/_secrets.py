@@ -13,10 +13,11 @@ a log record or a terminal is one safe line.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 __all__ = [
     "REDACTED",
@@ -26,6 +27,7 @@ __all__ = [
     "mask_secret",
     "mask_url",
     "redact",
+    "secret_forms",
     "url_secrets",
 ]
 
@@ -101,6 +103,46 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
+def _encodings(secret: str) -> Iterable[str]:
+    # A lone surrogate (an environment variable that is not UTF-8) is no error here.
+    yield quote(secret, safe="", errors="surrogatepass")
+    yield quote(secret, errors="surrogatepass")  # "/" kept, as in a path
+    yield quote_plus(secret, safe="", errors="surrogatepass")  # a form's: " " is "+"
+    yield html.escape(secret)
+    yield html.escape(secret, quote=False)
+    yield json.dumps(secret)[1:-1]  # a JSON string inside a string, \u-escaped
+    yield json.dumps(secret, ensure_ascii=False)[1:-1]
+    yield secret.encode("unicode_escape").decode("ascii")
+    yield repr(secret)[1:-1]
+    utf8 = secret.encode(errors="surrogatepass")
+    yield repr(utf8)[2:-1]  # inside the repr of its bytes
+    yield utf8.decode("latin-1")  # its UTF-8 bytes read as latin-1
+    if secret.isascii():
+        return
+    try:
+        latin = secret.encode("latin-1")  # how HTTP Basic credentials are sent
+    except UnicodeEncodeError:
+        return
+    yield repr(latin)[2:-1]
+    yield latin.decode(errors="surrogateescape")  # a header echoing them, as aiohttp reads it
+
+
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` and the encodings of it a server may echo, longest first: what to redact.
+
+    :func:`redact` finds a secret behind escapes by decoding the text, which is
+    enough for a key; a password may hold any character, ``%41``, ``&amp;`` or a
+    backslash among them, which decoding would change too, and characters that a
+    JSON string or a repr escapes in ways decoding does not undo. Each of its
+    encodings is looked for as it is instead.
+    """
+    forms = {secret: None}
+    if secret:
+        for form in _encodings(secret):
+            forms.setdefault(form)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group(0))
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -172,5 +214,10 @@ def url_secrets(url: str | None) -> tuple[str, ...]:
     if not url:
         return ()
     found = [url[start:stop] for start, stop in _password_spans(url)]
-    # As written, and decoded (%40 is @) as it is sent: either form may be echoed.
-    return tuple(dict.fromkeys(form for p in found if p for form in (p, unquote(p))))
+    # As written, and decoded (%40 is @) as it is sent: either form may be echoed,
+    # and each in any of its encodings.
+    return tuple(
+        dict.fromkeys(
+            form for p in found if p for sent in (p, unquote(p)) for form in secret_forms(sent)
+        )
+    )

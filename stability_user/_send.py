@@ -17,6 +17,8 @@ attempt and request it answers, whatever transport made it.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import time
 import weakref
@@ -27,13 +29,13 @@ import attrs
 
 from ._closing import Closing
 from ._config import key_id_of, origin_of
-from ._errors import APITimeoutError
+from ._errors import SESSION_CLOSED, APITimeoutError, StabilityError
 from ._http import AroundSend, Handler, Request, Response, Transport
 from ._ratelimit import LEASE_MARGIN, RateLimiter, Slot, Wait
 from ._sansio import retry_after_of
 from ._types import Clock
 
-__all__ = ["Sender", "request_key_id"]
+__all__ = ["Gate", "Sender", "request_key_id"]
 
 _KEY_IDS_KEPT: Final = 65_536  # (url, key) -> key id; cleared when full
 _key_ids: dict[tuple[str, str], str] = {}
@@ -51,6 +53,59 @@ def request_key_id(request: Request) -> str:
     return key_id
 
 
+class Gate:
+    """How many requests of a session may be in flight at once, on one event loop.
+
+    A semaphore that costs the common case nothing: a free place is taken without
+    an await. A place given back goes straight to the oldest waiter, so no request
+    is overtaken while it waits.
+    """
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, places: int) -> None:
+        """``places`` requests at once."""
+        self.free = places
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a place now."""
+        return len(self._waiters)
+
+    def take_now(self) -> bool:
+        """Take a place if one is free and nobody waits for it."""
+        if self.free and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    def enqueue(self) -> asyncio.Future[None]:
+        """A place in the queue: the future resolves when a place is handed to it."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def leave(self, waiter: asyncio.Future[None]) -> None:
+        """The waiter gave up (cancelled, timed out, closed): out of the queue."""
+        if waiter.done() and not waiter.cancelled():
+            self.give()  # handed a place in the very moment it gave up: pass it on
+        else:
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def give(self) -> None:
+        """Give a place back: to the oldest waiter, or to the free ones."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class Sender:
     """Sends each request through the pool's gate, the rate limiter and the transport.
 
@@ -64,13 +119,14 @@ class Sender:
     """
 
     __slots__ = (
+        "_gate",
         "_gates",
+        "_loop",
         "_max_connections",
         "_send_chain",
         "clock",
         "closing",
         "limiter",
-        "queued",
         "transport",
     )
 
@@ -90,25 +146,35 @@ class Sender:
         self.closing = closing
         self.clock = clock
         self._max_connections = max_connections
-        self.queued = 0  # requests waiting for a connection now
         send: Handler | None = None
         for around in reversed(around_send):
             send = functools.partial(around, send=send or self._transport)
         self._send_chain = send
         # One gate per event loop: a transport passed in may serve tests on many loops.
-        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
             weakref.WeakKeyDictionary()
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gate = Gate(max_connections)
 
-    def _gate(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            gate = self._gates[loop] = asyncio.Semaphore(self._max_connections)
-        return gate
+    @property
+    def queued(self) -> int:
+        """Requests of the running event loop waiting for a connection now."""
+        return self._gate_of(asyncio.get_running_loop()).waiting
 
-    async def __call__(self, request: Request) -> Response:
+    def _gate_of(self, loop: asyncio.AbstractEventLoop) -> Gate:
+        if loop is not self._loop:
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = Gate(self._max_connections)
+            self._loop, self._gate = loop, gate
+        return self._gate
+
+    async def __call__(self, request: Request) -> Response:  # noqa: PLR0912, PLR0915 - one frame
         """Send ``request`` once it has a connection and a slot; its whole response.
+
+        One coroutine from the gate to the transport, on purpose: every frame in
+        between would be resumed at each step of every request's I/O.
 
         Raises:
             APITimeoutError: the call's deadline ran out before or while it was sent.
@@ -117,8 +183,10 @@ class Sender:
             APIConnectionError, ResponseValidationError: from the transport.
         """
         closing = self.closing
-        closing.check()
-        gate = self._gate()
+        if closing.closed:
+            raise StabilityError(SESSION_CLOSED)
+        loop = asyncio.get_running_loop()
+        gate = self._gate if loop is self._loop else self._gate_of(loop)
         limiter = self.limiter
         # Counted from here until everything taken is given back: close() waits for it.
         closing.sending()
@@ -126,101 +194,98 @@ class Sender:
             slot: Slot | None = None
             waited = 0.0
             while True:
-                if gate.locked():
+                if not gate.take_now():
                     await self._queue(gate, request)
-                else:
-                    await gate.acquire()  # free: no suspension
                 if limiter is None:
                     break
                 try:
-                    taken = await self._take(limiter, request, waited)
+                    key_id = request_key_id(request)
+                    lease = request.timeout + LEASE_MARGIN
+                    taken = limiter.take_now(key_id, lease, loop)
+                    if taken is None:
+                        taken = await limiter.take(key_id, lease)
+                    if not isinstance(taken, Wait):
+                        slot = taken
+                        break
+                    self._check_wait(limiter, request, taken, waited)
                 except BaseException:
-                    gate.release()
+                    gate.give()
                     raise
-                if isinstance(taken, Slot):
-                    slot = taken
-                    break
-                gate.release()  # the wait is the key's alone: the pool serves the others
+                gate.give()  # the wait is the key's alone: the pool serves the others
                 waited += taken.seconds
                 await closing.sleep(taken.seconds)
             try:
-                return await self._send(request, slot)
+                if closing.closed:  # closed while this request waited: nothing is sent
+                    raise StabilityError(SESSION_CLOSED)
+                sent = request
+                deadline = request.deadline
+                if deadline is not None:
+                    sent = self._within(request, deadline)
+                try:
+                    chain = self._send_chain
+                    if chain is None:
+                        response = await self.transport(sent)
+                    else:
+                        response = await chain(sent)
+                except APITimeoutError as exc:
+                    if sent is not request:  # its timeout was what the deadline left
+                        raise _deadline_error(sent, f"during attempt {sent.attempt}") from exc
+                    raise
+                if response.status == 429 and slot is not None:
+                    await self._lock(slot, sent, response)
             finally:
-                gate.release()
+                if slot is not None:
+                    limiter.give_back(slot)  # type: ignore[union-attr]
+                gate.give()
         finally:
             closing.sent()
+        if response.attempt != sent.attempt or response.request is not sent:
+            # A transport of the user's numbers nothing: the response says what it answers.
+            response = attrs.evolve(response, attempt=sent.attempt, request=sent)
+        return response
 
-    async def _queue(self, gate: asyncio.Semaphore, request: Request) -> None:
+    async def _queue(self, gate: Gate, request: Request) -> None:
         deadline = request.deadline
         left = None if deadline is None else deadline - self.clock()
-        acquiring = asyncio.ensure_future(gate.acquire())
-        self.queued += 1
+        waiter = gate.enqueue()
         try:
-            await self.closing.wait(acquiring, timeout=left)
+            await self.closing.wait(waiter, timeout=left)
         except asyncio.TimeoutError:
+            gate.leave(waiter)
             raise _deadline_error(
                 request, f"while attempt {request.attempt} waited for a connection"
             ) from None
         except BaseException:
-            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
-                gate.release()  # acquired in the very moment the wait ended
+            gate.leave(waiter)
             raise
-        finally:
-            self.queued -= 1
 
-    async def _take(self, limiter: RateLimiter, request: Request, waited: float) -> Slot | Wait:
-        """A slot now, or the wait until one may be free (refused when too long)."""
-        key_id = request_key_id(request)
-        lease = request.timeout + LEASE_MARGIN
-        answer = limiter.take_now(key_id, lease)
-        if answer is None:
-            answer = await limiter.take(key_id, lease)
-        if isinstance(answer, Slot):
-            return answer
+    def _check_wait(
+        self, limiter: RateLimiter, request: Request, wait: Wait, waited: float
+    ) -> None:
+        """Refuse a wait longer than the call allows; else say who waits and why."""
         api_key = request.api_key or ""
         deadline = request.deadline
         # A wait ending at the deadline would leave nothing to send the request in.
-        if answer.seconds > request.max_retry_after - waited or (
-            deadline is not None and answer.seconds >= deadline - self.clock()
+        if wait.seconds > request.max_retry_after - waited or (
+            deadline is not None and wait.seconds >= deadline - self.clock()
         ):
-            raise limiter.refusal(api_key, answer, request.attempt - 1)
-        limiter.waiting(api_key, answer)
-        return answer
+            raise limiter.refusal(api_key, wait, request.attempt - 1)
+        limiter.waiting(api_key, wait)
 
-    async def _send(self, request: Request, slot: Slot | None) -> Response:
-        try:
-            self.closing.check()  # closed while this request waited: nothing is sent
-            deadline = request.deadline
-            cut = False
-            if deadline is not None:
-                left = deadline - self.clock()
-                if left <= 0:
-                    raise _deadline_error(request, f"before attempt {request.attempt} was sent")
-                if left < request.timeout:
-                    request = attrs.evolve(request, timeout=left)
-                    cut = True
-            try:
-                chain = self._send_chain
-                if chain is None:
-                    response = await self.transport(request)
-                else:
-                    response = await chain(request)
-            except APITimeoutError as exc:
-                if cut:
-                    raise _deadline_error(request, f"during attempt {request.attempt}") from exc
-                raise
-            if response.status == 429 and slot is not None:
-                # Locked before the slot is given back: nothing slips in between.
-                assert self.limiter is not None  # noqa: S101 - a slot comes from it
-                retry_after = retry_after_of(response.headers, now=time.time())
-                await self.limiter.lock(slot.key_id, request.api_key or "", retry_after)
-        finally:
-            if slot is not None:
-                self.limiter.give_back(slot)  # type: ignore[union-attr]
-        if response.attempt != request.attempt or response.request is not request:
-            # A transport of the user's numbers nothing: the response says what it answers.
-            response = attrs.evolve(response, attempt=request.attempt, request=request)
-        return response
+    def _within(self, request: Request, deadline: float) -> Request:
+        """The request, its timeout cut to what the deadline leaves; refused when nothing is."""
+        left = deadline - self.clock()
+        if left <= 0:
+            raise _deadline_error(request, f"before attempt {request.attempt} was sent")
+        if left < request.timeout:
+            return attrs.evolve(request, timeout=left)
+        return request
+
+    async def _lock(self, slot: Slot, request: Request, response: Response) -> None:
+        # Locked before the slot is given back: nothing slips in between.
+        assert self.limiter is not None  # noqa: S101 - a slot comes from it
+        retry_after = retry_after_of(response.headers, now=time.time())
+        await self.limiter.lock(slot[0], request.api_key or "", retry_after)
 
     def _transport(self, request: Request) -> Awaitable[Response]:
         # Looked up at each send: the innermost step of the around_send hooks.

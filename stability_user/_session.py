@@ -1,7 +1,9 @@
 """StabilitySession: the public entry point, on top of the protocol, retries and transport.
 
-A call goes session -> retry loop -> rate limiter -> user middlewares (first =
-outermost) -> transport, and comes back decoded into a model or a typed error.
+A call goes session (and its read cache, if any) -> retry loop -> user middlewares
+(first = outermost) -> sender (a connection, the key's rate-limit slot) ->
+transport, and comes back decoded into a model or a typed error. The calls
+themselves are in :mod:`stability_user._reads`.
 The session's settings are one frozen value (:class:`~stability_user._state.SessionState`);
 a view from :meth:`StabilitySession.with_options` is the same value with a field changed.
 """
@@ -12,11 +14,7 @@ import enum
 import ssl as ssl_module
 import warnings
 from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    Awaitable,
     Callable,
-    Iterable,
     Sequence,
 )
 from types import TracebackType
@@ -25,23 +23,19 @@ from typing import Any, TypeVar, cast
 import aiohttp
 import attrs
 
-from ._bulk import BalanceResult, TargetLike, check_balances
-from ._checks import check_count, check_seconds
+from ._cache import CachePolicy
+from ._cache._open import CacheStoreLike
 from ._config import derive_config, make_config
-from ._endpoints import ACCOUNT, BALANCE
-from ._errors import SESSION_CLOSED, StabilityError
-from ._http import Middleware, Request, Response, Transport
-from ._models import Account, Balance
+from ._http import Middleware, Transport
 from ._network import Route
 from ._ratelimit import RateLimit, RateLimitWait
 from ._ratelimit._open import RateLimitStoreLike
+from ._reads import SessionReads
 from ._retry import RetryPolicy
-from ._sansio import build_request
 from ._secrets import mask_secret
 from ._state import SessionState, make_state
 from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
-from ._watch import BalanceReading, Threshold, watch
 
 __all__ = ["StabilitySession"]
 
@@ -55,10 +49,9 @@ class _Unset(enum.Enum):
 
 
 _UNSET = _Unset.UNSET
-_VIEWS_PER_RUN = 4096  # per-key views a bulk run keeps, so a key's headers are built once
 
 
-class StabilitySession:
+class StabilitySession(SessionReads):
     """A client of the Stability user API, safe to share between any number of tasks.
 
     Use it as an async context manager, or call :meth:`close` when done::
@@ -107,6 +100,13 @@ class StabilitySession:
             it must verify certificates (there is no way to turn that off).
         sleep: the wait between attempts, :func:`asyncio.sleep` by default (for tests).
         clock: monotonic seconds for deadlines and the rate limit (for tests).
+        cache: a :class:`CachePolicy` to share reads: concurrent identical calls send
+            one request, and a reading answers later calls for ``max_age`` seconds;
+            ``None`` (the default): every call is a request.
+        cache_store: where readings are shared besides this process: ``"memory"``
+            (this process only), ``"local"`` (every process of the user on this
+            machine), a ``redis://`` URL (a fleet, which then sends one request per
+            entry), or a store object; ``$STABILITY_CACHE_STORE``, else ``"memory"``.
 
     Raises:
         StabilityError: an unsafe ``base_url``.
@@ -139,6 +139,8 @@ class StabilitySession:
         ssl: ssl_module.SSLContext | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
+        cache: CachePolicy | None = None,
+        cache_store: CacheStoreLike | None = None,
     ) -> None:
         """Check the configuration; nothing is opened until the first call."""
         self._owner = False  # set first: __del__ runs even when __init__ raises
@@ -168,6 +170,8 @@ class StabilitySession:
             route=route,
             sleep=sleep,
             clock=clock,
+            cache=cache,
+            cache_store=cache_store,
         )
         self._adopt(state, parent=None)
         self._owner = True
@@ -207,11 +211,6 @@ class StabilitySession:
         """The limit every request passes, or ``None`` when it is off."""
         limiter = self._state.limiter
         return None if limiter is None else limiter.limit
-
-    @property
-    def closed(self) -> bool:
-        """Whether this session, or the session it is a view of, has been closed."""
-        return self._closed or self._state.closing.closed
 
     def __repr__(self) -> str:
         """Say where the session points; the key is masked (``sk-…abcd``)."""
@@ -258,136 +257,8 @@ class StabilitySession:
         view._adopt(new_state, parent=self)
         return view
 
-    def _call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
-        # A plain function handing back the call's coroutine: no frame of its own to
-        # resume at every step of every call.
-        state = self._state
-        if self._closed or state.closing.closed:
-            raise StabilityError(SESSION_CLOSED)
-        return state.call(request, decoder)
-
-    async def account(self) -> Account:
-        """The account the API key belongs to (``GET /{version}/user/account``).
-
-        Raises:
-            APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
-            APIConnectionError: no usable answer after all attempts.
-            RateLimitError: also when the rate limit would make the call wait longer
-                than the retry policy allows.
-            ResponseValidationError: the answer is not a valid account.
-            StabilityError: the session is closed, or has no API key.
-        """
-        state = self._state
-        return await self._call(state.default_request(ACCOUNT), state.decode_account)
-
-    async def balance(self, organization: str | None = None) -> Balance:
-        """The credit balance (``GET /{version}/user/balance``).
-
-        Args:
-            organization: read this organization's balance instead of the session's
-                default ``organization`` (or, without either, the user's default one).
-
-        Raises:
-            APIError: the service refused (e.g. :class:`PermissionDeniedError` for an
-                organization the key's account is not a member of).
-            APIConnectionError: no usable answer after all attempts.
-            RateLimitError: also when the rate limit would make the call wait longer
-                than the retry policy allows.
-            ResponseValidationError: the answer is not a valid balance.
-            StabilityError: the session is closed, or has no API key.
-            ValueError: ``organization`` contains CR, LF or NUL.
-        """
-        state = self._state
-        request = state.default_request(BALANCE)
-        config = state.config
-        if organization is not None and organization != config.organization and config.api_key:
-            request = build_request(config, BALANCE, organization=organization)
-        return await self._call(request, state.decode_balance)
-
-    def balances(
-        self,
-        targets: Iterable[TargetLike] | AsyncIterable[TargetLike],
-        *,
-        concurrency: int = 32,
-        ordered: bool = False,
-    ) -> AsyncGenerator[BalanceResult, None]:
-        """Check many balances at once, yielding each result as it completes.
-
-        ::
-
-            targets = [BalanceTarget(api_key=key, label=name) for name, key in keys]
-            async for result in session.balances(targets, concurrency=32):
-                print(result.target.display_name, result.balance if result.ok else result.error)
-
-        ``targets`` is consumed lazily, so a generator of a million targets runs in
-        memory that grows with ``concurrency``, not with the number of targets. One
-        target's failure never stops the run: its result carries the typed error.
-        Every check passes the session's rate limiter, shared with every other
-        call on the same key. Leaving the loop early (``break``) or cancelling the
-        consumer cancels the checks in flight; wrap the iterator in
-        :func:`contextlib.aclosing` to have that happen at the ``break`` itself.
-
-        Args:
-            targets: an iterable or async iterable of :class:`BalanceTarget`; a plain
-                ``str`` is an organization under this session's key.
-            concurrency: checks in flight at once.
-            ordered: yield results in input order (a bounded buffer holds early ones).
-                Either way, at most ``2 * concurrency`` targets (``4 *`` in order) are
-                taken ahead of what the loop has consumed.
-
-        Raises:
-            ValueError: a bad ``concurrency`` (at once, not when iterated).
-        """
-        check_count("concurrency", concurrency)
-        views: dict[str, StabilitySession] = {}
-
-        async def check(target: Any) -> Balance:
-            key = target.api_key
-            if key is None:
-                return await self.balance(organization=target.organization)
-            view = views.get(key)
-            if view is None:
-                if len(views) >= _VIEWS_PER_RUN:
-                    del views[next(iter(views))]  # oldest first: bounded memory
-                view = views[key] = self.with_options(api_key=key)
-            return await view.balance(organization=target.organization)
-
-        return check_balances(check, targets, concurrency=concurrency, ordered=ordered)
-
-    def watch_balance(
-        self,
-        interval: float = 60.0,
-        below: float | None = None,
-        organization: str | None = None,
-    ) -> AsyncGenerator[BalanceReading, None]:
-        """Poll the balance every ``interval`` seconds, forever, yielding each reading.
-
-        A failed poll (after the retry policy's attempts) is yielded as a reading
-        with ``error`` set; the watch goes on. With ``below``, each reading says
-        whether the balance is under it, and ``crossing`` flags the reading that
-        fell below (``"below"``) and the one that came back (``"recovered"``).
-
-        Args:
-            interval: seconds between the end of one poll and the start of the next.
-            below: the low-balance threshold, in credits.
-            organization: the organization to watch, else the session's default.
-
-        Raises:
-            ValueError: an ``interval`` that is not a finite number > 0, or a ``below``
-                that is not a finite number (at once, not when iterated).
-        """
-        interval = check_seconds("interval", interval)
-        if below is not None:
-            check_seconds("below", abs(below), zero=True)  # finite; negative is allowed
-        state = self._state
-        return watch(
-            lambda: self.balance(organization=organization),
-            interval=interval,
-            threshold=Threshold(below),
-            sleep=state.closing.sleep,
-            clock=state.clock,
-            closed=lambda: self.closed,
-        )
+    def _keyed(self, api_key: str) -> StabilitySession:
+        return self.with_options(api_key=api_key)
 
     async def close(self) -> None:
         """Close the session, its connection pool and its rate-limit store; idempotent.
@@ -404,6 +275,8 @@ class StabilitySession:
         state = self._state
         closing = state.closing
         closing.close()
+        if state.cache is not None:
+            await state.cache.aclose()  # its flights end, its shared store closes
         if self._owns_transport:
             await state.transport.aclose()
         await closing.settle()

@@ -12,14 +12,16 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import attrs
 
-from ._checks import check_count, check_type
+from ._cache import CachePolicy
+from ._checks import check_count, check_seconds, check_type
 from ._closing import Closing
 from ._config import ClientConfig
+from ._converter import prepare
 from ._endpoints import ACCOUNT, BALANCE, Endpoint
 from ._http import AroundCall, Handler, Middleware, Request, Response, Transport
 from ._models import Account, Balance
@@ -31,6 +33,9 @@ from ._sansio import build_request, decode
 from ._send import Sender
 from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
+
+if TYPE_CHECKING:
+    from ._cache._reader import ReadCache
 
 __all__ = ["SessionState", "make_state"]
 
@@ -63,6 +68,7 @@ class SessionState:
     retry: RetryPolicy = attrs.field(validator=_retry_policy)
     middlewares: tuple[Middleware, ...]
     sender: Sender
+    cache: ReadCache | None = attrs.field(default=None, eq=False, repr=False)
     # Derived from the middlewares and the limit, which no view changes: built once,
     # and handed on by attrs.evolve to every view (a bulk run makes one per key).
     handler: Handler = attrs.field(eq=False, repr=False)
@@ -115,11 +121,43 @@ class SessionState:
 
     def decode_account(self, response: Response) -> Account:
         """The account in ``response``, or its typed error."""
-        return decode(response, ACCOUNT, self.config, now=time.time())
+        return decode(response, ACCOUNT, self.config, now=time.time)
 
     def decode_balance(self, response: Response) -> Balance:
         """The balance in ``response``, or its typed error."""
-        return decode(response, BALANCE, self.config, now=time.time())
+        return decode(response, BALANCE, self.config, now=time.time)
+
+    def read(
+        self,
+        endpoint: Endpoint[T],
+        organization: str | None,
+        max_age: float | None,
+        decoder: Callable[[Response], T],
+    ) -> Awaitable[T]:
+        """A read through the cache: a fresh reading, a shared request, or a new one.
+
+        Raises:
+            StabilityError: no key (naming ``STABILITY_API_KEY``).
+            ValueError: a ``max_age`` that is not a finite number of seconds >= 0.
+        """
+        cache = self.cache
+        assert cache is not None  # noqa: S101 - called only with a cache
+        config = self.config
+        if config.key_id is None or config.api_key is None:  # no key: the call says so
+            return self.call(None, decoder)
+        age = (
+            cache.policy.max_age
+            if max_age is None
+            else check_seconds("max_age", max_age, zero=True)
+        )
+        key = (config.key_id, config.base_url, config.api_version, endpoint.name, organization)
+
+        def fetch() -> Awaitable[T]:
+            if organization is None or organization == config.organization:
+                return self.call(self.default_request(endpoint), decoder)
+            return self.call(build_request(config, endpoint, organization=organization), decoder)
+
+        return cache.read(key, age, fetch, deadline=self.retry.deadline, api_key=config.api_key)
 
     def call(self, request: Request | None, decoder: Callable[[Response], T]) -> Awaitable[T]:
         """Send ``request`` with retries and rate limiting; await the decoded result.
@@ -175,6 +213,8 @@ def make_state(
     route: Route | None,
     sleep: Sleep | None,
     clock: Clock | None,
+    cache: CachePolicy | None = None,
+    cache_store: object = None,
 ) -> tuple[SessionState, bool]:
     """The state the constructor's options describe, and whether the session owns the transport.
 
@@ -183,15 +223,24 @@ def make_state(
     """
     if rate_limit is not None:
         check_type("rate_limit", rate_limit, RateLimit)
+    prepare()  # the converter, built once per process: never at the first answer
     clock = clock or time.monotonic
     closing = Closing(sleep or asyncio.sleep)
     owns_transport = transport is None
+    if http_session is not None and getattr(http_session, "trust_env", False):
+        # aiohttp then reads HTTP_PROXY itself for every request, loopback included: a
+        # key for a local service would travel in clear text to the proxy.
+        raise ValueError(
+            "an http_session with trust_env=True sends even loopback requests through "
+            "HTTP_PROXY: give it trust_env=False and pass trust_env=True to StabilitySession"
+        )
     if transport is None:
         transport = AiohttpTransport(
             http_session=http_session,
             max_connections=max_connections,
             max_body_size=max_body_size,
             route=route,
+            timeout=config.timeout,
         )
     else:
         check_count("max_connections", max_connections)
@@ -215,5 +264,14 @@ def make_state(
         clock=clock,
         around_send=[m.around_send for m in middlewares if hasattr(m, "around_send")],
     )
-    state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender)
+    reads = None
+    if cache is not None:
+        check_type("cache", cache, CachePolicy)
+        # The cache is imported with the first session that has one.
+        from ._cache._open import open_shared  # noqa: PLC0415
+        from ._cache._reader import ReadCache  # noqa: PLC0415
+
+        shared = open_shared(cache_store, cache)
+        reads = ReadCache(cache, closing=closing, clock=clock, shared=shared)
+    state = SessionState(config, retry or RetryPolicy(), tuple(middlewares), sender, reads)
     return state, owns_transport

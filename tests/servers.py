@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -56,6 +57,15 @@ def redis_binary() -> str:
 @contextlib.contextmanager
 def redis_server(port: int | None = None) -> Iterator[str]:
     """A redis-server of its own on 127.0.0.1, stopped at the end; yields its URL."""
+    with redis_process(port) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_process(
+    port: int | None = None, *options: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`redis_server` with more ``options``, and its process (to SIGSTOP it, say)."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -68,6 +78,7 @@ def redis_server(port: int | None = None) -> Iterator[str]:
             "",
             "--appendonly",
             "no",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -78,8 +89,9 @@ def redis_server(port: int | None = None) -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail("redis-server exited at start-up")
             time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}"
+        yield f"redis://127.0.0.1:{port}", process
     finally:
+        process.send_signal(signal.SIGCONT)  # a frozen server cannot stop
         process.terminate()
         process.wait(timeout=10)
 

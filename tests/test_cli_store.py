@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from stability_user import StabilityError
-from stability_user.cli._failures import describe
+from stability_user.cli._describe import describe
 from stability_user.testing import StabilityEmulator
 
 from .processes import no_key_in, run_cli, run_program

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from stability_user.testing import Fault, RateLimit, StabilityEmulator
-from stability_user.testing._state import RateLimiter
+from stability_user.testing._rate_limit import RateLimiter
 
 from .fakes import FakeClock
 from .processes import start_cli

@@ -6,7 +6,7 @@ import pytest
 
 from stability_user import Balance, BalanceResult, BalanceTarget, RateLimit, ServerError
 from stability_user.cli._context import Settings
-from stability_user.cli._exporter import Series, _Checker
+from stability_user.cli._exporter_checks import Checker, Series
 from stability_user.cli._exporter_metrics import ExporterMetrics, series_labels
 from stability_user.cli._failures import UsageFailure
 
@@ -36,8 +36,8 @@ def series(*keys: str, prefix: str = "t") -> list[Series]:
     ]
 
 
-def checker(clock: FakeClock, interval: float = 8.0) -> _Checker:
-    return _Checker(
+def checker(clock: FakeClock, interval: float = 8.0) -> Checker:
+    return Checker(
         series(*KEYS),
         ExporterMetrics(interval=interval),
         interval=interval,
@@ -51,7 +51,7 @@ def checker(clock: FakeClock, interval: float = 8.0) -> _Checker:
 class Schedule:
     """Takes targets from the checker's paced stream as balances() would, noting when."""
 
-    def __init__(self, clock: FakeClock, check: _Checker) -> None:
+    def __init__(self, clock: FakeClock, check: Checker) -> None:
         self.clock, self.check = clock, check
         self.stream = check.paced()
         self.taken = 0
@@ -135,7 +135,7 @@ def test_two_targets_in_one_series_are_refused() -> None:
     assert refused.value.exit_code == 2
 
 
-def credits_of(check: _Checker, target: str) -> float | None:
+def credits_of(check: Checker, target: str) -> float | None:
     labels = {"target": target, "organization": ""}
     return check.metrics.registry.get_sample_value("stability_credits", labels)
 

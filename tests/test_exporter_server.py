@@ -13,14 +13,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from stability_user.cli._exporter_server import (
+from stability_user.cli._exporter_guard import (
     HEADER_TIMEOUT,
     IDLE_TIMEOUT,
     ConnectionGuard,
-    GuardedServer,
-    ListenError,
     connection_cap,
 )
+from stability_user.cli._exporter_server import GuardedServer, ListenError
 
 from .fakes import FakeClock
 

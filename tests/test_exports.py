@@ -15,6 +15,8 @@ PROMISED = {
     "BalanceTarget",
     "BalanceResult",
     "BalanceReading",
+    "CachePolicy",
+    "Freshness",
     "Account",
     "OrganizationMembership",
     "Balance",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -21,6 +22,7 @@ from stability_user import (
     RateLimitError,
     Request,
     Response,
+    ResponseValidationError,
     RetryPolicy,
     ServerError,
 )
@@ -592,3 +594,29 @@ class TestWithTheLimiter:
         finally:
             await store.aclose()
         assert frees == [clock.now + REQUEST.timeout + LEASE_MARGIN + held_for(RateLimit(5, 10.0))]
+
+
+async def test_a_response_says_which_attempt_it_answers_whatever_transport_sent_it(
+    clock: FakeClock,
+) -> None:
+    """A transport passed in numbers nothing: the middlewares still see 1, 2, 3."""
+    from stability_user import StabilitySession  # noqa: PLC0415 - the whole call path
+
+    seen: list[tuple[int, int]] = []
+
+    async def watching(request: Request, handler: Any) -> Response:
+        response: Response = await handler(request)
+        seen.append((request.attempt, response.attempt))
+        return response
+
+    transport = ScriptedHandler(503, 503, 200)
+    async with StabilitySession(
+        "sk-attempts-0123456789abcdefghij",
+        transport=transport,
+        middlewares=[watching],
+        sleep=clock.sleep,
+        clock=clock,
+    ) as session:
+        with pytest.raises(ResponseValidationError):  # a 200 of "{}": the attempts are the point
+            await session.balance()
+    assert seen == [(1, 1), (2, 2), (3, 3)]

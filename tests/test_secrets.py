@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given
@@ -15,6 +18,7 @@ from stability_user._secrets import (
     mask_secret,
     mask_url,
     redact,
+    secret_forms,
     url_secrets,
 )
 
@@ -70,6 +74,48 @@ class TestRedact:
         self, before: str, after: str, form: str
     ) -> None:
         assert KEY not in redact(before + ECHOES[form] + after, [KEY])
+
+
+PASSWORD_ENCODINGS: dict[str, Callable[[str], str]] = {
+    "percent": lambda p: quote(p, safe="", errors="surrogatepass"),
+    "percent, slashes kept": lambda p: quote(p, errors="surrogatepass"),
+    "form": lambda p: quote_plus(p, safe="", errors="surrogatepass"),
+    "json inside a string": lambda p: json.dumps(p)[1:-1],
+    "json, unicode kept": lambda p: json.dumps(p, ensure_ascii=False)[1:-1],
+    "html": html.escape,
+    "repr": lambda p: repr(p)[1:-1],
+    "repr of its bytes": lambda p: repr(p.encode(errors="surrogatepass"))[2:-1],
+}
+
+
+class TestSecretForms:
+    """A password may hold any character: each encoding of it is found as it is."""
+
+    @given(
+        password=st.text(min_size=1).map(lambda p: f"Q7j{p}Z9k"),  # framed: never a word
+        encoding=st.sampled_from(sorted(PASSWORD_ENCODINGS)),
+        before=st.text(max_size=10),
+        after=st.text(max_size=10),
+    )
+    def test_any_password_in_any_encoding_is_redacted(
+        self, password: str, encoding: str, before: str, after: str
+    ) -> None:
+        echoed = PASSWORD_ENCODINGS[encoding](password)
+        text = redact(f"{before}{echoed}{after}", secret_forms(password))
+        assert echoed not in text
+        assert password not in text
+
+    @pytest.mark.parametrize(
+        "password",
+        ["a%41b", "a&amp;b", 'q"uote\\', "caf\\u00e9", "pé", "\udce9-from-a-bad-environment"],
+    )
+    def test_passwords_that_look_encoded_already(self, password: str) -> None:
+        for encode in PASSWORD_ENCODINGS.values():
+            assert REDACTED in redact(f"x {encode(password)} y", secret_forms(password))
+
+    def test_the_forms_of_a_url_password(self) -> None:
+        forms = url_secrets("redis://:p%40ss%26word@host:6379")
+        assert {"p%40ss%26word", "p@ss&word", "p@ss&amp;word", "p%2540ss%2526word"} <= set(forms)
 
 
 class TestDisplay:

@@ -11,12 +11,19 @@ The backend's work runs in a task of its own, never in the caller's: a caller
 that is cancelled leaves at once, whatever the client library does with a
 cancellation (redis-py on Python 3.11 can swallow one inside ``wait_for``), and
 what the work took is handed to ``abandoned`` to be given back.
+
+A store outlives event loops (``asyncio.run()`` twice, a test suite's loop per
+test), and may serve several at once from their threads: the signal that stops
+the calls in flight is one future per loop, each resolved in its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, TypeVar
 
@@ -71,7 +78,10 @@ class Breaker:
         self._down_since: float | None = None
         self._probing = False
         # Resolved when the breaker opens: every call in flight then gives up with it.
-        self._opened: asyncio.Future[None] | None = None
+        # One per event loop: a future belongs to the loop that made it.
+        self._opened: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]]
+        self._opened = weakref.WeakKeyDictionary()
+        self._opened_lock = threading.Lock()
         self._work: set[asyncio.Future[object]] = set()
 
     @property
@@ -80,13 +90,31 @@ class Breaker:
         return self._down_since is not None
 
     def available(self) -> bool:
-        """Whether a call may use the backend now; ``True`` once per probe while it is down."""
+        """Whether a call may use the backend now; ``True`` once per probe while it is down.
+
+        The call told ``True`` while the backend is down is the probe: it must end
+        in :meth:`call` (whose outcome opens or closes the breaker), or hand the
+        probe on with :meth:`probe_not_sent`. Until then no other call probes.
+        """
         if self._down_since is None:
             return True
-        if self._probing or self._clock() - self._down_since < self._retry_after:
+        if not self.usable():
             return False
         self._probing = True  # this call probes; the others use the fallback meanwhile
         return True
+
+    def usable(self) -> bool:
+        """Whether :meth:`available` would say ``True`` now, the probe left for it to take."""
+        if self._down_since is None:
+            return True
+        return not self._probing and self._clock() - self._down_since >= self._retry_after
+
+    def probe_not_sent(self) -> None:
+        """The probe did not reach the backend after all (it would have had to wait).
+
+        The next call that asks :meth:`available` probes instead, at once.
+        """
+        self._probing = False
 
     async def call(
         self,
@@ -104,18 +132,30 @@ class Breaker:
         Raises:
             Outage: it failed, timed out, or another call found the backend down meanwhile.
         """
+        loop = asyncio.get_running_loop()
         task: asyncio.Future[T] = asyncio.ensure_future(work())
-        opened = self._opened
-        if opened is None or opened.done():
-            opened = self._opened = asyncio.get_running_loop().create_future()
+        opened = self._opened_in(loop)
+        # One future woken by whichever comes first (the answer, the breaker opening, the
+        # time running out): what asyncio.wait does, without its sets and callbacks each.
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        task.add_done_callback(wake)
+        opened.add_done_callback(wake)
+        timer = loop.call_later(self.max_wait, wake)
         try:
-            done, _ = await asyncio.wait(
-                (task, opened), timeout=self.max_wait, return_when=asyncio.FIRST_COMPLETED
-            )
+            await woken
         except asyncio.CancelledError:
             self._probing = False  # the caller gave up: another call may probe
             self._abandon(task, abandoned)
             raise
+        finally:
+            timer.cancel()
+            opened.remove_done_callback(wake)
+        done = {f for f in (task, opened) if f.done()}
         if task in done:
             error = task.exception()
             if error is None:
@@ -130,6 +170,29 @@ class Breaker:
         task.cancel()  # a backend that hangs: its connection is dropped
         self._abandon(task, abandoned)
         raise Outage(f"the {self.what} at {self.where} is unavailable")
+
+    def _opened_in(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        with self._opened_lock:
+            opened = self._opened.get(loop)
+            if opened is None or opened.done():
+                opened = self._opened[loop] = loop.create_future()
+            return opened
+
+    def _stop_calls_in_flight(self) -> None:
+        with self._opened_lock:
+            pending = [(loop, f) for loop, f in self._opened.items() if not f.done()]
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, opened in pending:
+            if loop is running:
+                opened.set_result(None)
+            elif not loop.is_closed():
+                # Another thread's loop: resolved there. A loop that closes meanwhile
+                # has no call left to stop.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_resolve, opened)
 
     def _abandon(self, task: asyncio.Future[T], abandoned: Callable[[T], object] | None) -> None:
         def done(finished: asyncio.Future[T]) -> None:
@@ -155,9 +218,7 @@ class Breaker:
                 f": {reason}" if reason else "",
             )
         self._down_since = self._clock()
-        opened = self._opened
-        if opened is not None and not opened.done():
-            opened.set_result(None)
+        self._stop_calls_in_flight()
 
     def succeeded(self) -> None:
         """The backend answered: close the breaker if it was open."""
@@ -170,3 +231,8 @@ class Breaker:
         """Wait (a second at most) for the work callers left to end."""
         if self._work:
             await asyncio.wait(set(self._work), timeout=1.0)
+
+
+def _resolve(opened: asyncio.Future[None]) -> None:
+    if not opened.done():
+        opened.set_result(None)

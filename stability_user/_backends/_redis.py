@@ -5,7 +5,9 @@ Lua script (atomic on the server, on the server's clock). A client is opened
 lazily for each event loop that uses the store (redis-py's connections belong to
 one loop), with short timeouts, behind the store's :class:`~._breaker.Breaker`:
 a Redis that hangs, refuses or drops packets costs each call at most a second,
-once, and then none until it is back.
+once, and then none until it is back. A loop's client is closed with its loop
+(``asyncio.run()`` and ``asyncio.Runner`` cancel every task before closing it), so
+a store used again from another loop leaves no connection behind.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ from ._breaker import Breaker
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["RedisLink", "check_redis_url", "import_redis"]
+__all__ = ["SERVER_NOW_MS", "RedisLink", "check_redis_url", "import_redis"]
+
+SERVER_NOW_MS: Final = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+"""Where every store's script starts: ``now`` in milliseconds, ``ARGV[1]`` when the store
+has a clock of its own (tests), else the server's (one clock for the whole fleet)."""
 
 # Sized so that a call meets an outage for one second at most (the breaker's bound).
 _CONNECT_TIMEOUT: Final = 0.5
@@ -96,6 +108,9 @@ class RedisLink:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        # A task per loop that closes the loop's client when the loop ends.
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+        self._keepers = weakref.WeakKeyDictionary()
         self._scripts: dict[tuple[int, str], Any] = {}
         self.closed = False
         self.breaker = Breaker(
@@ -134,7 +149,12 @@ class RedisLink:
                 self.url,
                 socket_timeout=_SOCKET_TIMEOUT,
                 socket_connect_timeout=_CONNECT_TIMEOUT,
+                # One connection, kept: a pool checks a connection's health before each
+                # command, a wait on the event loop or two every time. A store's scripts
+                # are short, and a call waits on its service far longer than on them.
+                single_connection_client=True,
             )
+            self._keepers[loop] = loop.create_task(_close_with_its_loop(client))
         return client
 
     async def run(
@@ -168,10 +188,20 @@ class RedisLink:
         self.closed = True
         await self.breaker.settle()  # scripts their callers left end before the clients go
         self._scripts.clear()
-        clients, self._clients = list(self._clients.items()), weakref.WeakKeyDictionary()
+        keepers, self._keepers = list(self._keepers.items()), weakref.WeakKeyDictionary()
+        self._clients = weakref.WeakKeyDictionary()
         running = asyncio.get_running_loop()
-        for loop, client in clients:
+        for loop, keeper in keepers:
             if loop is running:
-                await client.aclose()
+                keeper.cancel()  # it closes the client
+                await asyncio.wait({keeper})
             elif not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                loop.call_soon_threadsafe(keeper.cancel)
+
+
+async def _close_with_its_loop(client: Any) -> None:
+    """Wait for the end of the loop (its tasks cancelled), then close ``client`` in it."""
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        await client.aclose()

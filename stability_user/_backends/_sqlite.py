@@ -107,7 +107,15 @@ def _create_private(path: pathlib.Path, what: str) -> None:
 
 def _unavailable(error: BaseException) -> bool:
     if isinstance(error, OSError):
-        return error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, None)
+        return error.errno in (
+            errno.EACCES,
+            errno.EPERM,
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EMFILE,
+            errno.ENFILE,
+            None,
+        )
     text = str(error).lower()
     return isinstance(error, sqlite3.OperationalError) and any(w in text for w in _UNWRITABLE)
 

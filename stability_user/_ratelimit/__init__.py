@@ -24,13 +24,22 @@ Parts: ``_limit`` (the numbers and the answers), ``_store`` (the protocol),
 ``_open`` (a store from a name or URL).
 """
 
-from ._limit import LEASE_MARGIN, MAX_LOCKOUT, RateLimit, RateLimitWait, Wait, held_for
+from ._limit import (
+    LEASE_MARGIN,
+    MAX_LEASE,
+    MAX_LOCKOUT,
+    RateLimit,
+    RateLimitWait,
+    Wait,
+    held_for,
+)
 from ._limiter import RateLimiter, Slot
 from ._memory import MemoryRateLimitStore
 from ._store import ImmediateStore, RateLimitStore
 
 __all__ = [
     "LEASE_MARGIN",
+    "MAX_LEASE",
     "MAX_LOCKOUT",
     "ImmediateStore",
     "MemoryRateLimitStore",

@@ -10,6 +10,7 @@ from .._checks import check_count, check_seconds
 
 __all__ = [
     "LEASE_MARGIN",
+    "MAX_LEASE",
     "MAX_LOCKOUT",
     "SHARED_CLOCK_MARGIN",
     "RateLimit",
@@ -34,6 +35,17 @@ LEASE_MARGIN: Final = 30.0
 
 Only a process that died in flight leaves a slot unreleased; a live one may be
 slow to release (a busy event loop), and must not find its slot handed on.
+"""
+
+
+MAX_LEASE: Final = 3600.0
+"""The longest lease a shared store records: a slot in flight for longer is freed.
+
+A timeout of hours is allowed, but a slot that could stay taken as long would let
+one stored value hold a key for as long (a clock stepped back, a hand-edited
+store): a shared store drops a slot in flight further ahead than this as state
+that cannot be. Only a request still in flight an hour after it was sent can see
+its slot handed on.
 """
 
 

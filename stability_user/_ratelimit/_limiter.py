@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, Final, Literal, cast
 
 from .._errors import RateLimitError
 from .._secrets import mask_secret
@@ -27,11 +27,11 @@ logger = logging.getLogger("stability_user")
 _CLOSE_WAIT: Final = 1.0  # seconds close() waits for slots being given back
 
 
-class Slot(NamedTuple):
-    """A slot taken for one request, to be given back when it completes."""
+Slot = tuple[str, "int | str"]
+"""A slot taken for one request, ``(key_id, token)``, given back when it completes.
 
-    key_id: str
-    token: int | str
+A plain tuple: one is made for every request.
+"""
 
 
 class RateLimiter:
@@ -97,12 +97,15 @@ class RateLimiter:
             self._store = store
             self._immediate = store
 
-    def take_now(self, key_id: str, lease: float) -> Slot | Wait | None:
-        """A slot, or how long until one may be free, without an await; ``None``: :meth:`acquire`.
+    def take_now(
+        self, key_id: str, lease: float, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Slot | Wait | None:
+        """A slot, or how long until one may be free, without an await; ``None``: :meth:`take`.
 
-        This runs before every request: the in-process store answers here.
+        This runs before every request: the in-process store answers here. ``loop``
+        is the running event loop, when the caller has it at hand.
         """
-        if self._per_loop and asyncio.get_running_loop() is not self._loop:
+        if self._per_loop and (loop or asyncio.get_running_loop()) is not self._loop:
             self._bind()
         immediate = self._immediate
         if immediate is None:
@@ -110,7 +113,7 @@ class RateLimiter:
         answer = immediate.acquire_nowait(key_id, self.limit, lease)
         if answer is None or isinstance(answer, Wait):
             return answer
-        return Slot(key_id, answer)
+        return (key_id, answer)
 
     async def acquire(
         self,
@@ -158,7 +161,7 @@ class RateLimiter:
             answer = await store.acquire(key_id, self.limit, lease)
         else:
             answer = await self._shielded(store, key_id, lease)
-        return answer if isinstance(answer, Wait) else Slot(key_id, answer)
+        return answer if isinstance(answer, Wait) else (key_id, answer)
 
     async def _shielded(self, store: RateLimitStore, key_id: str, lease: float) -> int | str | Wait:
         # A store of the user's may run to its end although the caller is cancelled (SQL
@@ -190,9 +193,9 @@ class RateLimiter:
         """The slot's request completed now. Never awaits, so no cancellation stops it."""
         immediate = self._immediate
         if immediate is not None:
-            immediate.release_nowait(slot.key_id, slot.token, self.limit)
+            immediate.release_nowait(slot[0], slot[1], self.limit)
         else:
-            self._track(self.store.release(slot.key_id, slot.token, self.limit))
+            self._track(self.store.release(slot[0], slot[1], self.limit))
 
     async def release(self, slot: Slot) -> None:
         """The slot's request completed now (:meth:`give_back`, for an awaiting caller)."""

@@ -30,46 +30,20 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from .._backends import Breaker, Outage
+from .._backends._soon import Soon
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
 from .._errors import StabilityError
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, RateLimit, Wait, held_for
+from ._local_sql import SCHEMA, WHAT, Release, apply_releases, lock_key, take_slot
 from ._memory import MemoryRateLimitStore
 
 __all__ = ["LocalRateLimitStore", "default_local_path"]
 
 logger = logging.getLogger("stability_user")
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS slots (
-    key_id TEXT NOT NULL,
-    token TEXT NOT NULL,
-    taken REAL NOT NULL,
-    frees REAL NOT NULL,
-    in_flight INTEGER NOT NULL,
-    PRIMARY KEY (key_id, token)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slots_frees ON slots (frees);
-CREATE TABLE IF NOT EXISTS lockouts (
-    key_id TEXT PRIMARY KEY,
-    until REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-_WHAT: Final = "machine-wide rate-limit store"
 _SWEEP_EVERY: Final = 256  # acquisitions between sweeps of every key's expired rows
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
-_SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
-
-# Rows that cannot be: not numbers, taken in the future, or completed slots that free
-# later than a window from now (a clock that stepped back, a hand-edited file).
-_CORRUPT_SLOTS: Final = (
-    "DELETE FROM slots WHERE key_id = ?1 AND ("
-    " typeof(taken) NOT IN ('real', 'integer') OR typeof(frees) NOT IN ('real', 'integer')"
-    " OR abs(frees) > 1e15 OR taken > ?2 OR (in_flight = 0 AND frees > ?3))"
-)
-
-Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
 
 
 def default_local_path() -> pathlib.Path:
@@ -81,18 +55,6 @@ def default_local_path() -> pathlib.Path:
     return default_path("ratelimit.sqlite3")
 
 
-def _apply(db: sqlite3.Connection, releases: list[Release]) -> None:
-    # A slot whose lease ran out before its response was read was handed on already:
-    # counting it again would hold more slots than the limit. A give-back that joined a
-    # transaction that failed is lost: its slot frees when its lease runs out (never
-    # early), as a dead process's does.
-    db.executemany(
-        "UPDATE slots SET frees = ?1, in_flight = 0"
-        " WHERE key_id = ?2 AND token = ?3 AND in_flight = 1 AND frees > ?4",
-        [(done + held, key, token, done) for key, token, done, held in releases],
-    )
-
-
 class LocalRateLimitStore:
     """Rate-limit state shared by every process of the user on this machine.
 
@@ -100,7 +62,8 @@ class LocalRateLimitStore:
         path: the SQLite file; ``ratelimit.sqlite3`` in the user's cache directory
             by default (created, with its directory, private to the user). A symbolic
             link there is refused.
-        clock: wall-clock seconds shared by the processes (for tests).
+        clock: wall-clock seconds shared by the processes (for tests, which then also
+            time this process's own state and its retry interval during an outage by it).
         busy_timeout: seconds to wait for another process's transaction before
             going on with this process's own state.
     """
@@ -115,13 +78,14 @@ class LocalRateLimitStore:
         """Remember where the file is; it is opened on first use."""
         self.path = pathlib.Path(path) if path is not None else default_local_path()
         self._clock = clock
-        self._file = SQLiteFile(self.path, what=_WHAT, schema=_SCHEMA, busy_timeout=busy_timeout)
-        self._breaker = Breaker(
-            _WHAT, str(self.path), errors=(FileUnavailable,), clock=time.monotonic
-        )
-        self._fallback = MemoryRateLimitStore(clock=time.monotonic)
+        # This process's own timing (the outage's retry interval, its own state meanwhile)
+        # is monotonic, unless a test gives a clock.
+        local_clock = time.monotonic if clock is time.time else clock
+        self._file = SQLiteFile(self.path, what=WHAT, schema=SCHEMA, busy_timeout=busy_timeout)
+        self._breaker = Breaker(WHAT, str(self.path), errors=(FileUnavailable,), clock=local_clock)
+        self._fallback = MemoryRateLimitStore(clock=local_clock)
         self._pending: list[Release] = []
-        self._flush: asyncio.TimerHandle | None = None
+        self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
         self._acquisitions = 0
 
@@ -143,7 +107,7 @@ class LocalRateLimitStore:
             await self._file.run(lambda db: None)
         except FileUnavailable as error:
             cause = error.__cause__ or error
-            raise StabilityError(f"the {_WHAT} {self.path} cannot be used ({error})") from cause
+            raise StabilityError(f"the {WHAT} {self.path} cannot be used ({error})") from cause
 
     def _acquire_work(
         self, key_id: str, limit: RateLimit, lease: float, token: str
@@ -152,39 +116,20 @@ class LocalRateLimitStore:
         self._acquisitions += 1
         sweep = self._acquisitions % _SWEEP_EVERY == 0
         held = held_for(limit)
+        lease = min(lease, MAX_LEASE)  # a slot in flight longer than this cannot be
 
         def work(db: sqlite3.Connection) -> str | Wait:
-            now = self._clock()
-            if releases:
-                _apply(db, releases)
-            if sweep:
-                db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
-                db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-            if db.execute(_CORRUPT_SLOTS, (key_id, now + _SKEW, now + held + _SKEW)).rowcount:
-                _corrupt("completed or in-flight slots that cannot be")
-            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            if row is not None and row[0] > now:
-                until = row[0]
-                if not isinstance(until, (int, float)) or until > now + MAX_LOCKOUT + _SKEW:
-                    db.execute("DELETE FROM lockouts WHERE key_id = ?", (key_id,))
-                    _corrupt(f"a lockout of {until!r}")
-                else:
-                    return Wait(until - now, lockout=True)
-            db.execute("DELETE FROM slots WHERE key_id = ? AND frees <= ?", (key_id, now))
-            (count,) = db.execute(
-                "SELECT COUNT(*) FROM slots WHERE key_id = ?", (key_id,)
-            ).fetchone()
-            if count < limit.requests:
-                db.execute(
-                    "INSERT INTO slots VALUES (?, ?, ?, ?, 1)",
-                    (key_id, token, now, now + lease + held),
-                )
-                return token
-            (first,) = db.execute(
-                "SELECT MIN(frees) FROM slots WHERE key_id = ? AND in_flight = 0", (key_id,)
-            ).fetchone()
-            # A request still in flight frees its slot no sooner than a window from now.
-            return Wait(first - now if first is not None else held)
+            return take_slot(
+                db,
+                key_id=key_id,
+                token=token,
+                now=self._clock(),
+                requests=limit.requests,
+                held=held,
+                lease=lease,
+                sweep=sweep,
+                releases=releases,
+            )
 
         return work, releases
 
@@ -194,6 +139,13 @@ class LocalRateLimitStore:
         """Take a slot without waiting; ``None`` when another process holds the file."""
         if not self._breaker.available():
             return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
+        if answer is None and self._breaker.down:
+            # The probe found the file held: acquire(), which may wait, probes again.
+            self._breaker.probe_not_sent()
+        return answer
+
+    def _take_now(self, key_id: str, limit: RateLimit, lease: float) -> str | int | Wait | None:
         token = uuid.uuid4().hex
         work, releases = self._acquire_work(key_id, limit, lease, token)
         try:
@@ -210,9 +162,12 @@ class LocalRateLimitStore:
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
         """Take a slot now and return its token, or say how long until one may be free."""
-        answer = self.acquire_nowait(key_id, limit, lease)
+        if not self._breaker.available():
+            return self._fallback.acquire_nowait(key_id, limit, lease)
+        answer = self._take_now(key_id, limit, lease)
         if answer is not None:
             return answer
+        # The file is held: wait for it in its thread (a probe stays the probe meanwhile).
         token = uuid.uuid4().hex
         work, _ = self._acquire_work(key_id, limit, lease, token)
 
@@ -234,15 +189,13 @@ class LocalRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         self._pending.append((key_id, token, self._clock(), held_for(limit)))
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        self._flush.arm()
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
         self.release_nowait(key_id, token, limit)
 
     def _flush_soon(self) -> None:
-        self._flush = None
         if self._pending:
             self._spawn(self._flush_pending())
 
@@ -255,7 +208,7 @@ class LocalRateLimitStore:
         releases, self._pending = self._pending, []
 
         def work(db: sqlite3.Connection) -> None:
-            _apply(db, releases)
+            apply_releases(db, releases)
 
         if not releases or self._file.closed:
             return
@@ -283,20 +236,14 @@ class LocalRateLimitStore:
             return fresh
 
         def work(db: sqlite3.Connection) -> bool:
-            now = self._clock()
-            row = db.execute("SELECT until FROM lockouts WHERE key_id = ?", (key_id,)).fetchone()
-            previous = row[0] if row is not None and isinstance(row[0], (int, float)) else 0.0
-            previous = min(previous, now + MAX_LOCKOUT)  # a corrupt lockout is not kept
-            db.execute(
-                "INSERT OR REPLACE INTO lockouts VALUES (?, ?)",
-                (key_id, max(previous, now + seconds)),
-            )
-            return bool(previous <= now)
+            return lock_key(db, key_id=key_id, now=self._clock(), seconds=seconds)
 
         try:
             answer = self._file.try_now(work)
             if answer is BUSY:
                 answer = await self._breaker.call(lambda: self._file.run(work))
+            else:
+                self._breaker.succeeded()  # this may have been the probe
         except (Outage, FileUnavailable) as error:
             if isinstance(error, FileUnavailable):
                 self._breaker.failed(error)
@@ -305,9 +252,7 @@ class LocalRateLimitStore:
 
     async def flush(self) -> None:
         """Apply the queued give-backs now, rather than with the next transaction."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._flush.cancel()
         await self._flush_pending()
         if self._work:
             await asyncio.wait(set(self._work), timeout=1.0)
@@ -317,11 +262,3 @@ class LocalRateLimitStore:
         await self._breaker.settle()  # transactions their callers left: given back
         await self.flush()
         await self._file.aclose()
-
-
-def _corrupt(what: str) -> None:
-    logger.warning(
-        "the %s held %s: dropped (a clock that stepped back, or a file edited by hand)",
-        _WHAT,
-        what,
-    )

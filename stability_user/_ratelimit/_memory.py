@@ -29,13 +29,14 @@ _PRUNE_AFTER: Final = 64  # completed slots a key keeps before the expired ones 
 
 
 class _KeyState:
-    __slots__ = ("done", "in_flight", "locked_until")
+    __slots__ = ("done", "head", "in_flight", "locked_until")
 
     def __init__(self) -> None:
-        # Times at which completed requests free their slots, in order. A list, not a
-        # deque: most keys of a bulk run hold one or two, and an empty deque alone
-        # costs several hundred bytes.
+        # Times at which completed requests free their slots, in order, from ``head``
+        # on (those before it have freed theirs). A list, not a deque: most keys of a
+        # bulk run hold one or two, and an empty deque alone costs several hundred bytes.
         self.done: list[float] = []
+        self.head = 0
         self.in_flight: set[int] = set()  # tokens of requests not yet completed
         self.locked_until = 0.0
 
@@ -126,20 +127,27 @@ class MemoryRateLimitStore:
                 return Wait(state.locked_until - now, lockout=True)
             done = state.done
             in_flight = state.in_flight
-            if len(done) > _PRUNE_AFTER or len(done) + len(in_flight) >= limit.requests:
-                # Expired slots are dropped when they stand in the way or have piled up:
-                # a batch at a time, not one list move per call, and never many kept.
-                expired = bisect.bisect_right(done, now)
-                if expired:
-                    del done[:expired]
+            head = state.head
+            if (
+                len(done) - head > _PRUNE_AFTER
+                or len(done) - head + len(in_flight) >= limit.requests
+            ):
+                # Freed slots are passed over when they stand in the way or have piled
+                # up: a search, not a list move per call; the list is compacted once
+                # half of it is behind.
+                head = bisect.bisect_right(done, now, head)
+                if head > _PRUNE_AFTER and 2 * head > len(done):
+                    del done[:head]
+                    head = 0
+                state.head = head
             # No lease here: a request of this process always releases its slot (in a
             # `finally`), and if the process dies, this state dies with it.
-            if len(done) + len(in_flight) < limit.requests:
+            if len(done) - head + len(in_flight) < limit.requests:
                 token = next(self._tokens)
                 in_flight.add(token)
                 return token
             # A request still in flight frees its slot no sooner than a window from now.
-            return Wait(done[0] - now if done else limit.window)
+            return Wait(done[head] - now if head < len(done) else limit.window)
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
         """Take a slot now and return its token, or say how long until one may be free."""

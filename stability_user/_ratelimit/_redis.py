@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
+from .._backends._soon import Soon
 from .._types import Clock
-from ._limit import MAX_LOCKOUT, RateLimit, Wait, held_for
+from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
 from ._redis_scripts import ACQUIRE, LOCK, RELEASE
 
@@ -82,7 +83,7 @@ class RedisRateLimitStore:
         self._cluster = self._link.is_cluster
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
-        self._flush: asyncio.TimerHandle | None = None
+        self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
@@ -145,11 +146,12 @@ class RedisRateLimitStore:
                     self._now_ms(),
                     limit.requests,
                     math.ceil(held_for(limit) * 1000),
-                    int(lease * 1000),
+                    int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
                     token,
                     int(MAX_LOCKOUT * 1000),
                     _SKEW_MS,
                     len(releases),
+                    int(MAX_LEASE * 1000),
                     *args,
                 ],
                 abandoned=give_back,
@@ -171,8 +173,7 @@ class RedisRateLimitStore:
         pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(_FLUSH_AFTER, self._flush_soon)
+        self._flush.arm()
 
     async def release(self, key_id: str, token: int | str, limit: RateLimit) -> None:
         """The request of ``token`` completed now: hold its slot ``window`` seconds more."""
@@ -180,19 +181,27 @@ class RedisRateLimitStore:
 
     def acquire_nowait(self, key_id: str, limit: RateLimit, lease: float) -> int | Wait | None:
         """Only this process's own state answers without a round trip: during an outage."""
-        if self._link.breaker.available():
+        # Asked, not taken: the probe of a Redis that may be back is acquire()'s to make.
+        if self._link.breaker.usable():
             return None
         return self._fallback.acquire_nowait(key_id, limit, lease)
 
     def _flush_soon(self) -> None:
-        self._flush = None
         if self._pending:
-            task = asyncio.ensure_future(self._send_pending())
+            # Only the give-backs no script carried for a while: the newer ones ride
+            # along with the next acquisition (a steady stream of calls costs none).
+            cutoff = self._local_clock() - _FLUSH_AFTER / 2
+            task = asyncio.ensure_future(self._send_pending(cutoff))
             self._work.add(task)
             task.add_done_callback(self._work.discard)
 
-    async def _send_pending(self) -> None:
+    async def _send_pending(self, cutoff: float | None = None) -> None:
+        """Send the queued give-backs (those read before ``cutoff``, when one is given)."""
         while self._pending and not self._link.closed:
+            if cutoff is not None and self._pending[0][2] > cutoff:
+                # The rest are recent: the next script carries them, or the next timer.
+                self._flush.arm()
+                return
             if not self._link.breaker.available():
                 return  # Redis is away: the leases of these slots free them
             releases = self._joining(self._pending[0][0])
@@ -222,9 +231,7 @@ class RedisRateLimitStore:
 
     async def flush(self) -> None:
         """Send the queued give-backs now, rather than with the next script."""
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        self._flush.cancel()
         if self._work:
             await asyncio.wait(set(self._work), timeout=1.0)
         if not self._link.closed:

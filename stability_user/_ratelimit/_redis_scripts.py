@@ -4,23 +4,24 @@ Times are milliseconds. ``now`` is ``ARGV[1]`` when the store has a clock of its
 own (tests), else the server's (one clock for the whole fleet). A key's state is
 two sorted sets (slots in flight by lease end, completed slots by when they free)
 and a lockout value; every Redis key expires when its last entry does. Stored
-state is checked on every read: a value of the wrong type, a lockout further
-ahead than the longest one, or a completed slot freeing later than a window from
-now is dropped and reported (``corrupt``), never waited for.
+state is checked on every read: a value of the wrong type, a lockout that is not
+a finite number or is further ahead than the longest one, a completed slot
+freeing later than a window from now, or a slot in flight freeing later than the
+longest lease and a window from now is dropped and reported (``corrupt``), never
+waited for. No stored value can make a script fail: a key's expiry is capped.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from .._backends._redis import SERVER_NOW_MS
+
 __all__ = ["ACQUIRE", "LOCK", "RELEASE"]
 
-_NOW: Final = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_NOW: Final = (
+    SERVER_NOW_MS
+    + """
 local corrupt = 0
 local function kind(key, wanted)
   local found = redis.call('TYPE', key).ok
@@ -29,14 +30,18 @@ local function kind(key, wanted)
     corrupt = 1
   end
 end
+-- A score of inf or 1e300 (state that cannot be, dropped by the key's next acquire)
+-- must not make PEXPIRE fail the script, and with it the give-backs it carries.
 local function expire_with_last(key)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] then
-    redis.call('PEXPIRE', key, math.ceil(tonumber(last[2]) - now) + 1)
+    local ttl = math.ceil(tonumber(last[2]) - now) + 1
+    if not (ttl < 1e12) then ttl = 1e12 end
+    redis.call('PEXPIRE', key, ttl)
   end
 end
 """
-
+)
 # Give back completed slots: KEYS[first..] pairs (in flight, completed), ARGV[at..]
 # triples (token, ms since the response was read, ms a completed slot is held).
 _RELEASES: Final = """
@@ -67,17 +72,19 @@ ACQUIRE: Final = (
     + """
 -- KEYS: in flight, completed, lockout, then pairs given back.
 -- ARGV: now, requests, held ms, lease ms, token, longest lockout ms, skew ms,
---       count given back, then their triples.
+--       count given back, longest lease ms, then their triples.
 -- Returns {1, 0, 0, corrupt} with the slot taken, else {0, wait ms, 1 if locked out, corrupt}.
-release(4, 9, tonumber(ARGV[8]))
+release(4, 10, tonumber(ARGV[8]))
 local held = tonumber(ARGV[3])
+local skew = tonumber(ARGV[7])
 kind(KEYS[1], 'zset')
 kind(KEYS[2], 'zset')
 kind(KEYS[3], 'string')
 local raw = redis.call('GET', KEYS[3])
 local locked = tonumber(raw or '0')
-local longest = now + tonumber(ARGV[6]) + tonumber(ARGV[7])
-if raw and (not locked or locked ~= locked or locked > longest) then
+local longest = now + tonumber(ARGV[6]) + skew
+-- Not a number, NaN, -inf or +inf, or further ahead than the longest lockout.
+if raw and (not locked or locked ~= locked or locked == -math.huge or locked > longest) then
   redis.call('DEL', KEYS[3])
   corrupt = 1
   locked = 0
@@ -87,7 +94,11 @@ if locked > now then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. (now + held + tonumber(ARGV[7])), '+inf') > 0 then
+local beyond_lease = '(' .. (now + tonumber(ARGV[9]) + held + skew)
+if redis.call('ZREMRANGEBYSCORE', KEYS[1], beyond_lease, '+inf') > 0 then
+  corrupt = 1
+end
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. (now + held + skew), '+inf') > 0 then
   corrupt = 1
 end
 local count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])

@@ -18,7 +18,8 @@ from . import INTERRUPTED
 from ._balances import balances
 from ._context import Settings, load_ca_bundle
 from ._exporter import exporter
-from ._failures import PROG, Interrupted, install_log_handler, usage_line
+from ._failures import PROG, Interrupted, usage_line
+from ._log import install_log_handler
 from ._options import seconds
 from ._single import account, balance, emulator, watch
 

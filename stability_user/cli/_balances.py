@@ -14,18 +14,12 @@ import click
 
 from .._bulk import BalanceTarget
 from . import INTERRUPTED
-from ._context import (
-    LineBook,
-    Settings,
-    numbered_targets,
-    open_session,
-    optional_key,
-    read_target_file,
-)
+from ._context import Settings, open_session, optional_key
 from ._failures import Interrupted, UsageFailure, interruptible
 from ._options import below_option, concurrency_option
 from ._output import FORMATS, Tally, formatter, header
 from ._progress import Progress
+from ._target_lines import LineBook, numbered_targets, read_target_file
 
 __all__ = ["balances"]
 

@@ -7,7 +7,7 @@ import logging
 import os
 import sqlite3
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -15,27 +15,25 @@ import attrs
 from .._bulk import BalanceTarget
 from .._errors import StabilityError
 from .._http import Middleware
+from .._network import environment_proxy_secrets, proxy_secrets
 from .._ratelimit import RateLimit, RateLimitStore, RateLimitWait
 from .._retry import RetryPolicy
 from .._secrets import redact, url_secrets
 from .._session import StabilitySession
-from .._targets import TargetFileError, read_targets
 from ..testing import StabilityEmulator
 from . import NEEDS_EXTRA
-from ._failures import PROG, Failure, Hints, UsageFailure, describe, os_reason, run_async
+from ._describe import Hints, describe
+from ._failures import PROG, Failure, UsageFailure, os_reason, run_async
 
 if TYPE_CHECKING:
     from .. import LocalRateLimitStore
 
 __all__ = [
-    "LineBook",
     "Settings",
     "load_ca_bundle",
-    "numbered_targets",
     "open_session",
     "optional_key",
     "read_key",
-    "read_target_file",
     "require_key",
 ]
 
@@ -62,8 +60,15 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Passwords in the options' URLs: never printed."""
-        return url_secrets(self.proxy) + url_secrets(self.rate_limit_store)
+        """Passwords in the options' URLs and the proxies of the environment: never printed.
+
+        With the forms a proxy may echo its credentials in (HTTP Basic, encoded).
+        """
+        return (
+            proxy_secrets(self.proxy)
+            + environment_proxy_secrets()  # every command trusts the environment
+            + url_secrets(self.rate_limit_store)
+        )
 
     def describe(self, error: BaseException, *secrets: str | None, hints: Hints = ()) -> str:
         """One line for ``error``, without the options' passwords or ``secrets``.
@@ -253,97 +258,3 @@ def optional_key(settings: Settings) -> str | None:
     if settings.key_file is not None:
         return read_key(settings.key_file)
     return os.environ.get("STABILITY_API_KEY", "").removeprefix("\ufeff").strip() or None
-
-
-class _CountedLines:
-    """The lines of a file, counted as they are read."""
-
-    def __init__(self, lines: Iterable[bytes]) -> None:
-        self._lines = iter(lines)
-        self.count = 0
-
-    def __iter__(self) -> _CountedLines:
-        return self
-
-    def __next__(self) -> bytes:
-        line = next(self._lines)
-        self.count += 1
-        return line
-
-
-def numbered_targets(
-    source: str | Iterable[bytes], *, name: str | None = None
-) -> Iterator[tuple[int, BalanceTarget]]:
-    """Each target of ``source`` (a path, or a binary file's lines) with its line number.
-
-    A target's line number is how a row, a failed check or a metric's series is
-    traced back to the file, whatever the label (an invalid key is masked to
-    ``…``). :func:`read_targets` reads one line at a time and hands each target
-    over as soon as its line is read, so when a target comes, the lines counted
-    end with its own.
-
-    Raises:
-        TargetFileError: a line that is not a target (while iterating).
-        OSError: the path cannot be opened (while iterating).
-    """
-    if isinstance(source, str):
-        with open(source, "rb") as file:
-            yield from numbered_targets(file, name=source)
-        return
-    counted = _CountedLines(source)
-    for target in read_targets(counted, name=name or "<targets>"):
-        yield counted.count, target
-
-
-class LineBook:
-    """The line of each target handed to ``balances()``, found by its result's index.
-
-    ``balances()`` numbers the targets in the order it takes them: the book notes
-    each one's line as it is taken and hands it back, once, with its result.
-    """
-
-    def __init__(self) -> None:
-        self._lines: dict[int, int] = {}
-        self._taken = 0
-
-    def _note(self, line: int) -> None:
-        self._lines[self._taken] = line
-        self._taken += 1
-
-    def follow(self, numbered: Iterable[tuple[int, BalanceTarget]]) -> Iterator[BalanceTarget]:
-        """The targets of ``numbered``, their lines noted as they are taken."""
-        for line, target in numbered:
-            self._note(line)
-            yield target
-
-    async def follow_async(
-        self, numbered: AsyncIterator[tuple[int, BalanceTarget]]
-    ) -> AsyncIterator[BalanceTarget]:
-        """The same for targets that come as they are read."""
-        async for line, target in numbered:
-            self._note(line)
-            yield target
-
-    def line(self, index: int) -> int | None:
-        """The line of the target ``balances()`` numbered ``index`` (``None``: none noted)."""
-        return self._lines.pop(index, None)
-
-
-def read_target_file(path: str) -> Iterator[tuple[int, BalanceTarget]]:
-    """The targets of ``path`` with their line numbers, read lazily.
-
-    Raises:
-        UsageFailure: a line that is not a target, a file that cannot be read, or a
-            file with no targets at all (exit 2).
-    """
-    count = 0
-    try:
-        for numbered in numbered_targets(path):
-            count += 1
-            yield numbered
-    except TargetFileError as error:
-        raise UsageFailure(str(error)) from None
-    except OSError as error:
-        raise UsageFailure(f"cannot read {path}: {os_reason(error)}") from None
-    if not count:
-        raise UsageFailure(f"no targets in {path}: it holds only blank lines and comments")

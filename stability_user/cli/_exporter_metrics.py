@@ -35,7 +35,8 @@ from .._ratelimit import RateLimitWait
 from .._secrets import mask_secret, redact
 from .._version import __version__
 from ._exporter_server import GuardedServer, ListenError
-from ._failures import Failure, UsageFailure, mask_keys
+from ._failures import Failure, UsageFailure
+from ._masking import mask_keys
 
 __all__ = ["ExporterMetrics", "Labels", "series_labels", "serve_metrics"]
 
@@ -218,8 +219,8 @@ async def serve_metrics(
 ) -> tuple[GuardedServer, str]:
     """Serve ``/metrics`` on ``host`` and ``port``; returns the server and the URL.
 
-    The server keeps itself reachable (:mod:`._exporter_server`): header and idle
-    timeouts, at most ``cap`` connections (from the file limit by default).
+    The server keeps itself reachable (:mod:`._exporter_server`, :mod:`._exporter_guard`):
+    header and idle timeouts, at most ``cap`` connections (from the file limit by default).
 
     Raises:
         Failure: the address cannot be listened on (exit 1).

@@ -19,7 +19,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -27,7 +27,7 @@ import attrs
 from .._bulk import BalanceResult
 from .._models import Account, Balance
 from .._secrets import escape_controls, mask_secret, redact
-from ._failures import mask_keys
+from ._masking import mask_keys
 
 __all__ = [
     "CSV_FIELDS",
@@ -156,32 +156,38 @@ def _render(fmt: str, below: float | None, *, lines: bool) -> Render:
     return as_table
 
 
-def _from_server(text: str, key: str | None) -> str:
-    """A text field the service sent: no key in it, in any form, and at most a line long."""
-    text = mask_keys(redact(text, (key,)))
+def _from_server(text: str, secrets: Iterable[str | None]) -> str:
+    """A text field the service sent: no secret in it, in any form, and at most a line long."""
+    text = mask_keys(redact(text, secrets))
     if len(text) > _MAX_FIELD:
         text = f"{text[:_MAX_FIELD]}… ({len(text) - _MAX_FIELD} more characters)"
     return text
 
 
-def account_lines(account: Account, *, as_json: bool, key: str | None) -> list[str]:
+def account_lines(account: Account, *, as_json: bool, secrets: Sequence[str | None]) -> list[str]:
     """The account and its organizations, as text lines or one JSON document.
 
-    Every text the service sent is hostile input: ``key`` (the one the account was
-    read with) and any other key-looking token are hidden, each field is capped,
-    and control characters are escaped (by the JSON encoder in JSON).
+    Every text the service sent is hostile input: ``secrets`` (the key the account
+    was read with, the proxy's credentials, in any form) and any other key-looking
+    token are hidden, each field is capped, and control characters are escaped (by
+    the JSON encoder in JSON).
     """
 
     def field(_: object, __: object, value: object) -> object:
-        return _from_server(value, key) if isinstance(value, str) else value
+        return _from_server(value, secrets) if isinstance(value, str) else value
 
     if as_json:
-        return [json_text(attrs.asdict(account, value_serializer=field), indent=2)]
-    email, account_id = _from_server(account.email, key), _from_server(account.id, key)
+        document = attrs.asdict(
+            account,
+            value_serializer=field,
+            filter=lambda attribute, _: attribute.name != "freshness",  # the service's fields
+        )
+        return [json_text(document, indent=2)]
+    email, account_id = (_from_server(text, secrets) for text in (account.email, account.id))
     lines = [escape_controls(f"{email} ({account_id})")]
     for org in account.organizations:
         default = "  (default)" if org.is_default else ""
-        name, org_id, role = (_from_server(text, key) for text in (org.name, org.id, org.role))
+        name, org_id, role = (_from_server(t, secrets) for t in (org.name, org.id, org.role))
         lines.append(escape_controls(f"  {org_id}  {name}  [{role}]{default}"))
     return lines
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import click
 
 from ._context import Settings, open_session, require_key
-from ._failures import PROG, interruptible, mask_keys, utc_now
+from ._failures import PROG, interruptible
+from ._log import utc_now
+from ._masking import mask_keys
 from ._options import below_option, interval_option, organization_option
 from ._output import account_lines, balance_line
 
@@ -28,7 +30,8 @@ def account(settings: Settings, *, as_json: bool) -> int:
 
     async def work() -> list[str]:
         async with open_session(settings, key) as (session, _):
-            return account_lines(await session.account(), as_json=as_json, key=key)
+            account = await session.account()
+            return account_lines(account, as_json=as_json, secrets=(key, *settings.secrets))
 
     lines = settings.run(work())
     for line in lines:

@@ -8,8 +8,9 @@ plugin :mod:`stability_user.testing.pytest_plugin`, registered automatically.
 from ._emulator import StabilityEmulator
 from ._faults import RANDOM_FAULT_KINDS, Fault
 from ._listen import RemoteAccessWarning
+from ._rate_limit import RateLimit
 from ._recording import RecordedRequest
-from ._state import EmulatedAccount, EmulatedOrganization, RateLimit
+from ._state import EmulatedAccount, EmulatedOrganization
 
 __all__ = [
     "RANDOM_FAULT_KINDS",

@@ -10,8 +10,9 @@ import attrs
 from aiohttp import web
 
 from ._faults import FaultContext, FaultQueue, render
+from ._rate_limit import RateLimiter
 from ._recording import RecordedRequest, RequestLog, redact_headers
-from ._state import Accounts, EmulatedAccount, RateLimiter
+from ._state import Accounts, EmulatedAccount
 from ._wire import ALLOWED_METHODS, REQUEST_ID_HEADER, Exchange
 
 __all__ = ["Backend", "build_app"]

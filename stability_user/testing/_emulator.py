@@ -2,8 +2,8 @@
 
 It speaks HTTP only and imports nothing of the client it is used to test, so a
 test through it exercises the same sockets, headers and bodies as production.
-This module is the facade: lifecycle, serving and the public methods; the state,
-the faults and the HTTP handling live in their own modules.
+This module is the facade: lifecycle and the public methods; the state, the
+faults, the HTTP handling and the serving live in their own modules.
 """
 
 from __future__ import annotations
@@ -12,35 +12,23 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Final
 
 from aiohttp import web
 
 from ._app import Backend, build_app
 from ._faults import Fault, FaultLike, FaultQueue
-from ._listen import check_host
-from ._logs import SERVER_LOGGER
+from ._listen import check_host, serve_app
+from ._rate_limit import DOCUMENTED_RATE_LIMIT, RateLimit, RateLimiter
 from ._recording import RecordedRequest, RequestLog
 from ._state import (
-    MAX_GENERATED,
     Accounts,
     EmulatedAccount,
     EmulatedOrganization,
-    RateLimit,
-    RateLimiter,
+    check_generated_count,
     generated_key,
 )
 
 __all__ = ["StabilityEmulator"]
-
-_DOCUMENTED_RATE_LIMIT: Final = RateLimit()
-# The service's documented limit (150 requests per 10 s, then 60 s locked out), shared
-# as a default: RateLimit is frozen.
-
-
-def _check_generated(count: object) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_GENERATED:
-        raise ValueError(f"generated_accounts must be an int from 0 to 10**35 - 1, not {count!r}")
 
 
 class StabilityEmulator:
@@ -81,7 +69,7 @@ class StabilityEmulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        rate_limit: RateLimit | None = _DOCUMENTED_RATE_LIMIT,
+        rate_limit: RateLimit | None = DOCUMENTED_RATE_LIMIT,
         clock: Callable[[], float] = time.monotonic,
         retire_v1alpha: bool = False,
         record: bool = True,
@@ -92,7 +80,7 @@ class StabilityEmulator:
     ) -> None:
         """Configure the emulator; :meth:`start` (or ``async with``) serves it."""
         check_host(host, allow_remote=allow_remote, tls=ssl_context is not None)
-        _check_generated(generated_accounts)
+        check_generated_count(generated_accounts)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -152,7 +140,7 @@ class StabilityEmulator:
 
     @generated_accounts.setter
     def generated_accounts(self, value: int) -> None:
-        _check_generated(value)
+        check_generated_count(value)
         self._backend.accounts.generated = value
 
     # -- state -----------------------------------------------------------------
@@ -302,28 +290,9 @@ class StabilityEmulator:
     async def start(self) -> None:
         """Listen on the host and port (port 0 picks a free one)."""
         self._backend.closing.clear()
-        runner = web.AppRunner(
-            build_app(self._backend),
-            access_log=None,
-            logger=SERVER_LOGGER,  # filtered: a malformed request's bytes may hold a key
-            shutdown_timeout=0.5,
+        self._runner, self.port, self._base_url = await serve_app(
+            build_app(self._backend), self.host, self.port, ssl_context=self.ssl_context
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(
-                runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True
-            )
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        # The first socket's own address: with "localhost" and port 0, each address
-        # family gets its own free port, and the URL must name one that answers.
-        address, self.port = runner.addresses[0][:2]
-        host = f"[{address}]" if ":" in address else address
-        scheme = "http" if self.ssl_context is None else "https"
-        self._base_url = f"{scheme}://{host}:{self.port}"
 
     async def close(self) -> None:
         """Stop serving; ends stalls at once."""

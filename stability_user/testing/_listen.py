@@ -1,11 +1,16 @@
-"""Where the emulator may listen: loopback unless its user says otherwise."""
+"""Where the emulator may listen, loopback unless its user says otherwise, and its serving there."""
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import warnings
 
-__all__ = ["RemoteAccessWarning", "check_host", "is_loopback"]
+from aiohttp import web
+
+from ._logs import SERVER_LOGGER
+
+__all__ = ["RemoteAccessWarning", "check_host", "is_loopback", "serve_app"]
 
 
 class RemoteAccessWarning(UserWarning):
@@ -43,3 +48,32 @@ def check_host(host: str, *, allow_remote: bool, tls: bool) -> None:
         RemoteAccessWarning,
         stacklevel=3,
     )
+
+
+async def serve_app(
+    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None
+) -> tuple[web.AppRunner, int, str]:
+    """Serve ``app`` on ``host`` and ``port`` (0 picks a free one).
+
+    Returns:
+        The runner (to clean up), the port and the base URL of the address served.
+    """
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        logger=SERVER_LOGGER,  # filtered: a malformed request's bytes may hold a key
+        shutdown_timeout=0.5,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    # The first socket's own address: with "localhost" and port 0, each address
+    # family gets its own free port, and the URL must name one that answers.
+    address, port = runner.addresses[0][:2]
+    shown = f"[{address}]" if ":" in address else address
+    scheme = "http" if ssl_context is None else "https"
+    return runner, port, f"{scheme}://{shown}:{port}"
