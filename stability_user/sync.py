@@ -34,6 +34,7 @@ import warnings
 import weakref
 from collections.abc import (
     AsyncGenerator,
+    Awaitable,
     Callable,
     Coroutine,
     Generator,
@@ -44,6 +45,8 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from ._bulk import BalanceResult, TargetLike
+from ._cache import CachePolicy
+from ._cache._open import CacheStoreLike
 from ._errors import SESSION_CLOSED, StabilityError
 from ._http import Middleware, Transport
 from ._models import Account, Balance
@@ -246,6 +249,11 @@ class _Steps:
         await self._generator.aclose()
 
 
+async def _awaited(call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """``await call(*args, **kwargs)``, the call made in the running loop."""
+    return await call(*args, **kwargs)
+
+
 class StabilitySession:
     """A sync client of the Stability user API, safe to share between threads.
 
@@ -303,6 +311,14 @@ class StabilitySession:
         ssl: an ``ssl.SSLContext`` for a custom CA bundle or client certificates.
         sleep: the wait between attempts, an async function (for tests).
         clock: monotonic seconds for deadlines and the rate limit (for tests).
+        cache: a :class:`~stability_user.CachePolicy` to share reads: concurrent
+            identical calls of every thread send one request, and a reading answers
+            later calls for ``max_age`` seconds; ``None`` (the default): every call
+            is a request.
+        cache_store: where readings are shared besides this session: ``"memory"``,
+            ``"local"`` (every process of the user on this machine: prefork
+            servers), a ``redis://`` URL (a fleet), or a store object;
+            ``$STABILITY_CACHE_STORE``, else ``"memory"``.
 
     Raises:
         StabilityError: an unsafe ``base_url``.
@@ -337,6 +353,8 @@ class StabilitySession:
         ssl: ssl_module.SSLContext | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
+        cache: CachePolicy | None = None,
+        cache_store: CacheStoreLike | None = None,
     ) -> None:
         """Check the configuration; nothing is opened (no thread started) until the first call."""
         options = dict(locals())  # first: exactly the arguments, by name
@@ -441,8 +459,13 @@ class StabilitySession:
         view._closed = False
         return view
 
-    def account(self) -> Account:
+    def account(self, *, max_age: float | None = None) -> Account:
         """The account the API key belongs to (``GET /{version}/user/account``).
+
+        Args:
+            max_age: with a read cache, the oldest reading this call accepts, in
+                seconds, instead of the policy's ``max_age`` (``0``: a new reading,
+                or one already in flight).
 
         Raises:
             APIError: the service refused (e.g. :class:`AuthenticationError` for a bad key).
@@ -451,15 +474,21 @@ class StabilitySession:
                 than the retry policy allows.
             ResponseValidationError: the answer is not a valid account.
             StabilityError: the session is closed, or has no API key.
+            ValueError: a ``max_age`` without a cache, or not a number of seconds >= 0.
         """
-        return self._run(self._async().account())
+        session = self._async()
+        # Called in the session's loop: a cached read starts or joins its read there.
+        return self._run(_awaited(session.account, max_age=max_age))
 
-    def balance(self, organization: str | None = None) -> Balance:
+    def balance(self, organization: str | None = None, *, max_age: float | None = None) -> Balance:
         """The credit balance (``GET /{version}/user/balance``).
 
         Args:
             organization: read this organization's balance instead of the session's
                 default ``organization`` (or, without either, the user's default one).
+            max_age: with a read cache, the oldest reading this call accepts, in
+                seconds, instead of the policy's ``max_age`` (``0``: a new reading,
+                or one already in flight).
 
         Raises:
             APIError: the service refused (e.g. :class:`PermissionDeniedError` for an
@@ -469,9 +498,11 @@ class StabilitySession:
                 than the retry policy allows.
             ResponseValidationError: the answer is not a valid balance.
             StabilityError: the session is closed, or has no API key.
-            ValueError: ``organization`` contains CR, LF or NUL.
+            ValueError: ``organization`` contains CR, LF or NUL; a ``max_age``
+                without a cache, or not a number of seconds >= 0.
         """
-        return self._run(self._async().balance(organization))
+        session = self._async()
+        return self._run(_awaited(session.balance, organization, max_age=max_age))
 
     def balances(
         self,

@@ -157,28 +157,31 @@ async def check_backend(get: object, live: StabilityEmulator, key: str) -> None:
     """The answers both web examples must give, through ``get(path) -> (status, headers, json)``."""
     assert await get("/credits") == (200, None, {"credits": 12.5})  # type: ignore[operator]
     assert await get("/credits?organization=org-b") == (200, None, {"credits": 7.0})  # type: ignore[operator]
-    status, _, body = await get("/account")  # type: ignore[operator]
-    assert (status, body) == (
-        200,
-        {"id": "user-1", "email": "svc@example.com", "organizations": ["org-a", "org-b"]},
-    )
     status, _, body = await get("/credits?organization=org-z")  # type: ignore[operator]
     assert status == 403
     live.script(Fault.respond(401), api_key=key)
-    status, _, body = await get("/credits")  # type: ignore[operator]
+    status, _, body = await get("/account")  # type: ignore[operator]
     assert status == 502  # the upstream refusing our key is not the caller's fault, nor a crash
     assert key not in str(body)
+    status, _, body = await get("/account")  # type: ignore[operator]
+    assert (status, body) == (  # a failed read is never cached: this one is sent
+        200,
+        {"id": "user-1", "email": "svc@example.com", "organizations": ["org-a", "org-b"]},
+    )
     status, _, body = await get("/credits?organization=a%0D%0Ab")  # type: ignore[operator]
     assert status == 400
     live.script(Fault.respond(429, retry_after=30), api_key=key)
-    status, retry_after, body = await get("/credits")  # type: ignore[operator]
+    status, retry_after, body = await get("/credits?organization=org-c")  # type: ignore[operator]
     assert (status, retry_after) == (503, "30")  # 30 s is past max_retry_after: no waiting
     assert "rate limited" in body["error"]
-    # The service locked the key out: the next call knows, and is not even sent.
+    # The service locked the key out: the next read knows, and is not even sent...
     sent = len(live.requests)
-    status, retry_after, _ = await get("/account")  # type: ignore[operator]
+    status, retry_after, _ = await get("/credits?organization=org-d")  # type: ignore[operator]
     assert status == 503
     assert 0 < int(retry_after) <= 30
+    # ...while the balance read before the lockout still answers (the cache's
+    # stale_if_error covers a minute of refusals), and nothing more is sent.
+    assert await get("/credits") == (200, None, {"credits": 12.5})  # type: ignore[operator]
     assert len(live.requests) == sent
 
 

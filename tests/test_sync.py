@@ -14,6 +14,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from stability_user import (
     AuthenticationError,
     Balance,
     BalanceTarget,
+    CachePolicy,
     PermissionDeniedError,
     RateLimit,
     RateLimitError,
@@ -276,6 +278,49 @@ class TestThreadsAndLoops:
             sessions.append(session)
             with pytest.raises(StabilityError, match="its own event loop's thread"):
                 session.balance()
+
+
+class TestCache:
+    def test_every_thread_shares_one_reading(self, server: ServedEmulator, key: str) -> None:
+        policy = CachePolicy(max_age=60.0)
+        with StabilitySession(key, base_url=server.base_url, cache=policy) as session:
+            with ThreadPoolExecutor(8) as pool:
+                credits = list(pool.map(lambda _: session.balance().credits, range(80)))
+            reading = session.balance()
+            server.call(server.emulator.set_balance, key, 99.0)
+            assert session.balance().credits == 12.5  # max_age has not passed
+            assert session.balance(max_age=0).credits == 99.0  # a new reading, on request
+            assert session.account(max_age=0).email == "a@example.com"
+        assert credits == [12.5] * 80
+        assert reading.freshness is not None
+        assert reading.freshness.stale is False
+        assert requests_seen(server) == 3  # 82 balance readings: 2 requests; 1 account
+
+    def test_max_age_without_a_cache_is_refused(self, session: StabilitySession) -> None:
+        with pytest.raises(ValueError, match="cache"):
+            session.balance(max_age=1.0)
+        with pytest.raises(ValueError, match="cache"):
+            session.account(max_age=1.0)
+        assert session.balance().freshness is None  # the session goes on
+
+    def test_sessions_sharing_the_machine_wide_store_share_readings(
+        self, server: ServedEmulator, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Two prefork workers' sessions: the second is answered by the first's reading.
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        policy = CachePolicy(max_age=60.0)
+        with (
+            StabilitySession(
+                key, base_url=server.base_url, cache=policy, cache_store="local"
+            ) as first,
+            StabilitySession(
+                key, base_url=server.base_url, cache=policy, cache_store="local"
+            ) as second,
+        ):
+            assert first.balance().credits == 12.5
+            assert second.balance().credits == 12.5
+        assert requests_seen(server) == 1
+        assert list(tmp_path.glob("stability-user/cache.sqlite3")) != []
 
 
 class TestClose:
