@@ -25,6 +25,7 @@ from stability_user import (
     ResponseValidationError,
     RetryPolicy,
     ServerError,
+    _send,
 )
 from stability_user._closing import Closing
 from stability_user._config import make_config
@@ -488,6 +489,18 @@ class TestWithTheLimiter:
             await self.call(ScriptedHandler(200), RetryPolicy(), clock, limiter, elsewhere)
         ).status == 200
         assert clock.sleeps == []
+
+    def test_the_key_names_kept_stay_few_however_many_keys_pass(self) -> None:
+        # A sweep over a million keys: each key's state name is computed, and the
+        # names kept to spare that are bounded, so a worker's memory stays flat.
+        names = [
+            request_key_id(attrs.evolve(REQUEST, headers={"Authorization": f"sk-{n:048d}"}))
+            for n in range(10_000)
+        ]
+        assert len(set(names)) == 10_000
+        assert 0 < len(_send._key_ids) <= 4_096
+        again = attrs.evolve(REQUEST, headers={"Authorization": f"sk-{0:048d}"})
+        assert request_key_id(again) == names[0]  # the same name once forgotten
 
     async def test_a_wait_past_the_deadline_is_refused_at_once(self, clock: FakeClock) -> None:
         limiter = self.limiter(clock)
