@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -18,6 +19,13 @@ from .hostile import HostileServer, start_hostile
 from .servers import redis_server
 
 aioresponses_compat.install()
+
+# A test run started in the background of a script (``pytest &``, many job runners)
+# inherits Ctrl+C (SIGINT) ignored, and so would every program the tests start: the
+# Ctrl+C tests could then neither interrupt the command line nor stop an emulator.
+# The suite runs with Ctrl+C working, as in a terminal, however it was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Mutation testing runs every test twice in one process (README, "Mutation testing"):
 # `--hypothesis-profile mutation` lets a test class run on two instances.
