@@ -648,10 +648,10 @@ print("parent again", session.balance().credits, os.waitstatus_to_exitcode(statu
 
 EXITING_PROGRAM = """
 import sys, threading
-from stability_user import StabilityError
+from stability_user import CachePolicy, StabilityError
 from stability_user.sync import StabilitySession
 
-key, stalled_key, base_url = sys.argv[1:4]
+key, stalled_key, base_url, stores = sys.argv[1:5]
 sent = threading.Event()
 
 
@@ -660,7 +660,11 @@ async def note_sent(request, handler):
     return await handler(request)
 
 
-session = StabilitySession(key, base_url=base_url, middlewares=[note_sent])
+# "local": the machine-wide stores, whose close needs a worker thread at exit.
+shared = {"rate_limit_store": "local", "cache": CachePolicy(max_age=0), "cache_store": "local"}
+session = StabilitySession(
+    key, base_url=base_url, middlewares=[note_sent], **(shared if stores == "local" else {})
+)
 print(session.balance().credits, flush=True)
 stalled = session.with_options(api_key=stalled_key)
 
@@ -702,8 +706,9 @@ async def test_a_child_exiting_normally_leaves_the_parents_connections_alone(
     assert result.err == ""
 
 
+@pytest.mark.parametrize("stores", ["memory", "local"])
 async def test_a_session_left_open_at_exit_is_closed_and_exit_does_not_hang(
-    live: StabilityEmulator,
+    live: StabilityEmulator, stores: str, tmp_path: Path
 ) -> None:
     key, stalled = live.add_account(credits=2.0), live.add_account(credits=3.0)
     live.script(Fault.stall(600), api_key=stalled)
@@ -717,6 +722,8 @@ async def test_a_session_left_open_at_exit_is_closed_and_exit_does_not_hang(
             key,
             stalled,
             live.base_url,
+            stores,
+            env={"XDG_CACHE_HOME": str(tmp_path)},
         ),
         60,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import concurrent.futures.thread  # its exit hook first: threading runs them in reverse
 import itertools
 import os
 import threading
@@ -168,9 +169,26 @@ def _close_at_exit() -> None:
             thread.stop(core.session.close, wait=max(0.0, deadline - time.monotonic()))
 
 
+def _register_close_at_exit() -> None:
+    """Close open sessions at exit, while worker threads can still be given work.
+
+    concurrent.futures refuses new work once threading's exit hooks have run, and
+    they run before :mod:`atexit`'s: closing the machine-wide stores (SQLite, in a
+    worker thread) and the loop's default executor needs it. So the sessions are
+    closed among threading's exit hooks, which run in reverse order of registration:
+    this one before concurrent.futures' own, imported above. Where that hook does not
+    exist (another interpreter), :mod:`atexit` is the fallback.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(_close_at_exit)
+    else:
+        register(_close_at_exit)
+
+
 if hasattr(os, "register_at_fork"):  # every POSIX system; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_at_exit)
+_register_close_at_exit()
 
 
 class Steps:
