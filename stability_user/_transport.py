@@ -1,9 +1,11 @@
 """The aiohttp transport: sends a :class:`Request`, returns a fully read :class:`Response`.
 
-This is the only module that talks to aiohttp. It reads every body (decoded,
-up to the size cap) and releases the connection before returning, never
-follows a redirect, and maps aiohttp's and asyncio's failures to the library's
-own errors at this one boundary (``raise APIConnectionError(...) from exc``),
+This module and :mod:`._exchange` (the path below ``ClientSession.request``
+that its own pool sends through) are the only ones that talk to aiohttp. It
+reads every body (decoded, up to the size cap) and releases the connection
+before returning, never follows a redirect, and maps aiohttp's and asyncio's
+failures to the library's own errors at this one boundary
+(``raise APIConnectionError(...) from exc``),
 with any text aiohttp quotes from the server redacted of the secrets sent.
 """
 
@@ -16,6 +18,7 @@ from typing import Final
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from ._checks import check_count
 from ._errors import (
@@ -24,6 +27,7 @@ from ._errors import (
     ResponseValidationError,
     StabilityError,
 )
+from ._exchange import SUPPORTED, Expiry, exchange, request_replaced
 from ._http import Request, Response
 from ._network import Route
 from ._transport_errors import connection_error, quotes_a_secret
@@ -33,6 +37,8 @@ __all__ = ["AiohttpTransport"]
 _CHUNK: Final = 65536
 _CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
 _AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
+# The attempt's own timer bounds the connect too: nothing more to say to the pool.
+_CONNECT_TIMEOUT: Final = aiohttp.ClientTimeout()
 
 
 class AiohttpTransport:
@@ -68,6 +74,7 @@ class AiohttpTransport:
         "_session",
         "_ssl",
         "_timeouts",
+        "_urls",
     )
 
     def __init__(
@@ -96,6 +103,7 @@ class AiohttpTransport:
         # Built once per distinct value, not per request.
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._frozen: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str]]] = {}
+        self._urls: dict[str, URL] = {}
 
     @property
     def closed(self) -> bool:
@@ -137,8 +145,9 @@ class AiohttpTransport:
                     # and could carry state from one key's calls into another's.
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
-                # Our own pool, verifying with our context, never through a proxy.
-                self._plain = self._route.direct
+                # Our own pool, verifying with our context, never through a proxy:
+                # sent below ClientSession.request, on an aiohttp release it knows.
+                self._plain = self._route.direct and SUPPORTED
         session = self._http_session
         assert session is not None  # noqa: S101 - set above
         if self._closed or session.closed:
@@ -160,6 +169,14 @@ class AiohttpTransport:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
+    def _url(self, url: str) -> URL:
+        # A call's URL is one of a few (two endpoints, a service): parsed once each.
+        parsed = URL(url)
+        if len(self._urls) >= _CACHE_LIMIT:
+            self._urls.clear()
+        self._urls[url] = parsed
+        return parsed
+
     def _headers(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
         # aiohttp takes a CIMultiDictProxy as it is; any other mapping it copies into
         # one on every request. A request's headers are built once per key and
@@ -177,7 +194,7 @@ class AiohttpTransport:
         self._frozen[id(headers)] = (headers, proxy)
         return proxy
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request) -> Response:  # noqa: PLR0912 - one frame
         """Send ``request`` and return its response, read whole, connection released.
 
         Raises:
@@ -190,19 +207,24 @@ class AiohttpTransport:
         if session is None or self._loop is not asyncio.get_running_loop() or session.closed:
             session = self._bind()
         url = request.url
+        expiry: Expiry | None = None
         try:
-            # Awaited rather than `async with`: a frame fewer at every step of the
-            # request. The body is read whole, so the connection is released by then.
-            if self._plain and request.timeout == self._default_timeout:
-                # Our own pool, no proxy, the usual timeout: what the session already
-                # says (its timeout, its verifying context) is not said again.
-                resp = await session.request(
+            if self._plain and not request_replaced(session):
+                # Our own pool, no proxy: below ClientSession.request, one timer for
+                # the attempt from the wait for a connection to the last body byte.
+                expiry = Expiry(self._loop, request.timeout)  # type: ignore[arg-type]
+                resp = await exchange(
+                    session,
                     request.method,
-                    url,
-                    headers=self._headers(request.headers),
-                    allow_redirects=False,
+                    self._urls.get(url) or self._url(url),
+                    self._headers(request.headers),
+                    ssl=self._ssl,
+                    timeout=_CONNECT_TIMEOUT,
                 )
             else:
+                # Awaited rather than `async with`: a frame fewer at every step of
+                # the request. The body is read whole, so the connection is
+                # released by then.
                 resp = await session.request(
                     request.method,
                     url,
@@ -222,11 +244,12 @@ class AiohttpTransport:
             return Response(
                 resp.status, resp.headers, body, request.attempt, request, self._route.secrets
             )
+        except asyncio.CancelledError:
+            if expiry is not None and expiry.timed_out():
+                raise _timed_out(request) from None
+            raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError(
-                f"{request.method} {request.url} took longer than {request.timeout:g} s",
-                attempts=request.attempt,
-            ) from exc
+            raise _timed_out(request) from exc
         except aiohttp.ClientError as exc:
             secrets = (request.api_key, *self._route.secrets)
             error = connection_error(
@@ -242,6 +265,9 @@ class AiohttpTransport:
             if session.closed:
                 raise StabilityError(SESSION_CLOSED) from exc
             raise
+        finally:
+            if expiry is not None:
+                expiry.stop()
 
     def _whole_body_fits(self, resp: aiohttp.ClientResponse) -> bool:
         """Whether ``resp.read()`` is safe: a known, uncompressed length under the cap."""
@@ -281,4 +307,11 @@ class AiohttpTransport:
 def _too_large(status: int, what: str) -> ResponseValidationError:
     return ResponseValidationError(
         f"{status} response refused: its body {what}, over max_body_size", status=status
+    )
+
+
+def _timed_out(request: Request) -> APITimeoutError:
+    return APITimeoutError(
+        f"{request.method} {request.url} took longer than {request.timeout:g} s",
+        attempts=request.attempt,
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from stability_user._secrets import (
@@ -176,6 +176,9 @@ class TestMaskUrl:
     def test_no_password_is_ever_shown(
         self, password: str, scheme: str, user: str, rest: str
     ) -> None:
+        # Without a scheme, "user://..." is itself a URL whose scheme is "user": no
+        # password in it to mask.
+        assume(scheme or not password.startswith("//"))
         url = f"{scheme}{user}:{password}@{rest}"
         masked = mask_url(url)
         assert masked == f"{scheme}{user}:***@{rest}"

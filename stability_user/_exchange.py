@@ -1,0 +1,151 @@
+"""One request and its response on aiohttp's connection pool, below ``ClientSession.request``.
+
+``ClientSession.request`` does, for every request, work this client never needs:
+it merges default headers, parses and joins the URL, filters a cookie jar,
+builds a timeout handle and its timer context, looks for trace configs, client
+middlewares and redirects. The transport's own pool (no proxy, no caller's
+session, no cookies, no traces, no redirects) sends through this path instead:
+an ``aiohttp.ClientRequest`` on a connection from the session's connector, the
+same parser, the same keep-alive pool, and one timer for the whole attempt.
+
+Only the aiohttp releases whose internals this was read against take this path
+(:data:`SUPPORTED`); any other release goes through ``ClientSession.request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+from typing import Final
+
+import aiohttp
+from aiohttp import ClientRequest, ClientResponse
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+__all__ = ["SUPPORTED", "Expiry", "exchange", "request_replaced"]
+
+SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
+"""Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
+
+_REQUEST: Final = aiohttp.ClientSession._request
+
+
+def request_replaced(session: aiohttp.ClientSession) -> bool:
+    """Whether something stands in for ``ClientSession._request`` (aioresponses, a test double).
+
+    Then every request goes through ``ClientSession.request``, so that it answers.
+    """
+    return type(session)._request is not _REQUEST
+
+
+_NO_TRACES: Final[list[object]] = []  # aiohttp only reads it; shared, never filled
+_RETRIED_FAILURES: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+
+
+class Expiry:
+    """The timeout of one attempt: cancels its task when the time is up.
+
+    What ``asyncio.timeout`` does, for a fraction of its cost: one timer handle,
+    no context manager. Only a cancellation it caused turns into
+    :class:`asyncio.TimeoutError`; one from outside still cancels the call.
+    """
+
+    __slots__ = ("_cancelling", "_handle", "_task", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        """Start counting ``seconds`` for the running task."""
+        task = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - a coroutine always runs in a task here
+            raise RuntimeError("a request's timeout needs a running task")
+        self._task = task
+        # Python 3.10 counts no cancellations: there, a timeout wins, as in aiohttp.
+        self._cancelling = 0
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        self.expired = False
+        self._handle = loop.call_at(loop.time() + seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    def stop(self) -> None:
+        """The attempt ended in time, or failed otherwise: the timer is off."""
+        self._handle.cancel()
+
+    def timed_out(self) -> bool:
+        """After a ``CancelledError``: whether this timer caused it alone (then it is undone)."""
+        if not self.expired:
+            return False
+        if sys.version_info >= (3, 11):
+            return self._task.uncancel() <= self._cancelling
+        return True  # pragma: no cover - Python 3.10
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: CIMultiDictProxy[str] | Mapping[str, str],
+    *,
+    ssl: object,
+    timeout: aiohttp.ClientTimeout,
+) -> ClientResponse:
+    """Send one request on a connection of ``session``'s pool; its response, headers read.
+
+    Like ``ClientSession.request`` with ``allow_redirects=False``: a connection of
+    the pool that turns out to be closed by the server is replaced once, at once,
+    for an idempotent method. The caller reads the body and releases the response.
+
+    Raises:
+        aiohttp.ClientError: the connection failed before the response's head came.
+        RuntimeError: the session is closed.
+    """
+    if session.closed:
+        raise RuntimeError("Session is closed")
+    connector = session.connector
+    assert connector is not None  # noqa: S101 - an open session has one
+    loop = connector._loop
+    retry = method in ("GET", "HEAD", "OPTIONS")
+    while True:
+        request = ClientRequest(
+            method,
+            url,
+            headers=headers,
+            loop=loop,
+            response_class=ClientResponse,
+            session=session,
+            ssl=ssl,  # type: ignore[arg-type]
+        )
+        try:
+            connection = await connector.connect(request, traces=_NO_TRACES, timeout=timeout)  # type: ignore[arg-type]
+            protocol = connection.protocol
+            assert protocol is not None  # noqa: S101 - a fresh connection has one
+            protocol.set_response_params(
+                skip_payload=method == "HEAD",
+                timeout_ceil_threshold=connector._timeout_ceil_threshold,
+            )
+            try:
+                response = await request.send(connection)
+                try:
+                    await response.start(connection)
+                except BaseException:
+                    response.close()
+                    raise
+            except BaseException:
+                connection.close()
+                raise
+        except _RETRIED_FAILURES:
+            if not retry:
+                raise
+            retry = False  # a pooled connection the server had closed: one more, at once
+            continue
+        except aiohttp.ClientError:
+            raise
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, asyncio.TimeoutError):
+                raise
+            raise aiohttp.ClientOSError(*exc.args) from exc
+        return response
