@@ -6,7 +6,8 @@ builds a timeout handle and its timer context, looks for trace configs, client
 middlewares and redirects. The transport's own pool (no proxy, no caller's
 session, no cookies, no traces, no redirects) sends through this path instead:
 an ``aiohttp.ClientRequest`` on a connection from the session's connector, the
-same parser, the same keep-alive pool, and one timer for the whole attempt.
+same parser, the same keep-alive pool; the attempt's timeout is the
+transport's (:mod:`._expiry`), from the wait for a connection to the last byte.
 
 Only the aiohttp releases whose internals this was read against take this path
 (:data:`SUPPORTED`); any other release goes through ``ClientSession.request``.
@@ -15,7 +16,6 @@ Only the aiohttp releases whose internals this was read against take this path
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Mapping
 from typing import Final
 
@@ -24,7 +24,7 @@ from aiohttp import ClientRequest, ClientResponse
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["SUPPORTED", "Expiry", "exchange", "request_replaced"]
+__all__ = ["SUPPORTED", "exchange", "request_replaced"]
 
 SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
 """Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
@@ -42,46 +42,6 @@ def request_replaced(session: aiohttp.ClientSession) -> bool:
 
 _NO_TRACES: Final[list[object]] = []  # aiohttp only reads it; shared, never filled
 _RETRIED_FAILURES: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
-
-
-class Expiry:
-    """The timeout of one attempt: cancels its task when the time is up.
-
-    What ``asyncio.timeout`` does, for a fraction of its cost: one timer handle,
-    no context manager. Only a cancellation it caused turns into
-    :class:`asyncio.TimeoutError`; one from outside still cancels the call.
-    """
-
-    __slots__ = ("_cancelling", "_handle", "_task", "expired")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        """Start counting ``seconds`` for the running task."""
-        task = asyncio.current_task(loop)
-        if task is None:  # pragma: no cover - a coroutine always runs in a task here
-            raise RuntimeError("a request's timeout needs a running task")
-        self._task = task
-        # Python 3.10 counts no cancellations: there, a timeout wins, as in aiohttp.
-        self._cancelling = 0
-        if sys.version_info >= (3, 11):
-            self._cancelling = task.cancelling()
-        self.expired = False
-        self._handle = loop.call_at(loop.time() + seconds, self._expire)
-
-    def _expire(self) -> None:
-        self.expired = True
-        self._task.cancel()
-
-    def stop(self) -> None:
-        """The attempt ended in time, or failed otherwise: the timer is off."""
-        self._handle.cancel()
-
-    def timed_out(self) -> bool:
-        """After a ``CancelledError``: whether this timer caused it alone (then it is undone)."""
-        if not self.expired:
-            return False
-        if sys.version_info >= (3, 11):
-            return self._task.uncancel() <= self._cancelling
-        return True  # pragma: no cover - Python 3.10
 
 
 async def exchange(

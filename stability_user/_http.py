@@ -111,6 +111,18 @@ class Response:
     request: Request | None = attrs.field(default=None, eq=False)
     secrets: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
 
+    def answering(self, request: Request) -> Response:
+        """This response, said to answer ``request`` (its attempt and request set).
+
+        What ``attrs.evolve`` does, without looking the fields up on every call: a
+        transport or middleware of the user's leaves them unset on each response.
+        """
+        if type(self) is not Response:  # a subclass keeps its class and its fields
+            return attrs.evolve(self, attempt=request.attempt, request=request)
+        return Response(
+            self.status, self.headers, self.body, request.attempt, request, self.secrets
+        )
+
     def secrets_sent(self) -> tuple[str | None, ...]:
         """Everything the answer must not show: the key sent, and :attr:`secrets`."""
         key = self.request.api_key if self.request is not None else None

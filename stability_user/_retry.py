@@ -243,7 +243,7 @@ def _answered(response: Response, request: Request, began: float | None, clock: 
         _log_attempt(request, response.status, clock() - began)
     if response.attempt != request.attempt or response.request is None:
         # A middleware answered by itself: errors still count the attempt.
-        response = attrs.evolve(response, attempt=request.attempt, request=request)
+        response = response.answering(request)
     return response
 
 

@@ -244,7 +244,7 @@ class Sender:
             closing.sent()
         if response.attempt != sent.attempt or response.request is not sent:
             # A transport of the user's numbers nothing: the response says what it answers.
-            response = attrs.evolve(response, attempt=sent.attempt, request=sent)
+            response = response.answering(sent)
         return response
 
     async def _queue(self, gate: Gate, request: Request) -> None:

@@ -27,7 +27,8 @@ from ._errors import (
     ResponseValidationError,
     StabilityError,
 )
-from ._exchange import SUPPORTED, Expiry, exchange, request_replaced
+from ._exchange import SUPPORTED, exchange, request_replaced
+from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
 from ._transport_errors import connection_error, quotes_a_secret
@@ -63,6 +64,7 @@ class AiohttpTransport:
     __slots__ = (
         "_closed",
         "_default_timeout",
+        "_expiries",
         "_frozen",
         "_http_session",
         "_loop",
@@ -95,6 +97,7 @@ class AiohttpTransport:
         self._max_connections = max_connections
         self._max_body_size = max_body_size
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiries: Expiries | None = None  # the attempts' timeouts, on self._loop
         self._ssl: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None  # bound to self._loop
         self._default_timeout = timeout
@@ -132,6 +135,7 @@ class AiohttpTransport:
                     "create one session per event loop"
                 )
             self._loop = loop
+            self._expiries = Expiries(loop)
             self._ssl = self._route.ssl  # made once, at the first request
             if self._http_session is None:
                 self._http_session = aiohttp.ClientSession(
@@ -212,7 +216,7 @@ class AiohttpTransport:
             if self._plain and not request_replaced(session):
                 # Our own pool, no proxy: below ClientSession.request, one timer for
                 # the attempt from the wait for a connection to the last body byte.
-                expiry = Expiry(self._loop, request.timeout)  # type: ignore[arg-type]
+                expiry = self._expiries.start(request.timeout)  # type: ignore[union-attr]
                 resp = await exchange(
                     session,
                     request.method,
@@ -267,7 +271,7 @@ class AiohttpTransport:
             raise
         finally:
             if expiry is not None:
-                expiry.stop()
+                self._expiries.stop(expiry)  # type: ignore[union-attr]
 
     def _whole_body_fits(self, resp: aiohttp.ClientResponse) -> bool:
         """Whether ``resp.read()`` is safe: a known, uncompressed length under the cap."""

@@ -20,7 +20,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._exchange import Expiry, request_replaced
+from stability_user._exchange import request_replaced
 from stability_user._transport import AiohttpTransport
 
 from .conftest import KEY
@@ -170,65 +170,6 @@ async def test_caller_session_is_used_and_never_closed(mocked: aioresponses) -> 
         async with StabilitySession(KEY, http_session=http) as session:
             assert await session.balance() == Balance(4.0)
         assert not http.closed
-
-
-class TestExpiry:
-    """The attempt's timer: only a cancellation it caused is a timeout."""
-
-    async def test_time_up_cancels_the_task_and_is_a_timeout(self) -> None:
-        loop = asyncio.get_running_loop()
-        expiry = Expiry(loop, 0)
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.get_running_loop().create_future()
-        assert expiry.expired
-        assert expiry.timed_out()
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
-
-    async def test_stopped_in_time_never_fires(self) -> None:
-        loop = asyncio.get_running_loop()
-        expiry = Expiry(loop, 0)
-        expiry.stop()
-        await asyncio.sleep(0)  # the moment it would have fired, had it not stopped
-        await asyncio.sleep(0)
-        assert not expiry.expired
-
-    async def test_a_cancellation_from_outside_is_not_a_timeout(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.create_future()
-
-        async def attempt() -> bool:
-            expiry = Expiry(loop, 3600)
-            started.set_result(None)
-            try:
-                await loop.create_future()
-            except asyncio.CancelledError:
-                return expiry.timed_out()
-            finally:
-                expiry.stop()
-            return True  # pragma: no cover - never reached
-
-        task = asyncio.ensure_future(attempt())
-        await started
-        task.cancel()
-        assert await task is False
-
-    async def test_a_cancellation_from_outside_wins_over_the_timeout(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        async def attempt() -> bool:
-            expiry = Expiry(loop, 0)
-            try:
-                await loop.create_future()
-            except asyncio.CancelledError:
-                timed_out = expiry.timed_out()
-                assert asyncio.current_task().cancelling() == 1  # type: ignore[union-attr]
-                return timed_out
-            return True  # pragma: no cover - never reached
-
-        task = asyncio.ensure_future(attempt())
-        await asyncio.sleep(0)  # it starts its timer and waits
-        task.cancel()  # in the same turn as its time runs out
-        assert await task is False
 
 
 async def test_a_replaced_client_session_request_is_what_sends(mocked: aioresponses) -> None:
