@@ -87,7 +87,7 @@ class Expiries:
         queue = self._queue
         if expiry.when < self._at or (queue and expiry.when < queue[-1].when):
             # Sooner than those before it, or than the timer: not in order.
-            expiry._handle = loop.call_at(expiry.when, expiry.expire)  # noqa: SLF001
+            expiry._handle = loop.call_at(expiry.when, expiry.expire)
             return expiry
         queue.append(expiry)
         self._live += 1
@@ -101,7 +101,7 @@ class Expiries:
         if expiry.finished:
             return
         expiry.finished = True
-        handle = expiry._handle  # noqa: SLF001
+        handle = expiry._handle
         if handle is not None:
             handle.cancel()
             return

@@ -17,13 +17,13 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import attrs
 
 from .._backends import Breaker, Outage
+from .._backends._token import new_token
 from .._converter import structure
 from .._endpoints import ENDPOINTS
 from .._errors import ResponseValidationError, StabilityError
@@ -90,7 +90,7 @@ class SharedReads:
         """The entry's reading and the Unix time it was answered: the fleet's, or a new one."""
         key_id, name = entry_name(key)
         model = _MODELS[key[3]]
-        token = uuid.uuid4().hex
+        token = new_token()
         pause = _POLL_FIRST
         # A stored body that is no reading (garbage, a foreign writer's): never handed out,
         # and no longer taken as fresh, so that its entry's lease can be had and a

@@ -25,13 +25,13 @@ import os
 import pathlib
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from .._backends import Breaker, Outage
 from .._backends._soon import Soon
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
+from .._backends._token import new_token
 from .._errors import StabilityError
 from .._types import Clock
 from ._limit import MAX_LEASE, RateLimit, Wait, held_for
@@ -146,7 +146,7 @@ class LocalRateLimitStore:
         return answer
 
     def _take_now(self, key_id: str, limit: RateLimit, lease: float) -> str | int | Wait | None:
-        token = uuid.uuid4().hex
+        token = new_token()
         work, releases = self._acquire_work(key_id, limit, lease, token)
         try:
             answer = self._file.try_now(work)
@@ -168,7 +168,7 @@ class LocalRateLimitStore:
         if answer is not None:
             return answer
         # The file is held: wait for it in its thread (a probe stays the probe meanwhile).
-        token = uuid.uuid4().hex
+        token = new_token()
         work, _ = self._acquire_work(key_id, limit, lease, token)
 
         def give_back(answer: str | Wait) -> None:

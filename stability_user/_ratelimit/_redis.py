@@ -24,12 +24,12 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import Outage
 from .._backends._redis import RedisLink, import_redis
 from .._backends._soon import Soon
+from .._backends._token import new_token
 from .._types import Clock
 from ._limit import MAX_LEASE, MAX_LOCKOUT, RateLimit, Wait, held_for
 from ._memory import MemoryRateLimitStore
@@ -129,7 +129,7 @@ class RedisRateLimitStore:
         """Take a slot now and return its token, or say how long until one may be free."""
         if not self._link.breaker.available():
             return self._fallback.acquire_nowait(key_id, limit, lease)
-        token = uuid.uuid4().hex
+        token = new_token()
         releases = self._joining(key_id)
         keys, args = self._carry(releases)
 
