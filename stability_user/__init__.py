@@ -11,7 +11,6 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._cache import CachePolicy
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -34,6 +33,7 @@ from ._version import __version__
 
 if _TYPE_CHECKING:
     from ._bulk import BalanceResult, BalanceTarget
+    from ._cache import CachePolicy
     from ._ratelimit._local import LocalRateLimitStore
     from ._ratelimit._redis import RedisRateLimitStore
     from ._targets import TargetFileError, read_targets
@@ -42,6 +42,7 @@ if _TYPE_CHECKING:
 # Imported when first named, not with the package: the shared stores (SQLite,
 # redis-py), and what only bulk checks, watches and target files need.
 _LAZY = {
+    "CachePolicy": "._cache",
     "BalanceReading": "._watch",
     "BalanceResult": "._bulk",
     "BalanceTarget": "._bulk",

@@ -12,7 +12,6 @@ a log record or a terminal is one safe line.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Iterable
@@ -74,6 +73,8 @@ def _unescape(text: str) -> str:
     # Undo the escapes a server (or aiohttp quoting its bytes) can wrap a secret
     # in, repeatedly: a secret may be escaped twice, or two ways at once.
     for _ in range(4):
+        import html  # noqa: PLC0415 - only when there is text to redact
+
         decoded = html.unescape(unquote(_BACKSLASH_ESCAPE.sub(_codepoint, text)))
         if decoded == text:
             break
@@ -108,6 +109,8 @@ def _encodings(secret: str) -> Iterable[str]:
     yield quote(secret, safe="", errors="surrogatepass")
     yield quote(secret, errors="surrogatepass")  # "/" kept, as in a path
     yield quote_plus(secret, safe="", errors="surrogatepass")  # a form's: " " is "+"
+    import html  # noqa: PLC0415 - only when there is text to redact
+
     yield html.escape(secret)
     yield html.escape(secret, quote=False)
     yield json.dumps(secret)[1:-1]  # a JSON string inside a string, \u-escaped

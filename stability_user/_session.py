@@ -18,13 +18,11 @@ from collections.abc import (
     Sequence,
 )
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 import attrs
 
-from ._cache import CachePolicy
-from ._cache._open import CacheStoreLike
 from ._config import derive_config, make_config
 from ._http import Middleware, Transport
 from ._network import Route
@@ -36,6 +34,10 @@ from ._secrets import mask_secret
 from ._state import SessionState, make_state
 from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
+
+if TYPE_CHECKING:
+    from ._cache import CachePolicy
+    from ._cache._open import CacheStoreLike
 
 __all__ = ["StabilitySession"]
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import attrs
 
-from ._cache import CachePolicy
 from ._checks import check_count, check_seconds, check_type
 from ._closing import Closing
 from ._config import ClientConfig
@@ -35,6 +34,7 @@ from ._transport import AiohttpTransport
 from ._types import Clock, Sleep
 
 if TYPE_CHECKING:
+    from ._cache import CachePolicy
     from ._cache._reader import ReadCache
 
 __all__ = ["SessionState", "make_state"]
@@ -266,9 +266,11 @@ def make_state(
     )
     reads = None
     if cache is not None:
-        check_type("cache", cache, CachePolicy)
         # The cache is imported with the first session that has one.
+        from ._cache import CachePolicy  # noqa: PLC0415
         from ._cache._open import open_shared  # noqa: PLC0415
+
+        check_type("cache", cache, CachePolicy)
         from ._cache._reader import ReadCache  # noqa: PLC0415
 
         shared = open_shared(cache_store, cache)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Mapping
 from typing import Final, Union
 
-from .._backends import parse_store_spec
 from .._types import Clock
 from ._memory import MemoryRateLimitStore
 from ._store import RateLimitStore
@@ -41,6 +40,8 @@ def open_store(
         ImportError: the store needs an extra that is not installed.
         ValueError: a name that is none of the stores'.
     """
+    from .._backends import parse_store_spec  # noqa: PLC0415 - with the first session
+
     found = parse_store_spec(
         spec, parameter="rate_limit_store", environment=ENV_RATE_LIMIT_STORE, environ=environ
     )
