@@ -23,15 +23,13 @@ from yarl import URL
 from ._checks import check_count
 from ._errors import (
     SESSION_CLOSED,
-    APITimeoutError,
-    ResponseValidationError,
     StabilityError,
 )
 from ._exchange import SUPPORTED, exchange, request_replaced
 from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
-from ._transport_errors import connection_error, quotes_a_secret
+from ._transport_errors import connection_error, quotes_a_secret, timed_out, too_large
 
 __all__ = ["AiohttpTransport"]
 
@@ -250,10 +248,10 @@ class AiohttpTransport:
             )
         except asyncio.CancelledError:
             if expiry is not None and expiry.timed_out():
-                raise _timed_out(request) from None
+                raise timed_out(request) from None
             raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise _timed_out(request) from exc
+            raise timed_out(request) from exc
         except aiohttp.ClientError as exc:
             secrets = (request.api_key, *self._route.secrets)
             error = connection_error(
@@ -281,7 +279,7 @@ class AiohttpTransport:
             return False
         if length > self._max_body_size:
             resp.close()  # drop the connection: the rest of the body is never read
-            raise _too_large(resp.status, f"announces {length} bytes")
+            raise too_large(resp.status, f"announces {length} bytes")
         return True
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -295,7 +293,7 @@ class AiohttpTransport:
             size += len(chunk)
             if size > cap:
                 resp.close()
-                raise _too_large(resp.status, f"decodes to more than {cap} bytes")
+                raise too_large(resp.status, f"decodes to more than {cap} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -306,16 +304,3 @@ class AiohttpTransport:
         session = self._http_session
         if self._owns_session and session is not None and not session.closed:
             await session.close()
-
-
-def _too_large(status: int, what: str) -> ResponseValidationError:
-    return ResponseValidationError(
-        f"{status} response refused: its body {what}, over max_body_size", status=status
-    )
-
-
-def _timed_out(request: Request) -> APITimeoutError:
-    return APITimeoutError(
-        f"{request.method} {request.url} took longer than {request.timeout:g} s",
-        attempts=request.attempt,
-    )

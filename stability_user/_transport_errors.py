@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._errors import APIConnectionError
+from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError
 from ._http import Request
 from ._secrets import display_text, mask_url, redact
 
-__all__ = ["connection_error", "quotes_a_secret"]
+__all__ = ["connection_error", "quotes_a_secret", "timed_out", "too_large"]
 
 
 def quotes_a_secret(exc: BaseException, secrets: Iterable[str | None]) -> bool:
@@ -81,3 +81,18 @@ def _os_reason(error: OSError) -> str:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def too_large(status: int, what: str) -> ResponseValidationError:
+    """The error of a body over ``max_body_size``: ``what`` says how it was found."""
+    return ResponseValidationError(
+        f"{status} response refused: its body {what}, over max_body_size", status=status
+    )
+
+
+def timed_out(request: Request) -> APITimeoutError:
+    """The error of an attempt that took longer than its timeout."""
+    return APITimeoutError(
+        f"{request.method} {request.url} took longer than {request.timeout:g} s",
+        attempts=request.attempt,
+    )
