@@ -131,7 +131,8 @@ async def test_redis_state_that_cannot_be_is_a_miss(
     caplog.set_level(logging.WARNING)
     client = redis.Redis.from_url(own_redis)
     store = RedisRateLimitStore(own_redis)
-    names = store._keys(key_id_of(key, origin_of(emulator.base_url)))
+    encoded = store._keys(key_id_of(key, origin_of(emulator.base_url)))
+    names = (encoded[0].decode(), encoded[1].decode(), encoded[2].decode())
     try:
         client.delete(*names)
         REDIS_STATES[state](client, names, server_ms(client))

@@ -133,7 +133,6 @@ class Breaker:
             Outage: it failed, timed out, or another call found the backend down meanwhile.
         """
         loop = asyncio.get_running_loop()
-        task: asyncio.Future[T] = asyncio.ensure_future(work())
         opened = self._opened_in(loop)
         # One future woken by whichever comes first (the answer, the breaker opening, the
         # time running out): what asyncio.wait does, without its sets and callbacks each.
@@ -143,7 +142,15 @@ class Breaker:
             if not woken.done():
                 woken.set_result(None)
 
-        task.add_done_callback(wake)
+        async def run() -> T:
+            # The answer wakes the caller from the work's last step, a turn of the loop
+            # sooner than the task's done callbacks would; the task is done by then.
+            try:
+                return await work()
+            finally:
+                wake()
+
+        task: asyncio.Future[T] = asyncio.ensure_future(run())
         opened.add_done_callback(wake)
         timer = loop.call_later(self.max_wait, wake)
         try:

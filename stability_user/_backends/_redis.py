@@ -161,7 +161,7 @@ class RedisLink:
     async def run(
         self,
         source: str,
-        keys: Sequence[str],
+        keys: Sequence[str | bytes],
         args: Sequence[object],
         *,
         abandoned: Callable[[Any], object] | None = None,

@@ -47,9 +47,12 @@ _WHAT: Final = "rate-limit store"
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a script to join
 _JOIN_AT_MOST: Final = 64  # give-backs riding along with one script
 _QUEUED_AT_MOST: Final = 10_000  # give-backs kept while Redis is away (their leases free them)
-_SKEW_MS: Final = 1000  # clock disagreement tolerated in stored state
+_SKEW_MS: Final = b"1000"  # clock disagreement tolerated in stored state
+_LONGEST_LOCKOUT_MS: Final = b"%d" % int(MAX_LOCKOUT * 1000)
+_LONGEST_LEASE_MS: Final = b"%d" % int(MAX_LEASE * 1000)
+_NAMES_KEPT: Final = 4096  # keys whose names are kept encoded; cleared when full
 
-Release = tuple[str, str, float, int]  # key id, token, when read (local clock), held ms
+Release = tuple[str, str, float, bytes]  # key id, token, when read (local clock), held ms
 
 
 class RedisRateLimitStore:
@@ -83,6 +86,8 @@ class RedisRateLimitStore:
         self._cluster = self._link.is_cluster
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
+        self._names: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self._encoded: dict[tuple[RateLimit, float], tuple[bytes, bytes, bytes]] = {}
         self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
 
@@ -95,12 +100,35 @@ class RedisRateLimitStore:
         """The Redis URL without its password (or the client's repr)."""
         return self._link.where
 
-    def _keys(self, key_id: str) -> tuple[str, str, str]:
-        base = f"{_PREFIX}:{{{key_id}}}"
-        return f"{base}:in-flight", f"{base}:done", f"{base}:lockout"
+    def _keys(self, key_id: str) -> tuple[bytes, bytes, bytes]:
+        # Encoded once per key, not per call: redis-py passes bytes through as they are.
+        names = self._names.get(key_id)
+        if names is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            base = f"{_PREFIX}:{{{key_id}}}"
+            names = self._names[key_id] = (
+                f"{base}:in-flight".encode(),
+                f"{base}:done".encode(),
+                f"{base}:lockout".encode(),
+            )
+        return names
 
-    def _now_ms(self) -> str:
-        return "" if self._clock is None else str(int(self._clock() * 1000))
+    def _settings(self, limit: RateLimit, lease: float) -> tuple[bytes, bytes, bytes]:
+        """The limit's numbers as the script reads them (ARGV 2 to 4), encoded once."""
+        found = self._encoded.get((limit, lease))
+        if found is None:
+            if len(self._encoded) >= _NAMES_KEPT:
+                self._encoded.clear()
+            found = self._encoded[(limit, lease)] = (
+                b"%d" % limit.requests,
+                b"%d" % math.ceil(held_for(limit) * 1000),
+                b"%d" % int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
+            )
+        return found
+
+    def _now_ms(self) -> bytes:
+        return b"" if self._clock is None else b"%d" % int(self._clock() * 1000)
 
     def _joining(self, key_id: str | None) -> list[Release]:
         """The queued give-backs one script can carry (on a Cluster, one key's only)."""
@@ -116,13 +144,13 @@ class RedisRateLimitStore:
             self._pending = [r for r in pending if r[1] not in tokens]
         return joining
 
-    def _carry(self, releases: list[Release]) -> tuple[list[str], list[object]]:
-        keys: list[str] = []
-        args: list[object] = []
+    def _carry(self, releases: list[Release]) -> tuple[list[bytes], list[bytes]]:
+        keys: list[bytes] = []
+        args: list[bytes] = []
         now = self._local_clock()
         for key_id, token, read_at, held_ms in releases:
             keys.extend(self._keys(key_id)[:2])
-            args.extend((token, max(0, int((now - read_at) * 1000)), held_ms))
+            args.extend((token.encode(), b"%d" % max(0, int((now - read_at) * 1000)), held_ms))
         return keys, args
 
     async def acquire(self, key_id: str, limit: RateLimit, lease: float) -> int | str | Wait:
@@ -144,14 +172,12 @@ class RedisRateLimitStore:
                 [*self._keys(key_id), *keys],
                 [
                     self._now_ms(),
-                    limit.requests,
-                    math.ceil(held_for(limit) * 1000),
-                    int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
-                    token,
-                    int(MAX_LOCKOUT * 1000),
+                    *self._settings(limit, lease),
+                    token.encode(),
+                    _LONGEST_LOCKOUT_MS,
                     _SKEW_MS,
-                    len(releases),
-                    int(MAX_LEASE * 1000),
+                    b"%d" % len(releases),
+                    _LONGEST_LEASE_MS,
                     *args,
                 ],
                 abandoned=give_back,
@@ -170,7 +196,7 @@ class RedisRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         pending = self._pending
-        pending.append((key_id, token, self._local_clock(), math.ceil(held_for(limit) * 1000)))
+        pending.append((key_id, token, self._local_clock(), self._settings(limit, 0.0)[1]))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
         self._flush.arm()
@@ -208,7 +234,7 @@ class RedisRateLimitStore:
             keys, args = self._carry(releases)
             try:
                 corrupt = await self._link.run(
-                    RELEASE, keys, [self._now_ms(), len(releases), *args]
+                    RELEASE, keys, [self._now_ms(), b"%d" % len(releases), *args]
                 )
             except Outage:
                 return
@@ -224,7 +250,7 @@ class RedisRateLimitStore:
                     await self._link.run(
                         LOCK,
                         self._keys(key_id)[2:],
-                        [self._now_ms(), int(seconds * 1000), int(MAX_LOCKOUT * 1000)],
+                        [self._now_ms(), b"%d" % int(seconds * 1000), _LONGEST_LOCKOUT_MS],
                     )
                 )
         return fresh
