@@ -682,6 +682,7 @@ def main() -> None:
         import_row("import aiohttp", theirs),
         import_row("import stability_user", ours),
         f"| difference | {statistics.median(ours) - statistics.median(theirs):+.1f} ms | |",
+        f"| ratio | {statistics.median(ours) / statistics.median(theirs):.3f}x | |",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
