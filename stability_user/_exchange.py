@@ -85,6 +85,7 @@ async def exchange(
             assert protocol is not None  # noqa: S101 - a fresh connection has one
             protocol.set_response_params(
                 skip_payload=method == "HEAD",
+                read_until_eof=True,  # a body without a length ends with its connection
                 timeout_ceil_threshold=connector._timeout_ceil_threshold,
             )
             try:

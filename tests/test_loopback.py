@@ -215,3 +215,25 @@ async def test_cancelling_a_call_leaves_nothing_open(emulator: StabilityEmulator
         with pytest.raises(asyncio.CancelledError):
             await task
         assert (await s.balance()).credits == 12.5
+
+
+async def test_a_body_that_ends_with_its_connection(clock: FakeClock) -> None:
+    # HTTP/1.1 without Content-Length or chunks: the body is what comes before the close.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+            b'{"credits": 3.5}'
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with session_for(f"http://127.0.0.1:{port}", clock) as s:
+            assert await s.balance() == Balance(3.5)
+    finally:
+        server.close()
+        await server.wait_closed()
