@@ -98,6 +98,8 @@ async def exchange(
             except BaseException:
                 connection.close()
                 raise
+        except aiohttp.ClientConnectorError:
+            raise  # no connection was made: nothing stale to replace
         except _RETRIED_FAILURES:
             if not retry:
                 raise

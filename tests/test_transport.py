@@ -7,6 +7,7 @@ import re
 
 import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 from yarl import URL
 
@@ -20,7 +21,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._exchange import request_replaced
+from stability_user._exchange import exchange, request_replaced
 from stability_user._transport import AiohttpTransport
 
 from .conftest import KEY
@@ -182,3 +183,54 @@ async def test_a_replaced_client_session_request_is_what_sends(mocked: aiorespon
 async def test_client_session_request_as_aiohttp_made_it() -> None:
     async with aiohttp.ClientSession() as session:
         assert not request_replaced(session)
+
+
+class _Connector:
+    """Fails every connection as told, counting them."""
+
+    def __init__(self, error: Exception) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout_ceil_threshold = 5
+        self.error = error
+        self.connects = 0
+
+    async def connect(self, *_: object, **__: object) -> object:
+        self.connects += 1
+        raise self.error
+
+
+class _Session:
+    closed = False
+
+    def __init__(self, connector: _Connector) -> None:
+        self.connector = connector
+
+
+@pytest.mark.parametrize(
+    ("error", "connects"),
+    [
+        # A pooled connection the server had closed: replaced once, at once.
+        (aiohttp.ServerDisconnectedError(), 2),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), 2),
+        # No connection was made: nothing stale to replace, the retry policy decides.
+        (
+            aiohttp.ClientConnectorError(
+                ConnectionKey("127.0.0.1", 9, False, True, None, None, None),
+                OSError(111, "Connection refused"),
+            ),
+            1,
+        ),
+    ],
+)
+async def test_only_a_stale_connection_is_replaced_at_once(error: Exception, connects: int) -> None:
+    connector = _Connector(error)
+    with pytest.raises(type(error)):
+        await exchange(
+            _Session(connector),  # type: ignore[arg-type]
+            "GET",
+            URL("http://127.0.0.1:9/v1/user/balance"),
+            {},
+            ssl=True,
+            timeout=aiohttp.ClientTimeout(),
+        )
+    assert connector.connects == connects
