@@ -93,6 +93,19 @@ def _require(kind: type, expected: str, hook: Callable[[Any, Any], T]) -> Callab
     return structure_checked
 
 
+def _array_hook(converter: cattrs.Converter, array: Any) -> Callable[[Any, Any], Any]:
+    """``tuple[Model, ...]`` from a JSON array, each item by the model's hook (the fast path)."""
+    item_type = typing.get_args(array)[0]
+    item_hook = converter.get_structure_hook(item_type)
+
+    def structure_array(value: Any, _: object) -> tuple[Any, ...]:
+        if type(value) is not list:
+            raise _JSONTypeError("an array", value)
+        return tuple([item_hook(item, item_type) for item in value])
+
+    return structure_array
+
+
 def _models(roots: tuple[type, ...]) -> Iterator[type]:
     """Every attrs class reachable from ``roots`` through field types, innermost first."""
     seen: set[type] = set()
@@ -137,7 +150,12 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     # Arrays first, then the models innermost first: each generated hook binds the
     # hooks of its fields when it is made.
     for array in _array_types(models):
-        hook = _require(list, "an array", converter.get_structure_hook(array))
+        args = typing.get_args(array)
+        if detailed or len(args) != 2 or args[1] is not Ellipsis:
+            # cattrs's own: it names the index of every problem; and any fixed shape.
+            hook = _require(list, "an array", converter.get_structure_hook(array))
+        else:
+            hook = _array_hook(converter, array)
         # A generic alias cannot go through singledispatch; match it with a predicate.
         converter.register_structure_hook_func(functools.partial(operator.eq, array), hook)
     for model in models:
