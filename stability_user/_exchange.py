@@ -24,20 +24,43 @@ from aiohttp import ClientRequest, ClientResponse
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["SUPPORTED", "exchange", "request_replaced"]
+__all__ = ["SUPPORTED", "exchange", "hooks_of", "request_replaced"]
 
 SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
 """Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
 
-_REQUEST: Final = aiohttp.ClientSession._request
+_CLIENT_MODULE: Final = aiohttp.client.__file__
+_genuine: list[object] = []  # the ``_request`` last found to be aiohttp's own
 
 
 def request_replaced(session: aiohttp.ClientSession) -> bool:
     """Whether something stands in for ``ClientSession._request`` (aioresponses, a test double).
 
     Then every request goes through ``ClientSession.request``, so that it answers.
+    aiohttp's own function is known by its code, not by what was there when this
+    module was imported: a stand-in may already be in place then.
     """
-    return type(session)._request is not _REQUEST
+    request = type(session)._request
+    if _genuine and request is _genuine[0]:
+        return False
+    code = getattr(request, "__code__", None)
+    genuine = (
+        code is not None
+        and code.co_name == "_request"
+        and code.co_filename == _CLIENT_MODULE
+        and not hasattr(request, "__wrapped__")
+    )
+    if genuine:
+        _genuine[:] = [request]
+    return not genuine
+
+
+def hooks_of(session: aiohttp.ClientSession) -> bool:
+    """Whether ``session`` has trace configs or client middlewares (an instrumentation's).
+
+    Then its requests go through ``ClientSession.request``, which runs them.
+    """
+    return bool(session.trace_configs or getattr(session, "_middlewares", None))
 
 
 _NO_TRACES: Final[list[object]] = []  # aiohttp only reads it; shared, never filled

@@ -3,8 +3,8 @@
 What ``asyncio.timeout`` does for each attempt, for a fraction of its cost.
 Attempts with the session's usual timeout start in order, so they expire in
 order: they wait in a queue, and a single timer handle, set for the oldest,
-cancels the task of each attempt whose time is up. An attempt with a shorter
-timeout (a deadline's remainder) gets a handle of its own. Only a cancellation
+cancels the task of each attempt whose time is up. An attempt with another
+timeout (a deadline's remainder, a view's own) gets a handle of its own. Only a cancellation
 the timer caused becomes a timeout; one from outside still cancels the call.
 """
 
@@ -57,17 +57,18 @@ class Expiries:
 
     Args:
         loop: the loop the attempts run on.
+        usual: the usual timeout, in seconds: the attempts that share the timer.
     """
 
-    __slots__ = ("_at", "_handle", "_live", "_loop", "_queue")
+    __slots__ = ("_handle", "_live", "_loop", "_queue", "_usual")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, usual: float) -> None:
         """No attempt yet, no timer."""
         self._loop = loop
+        self._usual = usual
         self._queue: collections.deque[Expiry] = collections.deque()
         self._live = 0  # attempts in the queue not finished
         self._handle: asyncio.TimerHandle | None = None  # set for the oldest in the queue
-        self._at = 0.0  # when the handle fires (0: no handle)
 
     def __len__(self) -> int:
         """Attempts the queue holds, finished ones not yet dropped included."""
@@ -85,14 +86,13 @@ class Expiries:
             raise RuntimeError("a request's timeout needs a running task")
         expiry = Expiry(task, loop.time() + seconds)
         queue = self._queue
-        if expiry.when < self._at or (queue and expiry.when < queue[-1].when):
-            # Sooner than those before it, or than the timer: not in order.
+        if seconds != self._usual:
+            # Another timeout: it would not expire in order with the usual ones.
             expiry._handle = loop.call_at(expiry.when, expiry.expire)
             return expiry
         queue.append(expiry)
         self._live += 1
         if self._handle is None:
-            self._at = expiry.when
             self._handle = loop.call_at(expiry.when, self._fire)
         return expiry
 
@@ -116,14 +116,12 @@ class Expiries:
 
     def _fire(self) -> None:
         self._handle = None
-        self._at = 0.0
         now = self._loop.time()
         queue = self._queue
         while queue:
             expiry = queue[0]
             if not expiry.finished:
                 if expiry.when > now:
-                    self._at = expiry.when
                     self._handle = self._loop.call_at(expiry.when, self._fire)
                     return
                 expiry.expire()

@@ -25,7 +25,7 @@ from ._errors import (
     SESSION_CLOSED,
     StabilityError,
 )
-from ._exchange import SUPPORTED, exchange, request_replaced
+from ._exchange import SUPPORTED, exchange, hooks_of, request_replaced
 from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
@@ -133,7 +133,7 @@ class AiohttpTransport:
                     "create one session per event loop"
                 )
             self._loop = loop
-            self._expiries = Expiries(loop)
+            self._expiries = Expiries(loop, self._default_timeout)
             self._ssl = self._route.ssl  # made once, at the first request
             if self._http_session is None:
                 self._http_session = aiohttp.ClientSession(
@@ -148,8 +148,10 @@ class AiohttpTransport:
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
                 # Our own pool, verifying with our context, never through a proxy:
-                # sent below ClientSession.request, on an aiohttp release it knows.
+                # sent below ClientSession.request, on an aiohttp release it knows,
+                # unless an instrumentation gave the session hooks of its own.
                 self._plain = self._route.direct and SUPPORTED
+                self._plain = self._plain and not hooks_of(self._http_session)
         session = self._http_session
         assert session is not None  # noqa: S101 - set above
         if self._closed or session.closed:

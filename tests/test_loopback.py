@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
@@ -235,5 +236,51 @@ async def test_a_body_that_ends_with_its_connection(clock: FakeClock) -> None:
         async with session_for(f"http://127.0.0.1:{port}", clock) as s:
             assert await s.balance() == Balance(3.5)
     finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_that_stalls_past_the_timeout(clock: FakeClock) -> None:
+    # The headers come, then half the body, then nothing: the attempt's timeout
+    # covers the body too, and leaves the task as it found it.
+    answered = 0
+    stalled = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                answered += 1
+                body = b'{"credits": 3.5}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body)
+                )
+                writer.write(body if answered > 1 else body[:5])
+                await writer.drain()
+                if answered == 1:
+                    await stalled.wait()  # the client gives up first
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with session_for(
+            f"http://127.0.0.1:{port}", clock, timeout=0.05, retry=RetryPolicy(max_attempts=1)
+        ) as s:
+            with pytest.raises(APITimeoutError, match=r"longer than 0\.05 s"):
+                await s.balance()
+            stalled.set()
+            if sys.version_info >= (3, 11):
+                assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+            # A caller's own timeout around a call still works.
+            assert await asyncio.wait_for(s.balance(), 10) == Balance(3.5)
+    finally:
+        stalled.set()
         server.close()
         await server.wait_closed()

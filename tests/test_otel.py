@@ -576,6 +576,20 @@ def _instrumented(telemetry: Telemetry) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("instrumented")
+async def test_the_aiohttp_instrumentation_traces_the_library_s_own_requests(
+    telemetry: Telemetry, emulator: StabilityEmulator, key: str, clock: FakeClock
+) -> None:
+    # Without the library's middleware, the instrumentation's trace config on the
+    # library's own session sees every request, and propagates its context.
+    emulator.script(503, 200)
+    async with traced(emulator, key, clock=clock) as session:
+        assert await session.balance() == Balance(12.5)
+    spans = telemetry.spans("opentelemetry.instrumentation.aiohttp_client")
+    assert len(spans) == 2  # one per request sent
+    assert all(r.headers.get("traceparent") for r in emulator.requests)
+
+
+@pytest.mark.usefixtures("instrumented")
 async def test_no_duplicate_spans_under_the_aiohttp_instrumentation(
     telemetry: Telemetry, emulator: StabilityEmulator, key: str, clock: FakeClock
 ) -> None:

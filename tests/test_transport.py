@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 
 import aiohttp
@@ -234,3 +235,26 @@ async def test_only_a_stale_connection_is_replaced_at_once(error: Exception, con
             timeout=aiohttp.ClientTimeout(),
         )
     assert connector.connects == connects
+
+
+class _Probe:
+    """Stands for a session: only its class's ``_request`` is looked at."""
+
+    _request: object = aiohttp.ClientSession._request
+
+
+def test_a_stand_in_is_known_whenever_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in already in place when the library was imported is one all the same:
+    # aiohttp's own function is known by its code.
+    genuine = aiohttp.ClientSession._request
+    monkeypatch.setattr("stability_user._exchange._genuine", [])
+
+    async def stand_in(*args: object, **kwargs: object) -> object:
+        return await genuine(*args, **kwargs)  # type: ignore[arg-type]
+
+    probe = _Probe()
+    for replacement in (stand_in, functools.wraps(genuine)(stand_in)):
+        with monkeypatch.context() as patched:
+            patched.setattr(_Probe, "_request", replacement)
+            assert request_replaced(probe)  # type: ignore[arg-type]
+    assert not request_replaced(probe)  # type: ignore[arg-type]
