@@ -93,9 +93,8 @@ def _require(kind: type, expected: str, hook: Callable[[Any, Any], T]) -> Callab
     return structure_checked
 
 
-def _array_hook(converter: cattrs.Converter, array: Any) -> Callable[[Any, Any], Any]:
-    """``tuple[Model, ...]`` from a JSON array, each item by the model's hook (the fast path)."""
-    item_type = typing.get_args(array)[0]
+def _array_hook(converter: cattrs.Converter, item_type: Any) -> Callable[[Any, Any], Any]:
+    """``tuple[item_type, ...]`` from a JSON array, each item by its type's hook (the fast path)."""
     item_hook = converter.get_structure_hook(item_type)
 
     def structure_array(value: Any, _: object) -> tuple[Any, ...]:
@@ -155,7 +154,7 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
             # cattrs's own: it names the index of every problem; and any fixed shape.
             hook = _require(list, "an array", converter.get_structure_hook(array))
         else:
-            hook = _array_hook(converter, array)
+            hook = _array_hook(converter, args[0])
         # A generic alias cannot go through singledispatch; match it with a predicate.
         converter.register_structure_hook_func(functools.partial(operator.eq, array), hook)
     for model in models:

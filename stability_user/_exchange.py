@@ -24,7 +24,7 @@ from aiohttp import ClientRequest, ClientResponse
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["SUPPORTED", "exchange", "hooks_of", "request_replaced"]
+__all__ = ["SUPPORTED", "exchange", "has_hooks", "request_replaced"]
 
 SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
 """Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
@@ -55,7 +55,7 @@ def request_replaced(session: aiohttp.ClientSession) -> bool:
     return not genuine
 
 
-def hooks_of(session: aiohttp.ClientSession) -> bool:
+def has_hooks(session: aiohttp.ClientSession) -> bool:
     """Whether ``session`` has trace configs or client middlewares (an instrumentation's).
 
     Then its requests go through ``ClientSession.request``, which runs them.

@@ -72,9 +72,9 @@ def _codepoint(match: re.Match[str]) -> str:
 def _unescape(text: str) -> str:
     # Undo the escapes a server (or aiohttp quoting its bytes) can wrap a secret
     # in, repeatedly: a secret may be escaped twice, or two ways at once.
-    for _ in range(4):
-        import html  # noqa: PLC0415 - only when there is text to redact
+    import html  # noqa: PLC0415 - only when there is text to redact
 
+    for _ in range(4):
         decoded = html.unescape(unquote(_BACKSLASH_ESCAPE.sub(_codepoint, text)))
         if decoded == text:
             break

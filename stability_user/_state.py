@@ -269,9 +269,9 @@ def make_state(
         # The cache is imported with the first session that has one.
         from ._cache import CachePolicy  # noqa: PLC0415
         from ._cache._open import open_shared  # noqa: PLC0415
+        from ._cache._reader import ReadCache  # noqa: PLC0415
 
         check_type("cache", cache, CachePolicy)
-        from ._cache._reader import ReadCache  # noqa: PLC0415
 
         shared = open_shared(cache_store, cache)
         reads = ReadCache(cache, closing=closing, clock=clock, shared=shared)

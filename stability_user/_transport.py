@@ -25,7 +25,7 @@ from ._errors import (
     SESSION_CLOSED,
     StabilityError,
 )
-from ._exchange import SUPPORTED, exchange, hooks_of, request_replaced
+from ._exchange import SUPPORTED, exchange, has_hooks, request_replaced
 from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
@@ -150,8 +150,7 @@ class AiohttpTransport:
                 # Our own pool, verifying with our context, never through a proxy:
                 # sent below ClientSession.request, on an aiohttp release it knows,
                 # unless an instrumentation gave the session hooks of its own.
-                self._plain = self._route.direct and SUPPORTED
-                self._plain = self._plain and not hooks_of(self._http_session)
+                self._plain = self._route.direct and SUPPORTED and not has_hooks(self._http_session)
         session = self._http_session
         assert session is not None  # noqa: S101 - set above
         if self._closed or session.closed:

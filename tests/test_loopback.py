@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -218,6 +219,20 @@ async def test_cancelling_a_call_leaves_nothing_open(emulator: StabilityEmulator
         assert (await s.balance()).credits == 12.5
 
 
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(answer: Answer) -> AsyncIterator[str]:
+    """A bare TCP server on 127.0.0.1 writing what ``answer`` writes; yields its base URL."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_body_that_ends_with_its_connection(clock: FakeClock) -> None:
     # HTTP/1.1 without Content-Length or chunks: the body is what comes before the close.
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,14 +245,8 @@ async def test_a_body_that_ends_with_its_connection(clock: FakeClock) -> None:
         writer.close()
         await writer.wait_closed()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with session_for(f"http://127.0.0.1:{port}", clock) as s:
-            assert await s.balance() == Balance(3.5)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(answer) as base_url, session_for(base_url, clock) as s:
+        assert await s.balance() == Balance(3.5)
 
 
 async def test_a_body_that_stalls_past_the_timeout(clock: FakeClock) -> None:
@@ -267,20 +276,17 @@ async def test_a_body_that_stalls_past_the_timeout(clock: FakeClock) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with session_for(
-            f"http://127.0.0.1:{port}", clock, timeout=0.05, retry=RetryPolicy(max_attempts=1)
-        ) as s:
-            with pytest.raises(APITimeoutError, match=r"longer than 0\.05 s"):
-                await s.balance()
-            stalled.set()
-            if sys.version_info >= (3, 11):
-                assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
-            # A caller's own timeout around a call still works.
-            assert await asyncio.wait_for(s.balance(), 10) == Balance(3.5)
-    finally:
-        stalled.set()
-        server.close()
-        await server.wait_closed()
+    async with raw_server(answer) as base_url:
+        try:
+            async with session_for(
+                base_url, clock, timeout=0.05, retry=RetryPolicy(max_attempts=1)
+            ) as s:
+                with pytest.raises(APITimeoutError, match=r"longer than 0\.05 s"):
+                    await s.balance()
+                stalled.set()
+                if sys.version_info >= (3, 11):
+                    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+                # A caller's own timeout around a call still works.
+                assert await asyncio.wait_for(s.balance(), 10) == Balance(3.5)
+        finally:
+            stalled.set()  # the stalled answer ends before its server closes

@@ -174,7 +174,7 @@ async def test_caller_session_is_used_and_never_closed(mocked: aioresponses) -> 
         assert not http.closed
 
 
-async def test_a_replaced_client_session_request_is_what_sends(mocked: aioresponses) -> None:
+async def test_aioresponses_stands_in_for_client_session_request(mocked: aioresponses) -> None:
     # aioresponses stands in for ClientSession._request: the transport's own path
     # gives way to it, so that its mocks answer.
     async with aiohttp.ClientSession() as session:

@@ -87,7 +87,7 @@ class RedisRateLimitStore:
         self._fallback = MemoryRateLimitStore(clock=self._local_clock)
         self._pending: list[Release] = []
         self._names: dict[str, tuple[bytes, bytes, bytes]] = {}
-        self._encoded: dict[tuple[RateLimit, float], tuple[bytes, bytes, bytes]] = {}
+        self._encoded: dict[RateLimit, tuple[bytes, bytes]] = {}
         self._flush = Soon(_FLUSH_AFTER, self._flush_soon)
         self._work: set[asyncio.Future[None]] = set()
 
@@ -114,16 +114,15 @@ class RedisRateLimitStore:
             )
         return names
 
-    def _settings(self, limit: RateLimit, lease: float) -> tuple[bytes, bytes, bytes]:
-        """The limit's numbers as the script reads them (ARGV 2 to 4), encoded once."""
-        found = self._encoded.get((limit, lease))
+    def _limit_args(self, limit: RateLimit) -> tuple[bytes, bytes]:
+        """The limit's requests and the ms a completed slot is held, encoded once."""
+        found = self._encoded.get(limit)
         if found is None:
             if len(self._encoded) >= _NAMES_KEPT:
                 self._encoded.clear()
-            found = self._encoded[(limit, lease)] = (
+            found = self._encoded[limit] = (
                 b"%d" % limit.requests,
                 b"%d" % math.ceil(held_for(limit) * 1000),
-                b"%d" % int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
             )
         return found
 
@@ -172,7 +171,8 @@ class RedisRateLimitStore:
                 [*self._keys(key_id), *keys],
                 [
                     self._now_ms(),
-                    *self._settings(limit, lease),
+                    *self._limit_args(limit),
+                    b"%d" % int(min(lease, MAX_LEASE) * 1000),  # longer cannot be: see MAX_LEASE
                     token.encode(),
                     _LONGEST_LOCKOUT_MS,
                     _SKEW_MS,
@@ -196,7 +196,7 @@ class RedisRateLimitStore:
             self._fallback.release_nowait(key_id, token, limit)
             return
         pending = self._pending
-        pending.append((key_id, token, self._local_clock(), self._settings(limit, 0.0)[1]))
+        pending.append((key_id, token, self._local_clock(), self._limit_args(limit)[1]))
         if len(pending) > _QUEUED_AT_MOST:
             del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
         self._flush.arm()
