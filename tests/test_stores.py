@@ -39,6 +39,7 @@ from stability_user import (
     StabilitySession,
 )
 from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait, held_for
+from stability_user._ratelimit._local import _SWEEP_EVERY
 from stability_user._ratelimit._open import open_store
 from stability_user.testing import StabilityEmulator
 
@@ -217,14 +218,115 @@ class TestLocal:
                 await store.release(f"key-{n}", token, LIMIT)  # type: ignore[arg-type]
                 clock.advance(0.1)
             clock.advance(20)
-            for _ in range(256):
-                await store.acquire("last", RateLimit(1000, 10.0), 5.0)
+            for _ in range(_SWEEP_EVERY):
+                await store.acquire("last", RateLimit(100_000, 10.0), 5.0)
             (rows,) = await store._file.run(
-                lambda db: db.execute("SELECT COUNT(*) FROM slots").fetchone()
+                lambda db: db.execute(
+                    "SELECT COUNT(*) FROM slots WHERE key_id != 'last'"
+                ).fetchone()
             )
         finally:
             await store.aclose()
-        assert rows < 300  # what expired is gone, not only for the keys still in use
+        assert rows == 0  # what expired is gone, not only for the keys still in use
+
+    async def test_the_count_of_each_key_is_the_count_of_its_rows(self, tmp_path: Path) -> None:
+        # Three processes' worth of stores on one file, keys taken, given back, locked,
+        # expired: what a take reads (``held``) is what a row-by-row count says.
+        clock = FakeClock()
+        stores = [LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock) for _ in range(3)]
+        limit = RateLimit(50, 2.0)
+        try:
+            for step in range(400):
+                store = stores[step % 3]
+                key = f"key-{step % 7}"
+                token = await store.acquire(key, limit, 1.0)
+                if isinstance(token, str) and step % 4:
+                    await store.release(key, token, limit)
+                clock.advance(0.013 * (step % 11))
+            for store in stores:
+                await store.flush()
+            counts = await stores[0]._file.run(
+                lambda db: db.execute(
+                    "SELECT held.key_id, held.slots, COUNT(slots.token) FROM held"
+                    " LEFT JOIN slots USING (key_id) GROUP BY held.key_id"
+                ).fetchall()
+            )
+        finally:
+            for store in stores:
+                await store.aclose()
+        assert len(counts) == 7
+        assert all(held == rows for _, held, rows in counts), counts
+
+    async def test_a_limit_of_thousands_takes_a_slot_without_counting_rows(
+        self, tmp_path: Path
+    ) -> None:
+        clock = FakeClock()
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        limit = RateLimit(2_000, 10.0)
+        try:
+            tokens = [await store.acquire("k", limit, 5.0) for _ in range(limit.requests)]
+            assert all(isinstance(token, str) for token in tokens)
+            assert await store.acquire("k", limit, 5.0) == approx_wait(held_for(limit))
+            await store.release("k", tokens[0], limit)  # type: ignore[arg-type]
+            await store.flush()
+            assert await store.acquire("k", limit, 5.0) == approx_wait(held_for(limit))
+            clock.advance(held_for(limit))
+            assert isinstance(await store.acquire("k", limit, 5.0), str)
+        finally:
+            await store.aclose()
+
+    async def test_a_file_of_an_earlier_version_is_counted_when_opened(
+        self, tmp_path: Path
+    ) -> None:
+        # Slots written before the counts existed: the file is counted when opened,
+        # and a full window stays full.
+        clock = FakeClock(start=10_000.0)
+        path = tmp_path / "l.sqlite3"
+        db = sqlite3.connect(path, isolation_level=None)
+        db.executescript(
+            "CREATE TABLE slots (key_id TEXT NOT NULL, token TEXT NOT NULL, taken REAL NOT NULL,"
+            " frees REAL NOT NULL, in_flight INTEGER NOT NULL, PRIMARY KEY (key_id, token))"
+            " WITHOUT ROWID;"
+            "CREATE INDEX slots_frees ON slots (frees);"
+            "CREATE INDEX slots_key_frees ON slots (key_id, frees);"
+            "CREATE TABLE lockouts (key_id TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;"
+        )
+        for n in range(LIMIT.requests):
+            db.execute("INSERT INTO slots VALUES ('k', ?, ?, ?, 1)", (f"t{n}", 10_000.0, 10_030.0))
+        db.close()
+        store = LocalRateLimitStore(path, clock=clock)
+        try:
+            assert await store.acquire("k", LIMIT, 5.0) == Wait(HELD)
+            assert isinstance(await store.acquire("other", LIMIT, 5.0), str)
+            indexes = await store._file.run(
+                lambda db: db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'slots'"
+                ).fetchall()
+            )
+        finally:
+            await store.aclose()
+        assert ("slots_frees",) not in indexes
+
+    @pytest.mark.parametrize("count", ["'many'", "-5", "1000000", "NULL"])
+    async def test_a_count_edited_by_hand_never_makes_a_call_wait(
+        self, tmp_path: Path, count: str
+    ) -> None:
+        clock = FakeClock()
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        try:
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            await store._file.run(
+                lambda db: (
+                    db.execute(f"UPDATE held SET slots = {count} WHERE key_id = 'k'")  # noqa: S608
+                    if count != "NULL"
+                    else db.execute("DELETE FROM held WHERE key_id = 'k'")
+                )
+            )
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            assert isinstance(await store.acquire("k", LIMIT, 5.0), str)
+            assert await store.acquire("k", LIMIT, 5.0) == Wait(HELD)
+        finally:
+            await store.aclose()
 
     @pytest.mark.parametrize("broken", ["not a database", "a folder"])
     async def test_a_broken_file_is_a_clear_error(self, tmp_path: Path, broken: str) -> None:

@@ -23,7 +23,7 @@ import pathlib
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 from .._errors import StabilityError
@@ -126,11 +126,14 @@ class SQLiteFile:
     Args:
         path: the file.
         what: what it holds, for messages (``"rate-limit store"``).
-        schema: the statements creating its tables (``IF NOT EXISTS``).
+        schema: the statements creating its tables (``IF NOT EXISTS``), run in order,
+            each whole (a trigger's body has statements of its own), in one transaction.
         busy_timeout: seconds a transaction waits while another process holds the file.
     """
 
-    def __init__(self, path: pathlib.Path, *, what: str, schema: str, busy_timeout: float) -> None:
+    def __init__(
+        self, path: pathlib.Path, *, what: str, schema: Sequence[str], busy_timeout: float
+    ) -> None:
         """Remember the file; nothing is opened yet."""
         self.path = path
         self.what = what
@@ -156,9 +159,8 @@ class SQLiteFile:
                 connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=OFF")
             connection.execute("BEGIN IMMEDIATE")
-            for statement in self._schema.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            for statement in self._schema:
+                connection.execute(statement)
             connection.execute("COMMIT")
         except BaseException:
             connection.close()

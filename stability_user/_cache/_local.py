@@ -35,19 +35,19 @@ _WHAT: Final = "machine-wide cache store"
 _SKEW: Final = 1.0  # seconds: a reading answered further ahead than this is corrupt
 _SWEEP_EVERY: Final = 256  # begins between sweeps of every expired row
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS readings (
-    name TEXT PRIMARY KEY,
-    answered REAL NOT NULL,
-    expires REAL NOT NULL,
-    body TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    token TEXT NOT NULL,
-    until REAL NOT NULL
-) WITHOUT ROWID;
-"""
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS readings (
+        name TEXT PRIMARY KEY,
+        answered REAL NOT NULL,
+        expires REAL NOT NULL,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        until REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
 
 
 class LocalReadingStore:

@@ -25,22 +25,44 @@ logger = logging.getLogger("stability_user")
 
 WHAT: Final = "machine-wide rate-limit store"
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS slots (
-    key_id TEXT NOT NULL,
-    token TEXT NOT NULL,
-    taken REAL NOT NULL,
-    frees REAL NOT NULL,
-    in_flight INTEGER NOT NULL,
-    PRIMARY KEY (key_id, token)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS slots_frees ON slots (frees);
-CREATE INDEX IF NOT EXISTS slots_key_frees ON slots (key_id, frees);
-CREATE TABLE IF NOT EXISTS lockouts (
-    key_id TEXT PRIMARY KEY,
-    until REAL NOT NULL
-) WITHOUT ROWID;
-"""
+SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS slots (
+        key_id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        taken REAL NOT NULL,
+        frees REAL NOT NULL,
+        in_flight INTEGER NOT NULL,
+        PRIMARY KEY (key_id, token)
+    ) WITHOUT ROWID""",
+    # Every insert writes each index's pages to the WAL: the sweep of every key, rare,
+    # scans the table instead (files of earlier versions had this index).
+    "DROP INDEX IF EXISTS slots_frees",
+    "CREATE INDEX IF NOT EXISTS slots_key_frees ON slots (key_id, frees)",
+    """CREATE TABLE IF NOT EXISTS lockouts (
+        key_id TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    ) WITHOUT ROWID""",
+    # How many rows each key has in ``slots``, kept by triggers, so that a take reads
+    # one number instead of counting a window's rows: a limit of thousands per window
+    # costs what the documented one does. Triggers count the rows of any process,
+    # one of an earlier version of the library included.
+    """CREATE TABLE IF NOT EXISTS held (
+        key_id TEXT PRIMARY KEY,
+        slots INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TRIGGER IF NOT EXISTS held_taken AFTER INSERT ON slots BEGIN
+        INSERT INTO held VALUES (NEW.key_id, 1)
+            ON CONFLICT (key_id) DO UPDATE SET slots = slots + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS held_freed AFTER DELETE ON slots BEGIN
+        UPDATE held SET slots = slots - 1 WHERE key_id = OLD.key_id;
+    END""",
+    # Counted afresh whenever a process opens the file: rows written before the
+    # triggers existed, or a file edited by hand.
+    "DELETE FROM held",
+    "INSERT INTO held SELECT key_id, COUNT(*) FROM slots GROUP BY key_id",
+)
+"""The statements that create the file's tables, each run whole when a process opens it."""
 
 _SKEW: Final = 1.0  # seconds of clock disagreement between processes tolerated
 
@@ -54,10 +76,10 @@ _CORRUPT_SLOTS: Final = (
     " OR (in_flight = 0 AND frees > ?3) OR (in_flight = 1 AND frees > ?4))"
 )
 
-# The key's lockout, and how many of its slots are held (a freed one is passed over).
+# The key's lockout, and how many rows it has (its freed ones deleted just before).
 _LOOK: Final = (
     "SELECT (SELECT until FROM lockouts WHERE key_id = ?1),"
-    " (SELECT COUNT(*) FROM slots WHERE key_id = ?1 AND frees > ?2)"
+    " (SELECT slots FROM held WHERE key_id = ?1)"
 )
 
 Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
@@ -94,9 +116,11 @@ def take_slot(
     if sweep:
         db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
         db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
-    # One statement for the common case: the key's lockout and the slots it holds (the
-    # freed ones are passed over here, and deleted by the sweeps).
-    until, count = db.execute(_LOOK, (key_id, now)).fetchone()
+        db.execute("DELETE FROM held WHERE slots <= 0")
+    # The key's freed slots go (few: each take removes those freed since the one
+    # before), so that its count in ``held`` is of the slots it holds.
+    db.execute("DELETE FROM slots WHERE key_id = ?1 AND frees <= ?2", (key_id, now))
+    until, count = db.execute(_LOOK, (key_id,)).fetchone()
     if until is not None:
         if not is_time(until) or until > now + MAX_LOCKOUT + _SKEW:
             # Not a number (text, bytes, infinity), or longer than any lockout.
@@ -104,11 +128,16 @@ def take_slot(
             _corrupt(f"a lockout of {display_text(repr(until), limit=40)}")
         elif until > now:
             return Wait(until - now, lockout=True)
+    if type(count) is not int or count < 0:
+        # No count yet (a new key), or one that cannot be (a file edited by hand).
+        count = _recount(db, key_id, now)
     if count >= requests or sweep:
+        # The window looks full: counted row by row, the rows that cannot be dropped
+        # first, so that no call waits for a count or a slot that is wrong.
         bounds = (now + _SKEW, now + held + _SKEW, now + MAX_LEASE + held + _SKEW)
         if db.execute(_CORRUPT_SLOTS, (key_id, *bounds)).rowcount:
             _corrupt("completed or in-flight slots that cannot be")
-            count = _count(db, key_id, now)
+        count = _recount(db, key_id, now)
     if count < requests:
         db.execute(
             "INSERT INTO slots VALUES (?, ?, ?, ?, 1)", (key_id, token, now, now + lease + held)
@@ -122,10 +151,12 @@ def take_slot(
     return Wait(first - now if first is not None else held)
 
 
-def _count(db: sqlite3.Connection, key_id: str, now: float) -> int:
+def _recount(db: sqlite3.Connection, key_id: str, now: float) -> int:
+    """The slots ``key_id`` holds, counted row by row; its count in ``held`` set to it."""
     (count,) = db.execute(
         "SELECT COUNT(*) FROM slots WHERE key_id = ? AND frees > ?", (key_id, now)
     ).fetchone()
+    db.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key_id, count))
     return int(count)
 
 
