@@ -34,15 +34,16 @@ REDACTED: Final = "[redacted]"
 
 _MAX_DISPLAY: Final = 500  # characters of server text quoted in one message
 
+# The patterns are compiled at their first use, not at import (about a millisecond
+# in all), and then come from the ``re`` module's cache.
+
 # \uXXXX, \UXXXXXXXX and \xNN: JSON strings and Python reprs of str and bytes.
-_BACKSLASH_ESCAPE: Final = re.compile(
-    r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|x([0-9a-fA-F]{2}))"
-)
+_BACKSLASH_ESCAPE: Final = r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|x([0-9a-fA-F]{2}))"
 
 # C0 and C1 controls, DEL, zero-width and bidirectional marks, line and paragraph
 # separators, the byte-order mark: what can move a terminal's cursor, set its
 # title, split a log line or make text read differently from what it is.
-_CONTROLS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_CONTROLS: Final = "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
 
 
 def mask_secret(secret: str) -> str:
@@ -75,7 +76,7 @@ def _unescape(text: str) -> str:
     import html  # noqa: PLC0415 - only when there is text to redact
 
     for _ in range(4):
-        decoded = html.unescape(unquote(_BACKSLASH_ESCAPE.sub(_codepoint, text)))
+        decoded = html.unescape(unquote(re.sub(_BACKSLASH_ESCAPE, _codepoint, text)))
         if decoded == text:
             break
         text = decoded
@@ -157,7 +158,7 @@ def escape_controls(text: str) -> str:
     What is left cannot move a terminal's cursor, change its title, start a new
     log line, or reorder what a reader sees.
     """
-    return _CONTROLS.sub(_escape, text)
+    return re.sub(_CONTROLS, _escape, text)
 
 
 def display_text(
@@ -170,8 +171,8 @@ def display_text(
     return text
 
 
-_QUERY_PASSWORD: Final = re.compile(r"[?&]password=([^&#]*)")
-_AUTHORITY: Final = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//")
+_QUERY_PASSWORD: Final = r"[?&]password=([^&#]*)"  # noqa: S105 - a pattern, not a password
+_AUTHORITY: Final = r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//"
 
 
 def _password_spans(url: str) -> list[tuple[int, int]]:
@@ -185,10 +186,10 @@ def _password_spans(url: str) -> list[tuple[int, int]]:
     authority starts the text, and its scheme is masked too: better too much than
     a password. A ``?password=`` in the query counts too.
     """
-    spans = [match.span(1) for match in _QUERY_PASSWORD.finditer(url) if match.group(1)]
+    spans = [match.span(1) for match in re.finditer(_QUERY_PASSWORD, url) if match.group(1)]
     at = url.rfind("@")
     if at >= 0:
-        authority = _AUTHORITY.match(url)  # "scheme://" or "//": never a "//" of the password
+        authority = re.match(_AUTHORITY, url)  # "scheme://" or "//": never a "//" of the password
         start = authority.end() if authority is not None and authority.end() <= at else 0
         colon = url.find(":", start, at)
         if colon >= 0:

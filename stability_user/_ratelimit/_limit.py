@@ -54,6 +54,12 @@ def held_for(limit: RateLimit) -> float:
     return limit.window + SHARED_CLOCK_MARGIN
 
 
+def _number(value: float) -> float:
+    # Not ``converter=float``: attrs reads a converter's signature, and a builtin's
+    # costs milliseconds at import.
+    return float(value)
+
+
 def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     check_count(f"rate limit {attribute.name}", value)
 
@@ -73,8 +79,8 @@ class RateLimit:
     """
 
     requests: int = attrs.field(default=150, validator=_count)
-    window: float = attrs.field(default=10.0, validator=_seconds, converter=float)
-    lockout: float = attrs.field(default=60.0, validator=_seconds, converter=float)
+    window: float = attrs.field(default=10.0, validator=_seconds, converter=_number)
+    lockout: float = attrs.field(default=60.0, validator=_seconds, converter=_number)
 
     @classmethod
     def parse(cls, text: str, *, lockout: float = 60.0) -> RateLimit:
