@@ -468,6 +468,27 @@ class TestRedis:
         assert await client.ping()
         await client.aclose()
 
+    async def test_a_server_that_forgot_the_scripts_is_given_them_again(
+        self, redis_url: str
+    ) -> None:
+        # A restarted or flushed Redis knows no script: the store loads it and goes on,
+        # the slot taken and the breaker closed.
+        client = redis.asyncio.Redis.from_url(redis_url)
+        store = RedisRateLimitStore(redis_url)
+        key_id = uuid.uuid4().hex
+        try:
+            first = await store.acquire(key_id, LIMIT, 5.0)
+            await client.script_flush()
+            second = await store.acquire(key_id, LIMIT, 5.0)
+            assert isinstance(first, str)
+            assert isinstance(second, str)
+            assert first != second
+            assert await client.zcard(store._keys(key_id)[0]) == 2
+            assert not store._link.breaker.down
+        finally:
+            await store.aclose()
+            await client.aclose()
+
     async def test_works_on_a_redis_cluster(self, tmp_path: Path) -> None:
         with redis_cluster(tmp_path) as (host, port):
             client = RedisCluster(host=host, port=port)

@@ -13,6 +13,7 @@ a store used again from another loop leaves no connection behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -113,7 +114,10 @@ class RedisLink:
         # A task per loop that closes the loop's client when the loop ends.
         self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._keepers = weakref.WeakKeyDictionary()
-        self._scripts: dict[tuple[int, str], Any] = {}
+        self._shas: dict[str, str] = {}  # each script's name in Redis: its SHA-1
+        import redis.exceptions  # noqa: PLC0415 - see import_redis
+
+        self._no_script: type[Exception] = redis.exceptions.NoScriptError
         self.closed = False
         self.breaker = Breaker(
             what, self.where, errors=_errors(), clock=clock, secrets=url_secrets(url)
@@ -179,16 +183,26 @@ class RedisLink:
             StabilityError: the store is closed.
         """
         client = self.client()
-        script = self._scripts.get((id(client), source))
-        if script is None:
-            script = self._scripts[(id(client), source)] = client.register_script(source)
-        return await self.breaker.call(lambda: script(keys=keys, args=args), abandoned=abandoned)
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+        async def evaluate() -> Any:
+            # EVALSHA itself, not redis-py's Script object: it costs a coroutine,
+            # an import and two tuples more on every call.
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *args)
+            except self._no_script:
+                # A server that has not seen the script yet (new, restarted, flushed).
+                await client.script_load(source)
+                return await client.evalsha(sha, len(keys), *keys, *args)
+
+        return await self.breaker.call(evaluate, abandoned=abandoned)
 
     async def aclose(self) -> None:
         """Close the clients this link opened (the caller's stays open); idempotent."""
         self.closed = True
         await self.breaker.settle()  # scripts their callers left end before the clients go
-        self._scripts.clear()
         keepers, self._keepers = list(self._keepers.items()), weakref.WeakKeyDictionary()
         self._clients = weakref.WeakKeyDictionary()
         running = asyncio.get_running_loop()
