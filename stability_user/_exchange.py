@@ -5,9 +5,15 @@ it merges default headers, parses and joins the URL, filters a cookie jar,
 builds a timeout handle and its timer context, looks for trace configs, client
 middlewares and redirects. The transport's own pool (no proxy, no caller's
 session, no cookies, no traces, no redirects) sends through this path instead:
-an ``aiohttp.ClientRequest`` on a connection from the session's connector, the
-same parser, the same keep-alive pool; the attempt's timeout is the
-transport's (:mod:`._expiry`), from the wait for a connection to the last byte.
+a connection from the session's connector, the same parser, the same keep-alive
+pool; the attempt's timeout is the transport's (:mod:`._expiry`), from the wait
+for a connection to the last byte.
+
+A call sends one of a few requests (two endpoints, a key's headers), none with a
+body, and their bytes never change: each is made once, as a :class:`Template`,
+by aiohttp's own ``ClientRequest`` and header serializer, and written as it is.
+A ``ClientRequest`` per request would repeat that work every time: check the
+method, normalise the URL, merge and complete the headers, serialise them.
 
 Only the aiohttp releases whose internals this was read against take this path
 (:data:`SUPPORTED`); any other release goes through ``ClientSession.request``.
@@ -20,11 +26,13 @@ from collections.abc import Mapping
 from typing import Final
 
 import aiohttp
-from aiohttp import ClientRequest, ClientResponse
+from aiohttp import ClientRequest, ClientResponse, hdrs
+from aiohttp.helpers import TimerNoop
+from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["SUPPORTED", "exchange", "has_hooks", "request_replaced"]
+__all__ = ["SUPPORTED", "Template", "exchange", "has_hooks", "request_replaced"]
 
 SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
 """Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
@@ -64,19 +72,68 @@ def has_hooks(session: aiohttp.ClientSession) -> bool:
 
 
 _NO_TRACES: Final[list[object]] = []  # aiohttp only reads it; shared, never filled
+_NO_TIMER: Final = TimerNoop()  # the attempt's timeout is the transport's
 _RETRIED_FAILURES: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+
+
+class Template:
+    """One request without a body, as aiohttp would send it on ``session``'s pool.
+
+    Made once per method, URL and headers, by aiohttp's ``ClientRequest`` (which
+    adds ``Host``, ``Accept``, ``Accept-Encoding`` and the ``User-Agent`` it would)
+    and aiohttp's header serializer: the bytes ``ClientRequest.send`` would write.
+
+    Args:
+        session: the aiohttp session whose pool sends it.
+        method: the HTTP method.
+        url: the URL.
+        headers: the request's headers.
+        ssl: what verifies the server's certificate.
+    """
+
+    __slots__ = ("head", "info", "method", "output_size", "request", "url")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: CIMultiDictProxy[str] | Mapping[str, str],
+        *,
+        ssl: object,
+    ) -> None:
+        """Build the request once; nothing is sent."""
+        connector = session.connector
+        assert connector is not None  # noqa: S101 - an open session has one
+        request = ClientRequest(
+            method,
+            url,
+            headers=headers,
+            loop=connector._loop,
+            response_class=ClientResponse,
+            session=session,
+            ssl=ssl,  # type: ignore[arg-type]
+        )
+        # What ClientRequest.send adds before it writes the head (a body it never has).
+        if hdrs.CONNECTION not in request.headers and connector.force_close:
+            request.headers[hdrs.CONNECTION] = "close"
+        version = f"HTTP/{request.version.major}.{request.version.minor}"
+        status_line = f"{request.method} {request.url.raw_path_qs} {version}"
+        self.head: bytes = _serialize_headers(status_line, request.headers)
+        self.output_size = len(self.head)  # what a response reports as sent
+        self.request = request  # names the connection: host, port, TLS
+        self.info = request.request_info
+        self.method = request.method
+        self.url = request.original_url
 
 
 async def exchange(
     session: aiohttp.ClientSession,
-    method: str,
-    url: URL,
-    headers: CIMultiDictProxy[str] | Mapping[str, str],
+    template: Template,
     *,
-    ssl: object,
     timeout: aiohttp.ClientTimeout,
 ) -> ClientResponse:
-    """Send one request on a connection of ``session``'s pool; its response, headers read.
+    """Send ``template`` on a connection of ``session``'s pool; its response, headers read.
 
     Like ``ClientSession.request`` with ``allow_redirects=False``: a connection of
     the pool that turns out to be closed by the server is replaced once, at once,
@@ -91,19 +148,15 @@ async def exchange(
     connector = session.connector
     assert connector is not None  # noqa: S101 - an open session has one
     loop = connector._loop
+    method = template.method
     retry = method in ("GET", "HEAD", "OPTIONS")
     while True:
-        request = ClientRequest(
-            method,
-            url,
-            headers=headers,
-            loop=loop,
-            response_class=ClientResponse,
-            session=session,
-            ssl=ssl,  # type: ignore[arg-type]
-        )
         try:
-            connection = await connector.connect(request, traces=_NO_TRACES, timeout=timeout)  # type: ignore[arg-type]
+            connection = await connector.connect(
+                template.request,
+                traces=_NO_TRACES,  # type: ignore[arg-type]
+                timeout=timeout,
+            )
             protocol = connection.protocol
             assert protocol is not None  # noqa: S101 - a fresh connection has one
             protocol.set_response_params(
@@ -112,7 +165,20 @@ async def exchange(
                 timeout_ceil_threshold=connector._timeout_ceil_threshold,
             )
             try:
-                response = await request.send(connection)
+                _write(protocol, template.head)
+                protocol.start_timeout()
+                response = ClientResponse(
+                    method,
+                    template.url,
+                    writer=None,
+                    continue100=None,
+                    timer=_NO_TIMER,
+                    request_info=template.info,
+                    traces=_NO_TRACES,  # type: ignore[arg-type]
+                    loop=loop,
+                    session=session,
+                    stream_writer=template,  # type: ignore[arg-type]
+                )
                 try:
                     await response.start(connection)
                 except BaseException:
@@ -135,3 +201,11 @@ async def exchange(
                 raise
             raise aiohttp.ClientOSError(*exc.args) from exc
         return response
+
+
+def _write(protocol: aiohttp.client_proto.ResponseHandler, head: bytes) -> None:
+    transport = protocol.transport
+    if transport is None or transport.is_closing():
+        # What aiohttp's writer raises for a connection closed meanwhile.
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    transport.write(head)

@@ -25,7 +25,7 @@ from ._errors import (
     SESSION_CLOSED,
     StabilityError,
 )
-from ._exchange import SUPPORTED, exchange, has_hooks, request_replaced
+from ._exchange import SUPPORTED, Template, exchange, has_hooks, request_replaced
 from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
@@ -35,6 +35,7 @@ __all__ = ["AiohttpTransport"]
 
 _CHUNK: Final = 65536
 _CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
+_TEMPLATES_KEPT: Final = 1024  # requests made once (about 2 KiB each); cleared when full
 _AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
 # The attempt's own timer bounds the connect too: nothing more to say to the pool.
 _CONNECT_TIMEOUT: Final = aiohttp.ClientTimeout()
@@ -73,6 +74,7 @@ class AiohttpTransport:
         "_route",
         "_session",
         "_ssl",
+        "_templates",
         "_timeouts",
         "_urls",
     )
@@ -105,6 +107,7 @@ class AiohttpTransport:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._frozen: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str]]] = {}
         self._urls: dict[str, URL] = {}
+        self._templates: dict[tuple[str, str, int], tuple[Mapping[str, str], Template]] = {}
 
     @property
     def closed(self) -> bool:
@@ -180,6 +183,21 @@ class AiohttpTransport:
         self._urls[url] = parsed
         return parsed
 
+    def _template(self, session: aiohttp.ClientSession, request: Request) -> Template:
+        # A request's headers are built once per key and reused: its template is made
+        # at its first request, and known again by the headers' identity.
+        url = request.url
+        made = self._templates.get((request.method, url, id(request.headers)))
+        if made is not None and made[0] is request.headers:
+            return made[1]
+        parsed = self._urls.get(url) or self._url(url)
+        headers = self._headers(request.headers)
+        template = Template(session, request.method, parsed, headers, ssl=self._ssl)
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.clear()
+        self._templates[(request.method, url, id(request.headers))] = (request.headers, template)
+        return template
+
     def _headers(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
         # aiohttp takes a CIMultiDictProxy as it is; any other mapping it copies into
         # one on every request. A request's headers are built once per key and
@@ -217,12 +235,7 @@ class AiohttpTransport:
                 # the attempt from the wait for a connection to the last body byte.
                 expiry = self._expiries.start(request.timeout)  # type: ignore[union-attr]
                 resp = await exchange(
-                    session,
-                    request.method,
-                    self._urls.get(url) or self._url(url),
-                    self._headers(request.headers),
-                    ssl=self._ssl,
-                    timeout=_CONNECT_TIMEOUT,
+                    session, self._template(session, request), timeout=_CONNECT_TIMEOUT
                 )
             else:
                 # Awaited rather than `async with`: a frame fewer at every step of

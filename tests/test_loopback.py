@@ -220,6 +220,7 @@ async def test_cancelling_a_call_leaves_nothing_open(emulator: StabilityEmulator
 
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ACCOUNT_BODY = b'{"id": "user-1", "email": "a@example.com", "organizations": []}'
 
 
 @contextlib.asynccontextmanager
@@ -290,3 +291,41 @@ async def test_a_body_that_stalls_past_the_timeout(clock: FakeClock) -> None:
                 assert await asyncio.wait_for(s.balance(), 10) == Balance(3.5)
         finally:
             stalled.set()  # the stalled answer ends before its server closes
+
+
+async def test_both_paths_send_the_same_bytes(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The short path writes a request made once by aiohttp's ClientRequest and header
+    # serializer: byte for byte what ClientSession.request sends, on a fresh
+    # connection and on one kept alive, for each endpoint and an organization.
+    heads: dict[bool, list[bytes]] = {}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                received.append(head.replace(str(port).encode(), b"PORT"))
+                body = b'{"credits": 2.5}' if b"/balance" in head else ACCOUNT_BODY
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        writer.close()
+
+    for below in (True, False):
+        monkeypatch.setattr("stability_user._transport.SUPPORTED", below)
+        received: list[bytes] = []
+        async with raw_server(answer) as base_url:
+            port = int(base_url.rsplit(":", 1)[1])
+            async with session_for(base_url, clock, organization="org-1") as s:
+                for _ in range(2):
+                    await s.balance()
+                    await s.balance(organization="org-2")
+                    await s.account()
+        heads[below] = received
+    assert len(heads[True]) == 6
+    assert heads[True] == heads[False]
+    assert b"Organization: org-2\r\n" in heads[True][1]
+    assert heads[True][0].startswith(b"GET /v1/user/balance HTTP/1.1\r\n")

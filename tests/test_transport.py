@@ -22,7 +22,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._exchange import exchange, request_replaced
+from stability_user._exchange import Template, exchange, request_replaced
 from stability_user._transport import AiohttpTransport
 
 from .conftest import KEY
@@ -192,6 +192,7 @@ class _Connector:
     def __init__(self, error: Exception) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout_ceil_threshold = 5
+        self.force_close = False
         self.error = error
         self.connects = 0
 
@@ -225,15 +226,16 @@ class _Session:
 )
 async def test_only_a_stale_connection_is_replaced_at_once(error: Exception, connects: int) -> None:
     connector = _Connector(error)
+    session = _Session(connector)
+    template = Template(
+        session,  # type: ignore[arg-type]
+        "GET",
+        URL("http://127.0.0.1:9/v1/user/balance"),
+        {},
+        ssl=True,
+    )
     with pytest.raises(type(error)):
-        await exchange(
-            _Session(connector),  # type: ignore[arg-type]
-            "GET",
-            URL("http://127.0.0.1:9/v1/user/balance"),
-            {},
-            ssl=True,
-            timeout=aiohttp.ClientTimeout(),
-        )
+        await exchange(session, template, timeout=aiohttp.ClientTimeout())  # type: ignore[arg-type]
     assert connector.connects == connects
 
 
