@@ -22,19 +22,26 @@ Only the aiohttp releases whose internals this was read against take this path
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, hdrs
-from aiohttp.helpers import TimerNoop
-from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["SUPPORTED", "Template", "exchange", "has_hooks", "request_replaced"]
+try:  # aiohttp's own, not its API: a release without them takes ClientSession.request
+    from aiohttp.client import IDEMPOTENT_METHODS
+    from aiohttp.helpers import TimerNoop
+    from aiohttp.http_writer import _serialize_headers
+except ImportError:  # pragma: no cover - aiohttp 3.14 has them
+    _KNOWN = False
+else:
+    _KNOWN = True
 
-SUPPORTED: Final = aiohttp.__version__.startswith("3.14.")
+__all__ = ["SUPPORTED", "Template", "Templates", "exchange", "has_hooks", "request_replaced"]
+
+SUPPORTED: Final = _KNOWN and aiohttp.__version__.startswith("3.14.")
 """Whether this aiohttp release is one the path below ``ClientSession.request`` knows."""
 
 _CLIENT_MODULE: Final = aiohttp.client.__file__
@@ -72,12 +79,15 @@ def has_hooks(session: aiohttp.ClientSession) -> bool:
 
 
 _NO_TRACES: Final[list[object]] = []  # aiohttp only reads it; shared, never filled
-_NO_TIMER: Final = TimerNoop()  # the attempt's timeout is the transport's
+_NO_TIMER: Final[Any] = TimerNoop() if _KNOWN else None  # the attempt's timeout is the transport's
 _RETRIED_FAILURES: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
 
 
 class Template:
     """One request without a body, as aiohttp would send it on ``session``'s pool.
+
+    Only for a method aiohttp sends without a body (``GET``, ``HEAD``, ``OPTIONS``,
+    ``TRACE``) and without ``Expect: 100-continue``: see :meth:`Templates.get`.
 
     Made once per method, URL and headers, by aiohttp's ``ClientRequest`` (which
     adds ``Host``, ``Accept``, ``Accept-Encoding`` and the ``User-Agent`` it would)
@@ -127,6 +137,75 @@ class Template:
         self.url = request.original_url
 
 
+_KEPT: Final = 1024  # templates kept (about 2 KiB each); the oldest go first
+
+
+class Templates:
+    """The templates of one session's pool: made at a request's second sighting, then kept.
+
+    A request's headers are built once per key and reused, so a template is first
+    looked up by the identity of its headers (no work), then by their content
+    (headers built per call, for another organization). Headers seen once (a
+    ``traceparent`` of every call) get a template that is not kept.
+
+    Args:
+        ssl: what verifies the server's certificate.
+    """
+
+    __slots__ = ("_by_content", "_by_identity", "_seen", "_ssl")
+
+    def __init__(self, ssl: object) -> None:
+        """No template yet."""
+        self._ssl = ssl
+        self._by_identity: dict[tuple[str, str, int], tuple[Mapping[str, str], Template]] = {}
+        self._by_content: dict[tuple[str, str, tuple[tuple[str, str], ...]], Template] = {}
+        self._seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], None] = {}
+
+    def get(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        make: Callable[[str, Mapping[str, str]], tuple[URL, Any]],
+    ) -> Template | None:
+        """The template of a request; ``None``: it is one for ``ClientSession.request``.
+
+        ``make`` gives the parsed URL and the headers as aiohttp should take them.
+        """
+        found = self._by_identity.get((method, url, id(headers)))
+        if found is not None and found[0] is headers:
+            return found[1]
+        content = (method, url, tuple(headers.items()))
+        template = self._by_content.get(content)
+        if template is not None:
+            return template
+        if method.upper() not in ClientRequest.GET_METHODS or any(
+            name.lower() == "expect" for name in headers
+        ):
+            return None  # a body, or a wait for 100-continue: what ClientRequest.send does
+        parsed, frozen = make(url, headers)
+        template = Template(session, method, parsed, frozen, ssl=self._ssl)
+        if content in self._seen:
+            _keep(self._by_content, content, template)
+            _keep(self._by_identity, (method, url, id(headers)), (headers, template))
+        else:
+            _keep(self._seen, content, None)
+        return template
+
+    def clear(self) -> None:
+        """Forget every template (and the keys in their headers)."""
+        self._by_identity.clear()
+        self._by_content.clear()
+        self._seen.clear()
+
+
+def _keep(kept: dict[Any, Any], key: object, value: object) -> None:
+    if len(kept) >= _KEPT:
+        del kept[next(iter(kept))]  # the oldest: a key's headers are made again if needed
+    kept[key] = value
+
+
 async def exchange(
     session: aiohttp.ClientSession,
     template: Template,
@@ -149,7 +228,7 @@ async def exchange(
     assert connector is not None  # noqa: S101 - an open session has one
     loop = connector._loop
     method = template.method
-    retry = method in ("GET", "HEAD", "OPTIONS")
+    retry = method in IDEMPOTENT_METHODS  # as ClientSession.request retries
     while True:
         try:
             connection = await connector.connect(

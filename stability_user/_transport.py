@@ -25,7 +25,7 @@ from ._errors import (
     SESSION_CLOSED,
     StabilityError,
 )
-from ._exchange import SUPPORTED, Template, exchange, has_hooks, request_replaced
+from ._exchange import SUPPORTED, Templates, exchange, has_hooks, request_replaced
 from ._expiry import Expiries, Expiry
 from ._http import Request, Response
 from ._network import Route
@@ -35,7 +35,6 @@ __all__ = ["AiohttpTransport"]
 
 _CHUNK: Final = 65536
 _CACHE_LIMIT: Final = 4096  # frozen headers and proxy choices kept; cleared when full
-_TEMPLATES_KEPT: Final = 1024  # requests made once (about 2 KiB each); cleared when full
 _AIOHTTP_TOKEN: Final = f"aiohttp/{aiohttp.__version__}"
 # The attempt's own timer bounds the connect too: nothing more to say to the pool.
 _CONNECT_TIMEOUT: Final = aiohttp.ClientTimeout()
@@ -107,7 +106,7 @@ class AiohttpTransport:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._frozen: dict[int, tuple[Mapping[str, str], CIMultiDictProxy[str]]] = {}
         self._urls: dict[str, URL] = {}
-        self._templates: dict[tuple[str, str, int], tuple[Mapping[str, str], Template]] = {}
+        self._templates = Templates(None)  # made with the ssl context at the first request
 
     @property
     def closed(self) -> bool:
@@ -138,6 +137,7 @@ class AiohttpTransport:
             self._loop = loop
             self._expiries = Expiries(loop, self._default_timeout)
             self._ssl = self._route.ssl  # made once, at the first request
+            self._templates = Templates(self._ssl)
             if self._http_session is None:
                 self._http_session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(
@@ -183,20 +183,8 @@ class AiohttpTransport:
         self._urls[url] = parsed
         return parsed
 
-    def _template(self, session: aiohttp.ClientSession, request: Request) -> Template:
-        # A request's headers are built once per key and reused: its template is made
-        # at its first request, and known again by the headers' identity.
-        url = request.url
-        made = self._templates.get((request.method, url, id(request.headers)))
-        if made is not None and made[0] is request.headers:
-            return made[1]
-        parsed = self._urls.get(url) or self._url(url)
-        headers = self._headers(request.headers)
-        template = Template(session, request.method, parsed, headers, ssl=self._ssl)
-        if len(self._templates) >= _TEMPLATES_KEPT:
-            self._templates.clear()
-        self._templates[(request.method, url, id(request.headers))] = (request.headers, template)
-        return template
+    def _aiohttp_form(self, url: str, headers: Mapping[str, str]) -> tuple[URL, object]:
+        return self._urls.get(url) or self._url(url), self._headers(headers)
 
     def _headers(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
         # aiohttp takes a CIMultiDictProxy as it is; any other mapping it copies into
@@ -230,13 +218,18 @@ class AiohttpTransport:
         url = request.url
         expiry: Expiry | None = None
         try:
-            if self._plain and not request_replaced(session):
+            template = (
+                self._templates.get(
+                    session, request.method, url, request.headers, self._aiohttp_form
+                )
+                if self._plain and not request_replaced(session)
+                else None
+            )
+            if template is not None:
                 # Our own pool, no proxy: below ClientSession.request, one timer for
                 # the attempt from the wait for a connection to the last body byte.
                 expiry = self._expiries.start(request.timeout)  # type: ignore[union-attr]
-                resp = await exchange(
-                    session, self._template(session, request), timeout=_CONNECT_TIMEOUT
-                )
+                resp = await exchange(session, template, timeout=_CONNECT_TIMEOUT)
             else:
                 # Awaited rather than `async with`: a frame fewer at every step of
                 # the request. The body is read whole, so the connection is
@@ -315,6 +308,8 @@ class AiohttpTransport:
         """Close the aiohttp session if this transport created it; idempotent."""
         self._closed = True
         self._session = None  # every later request goes the slow way, and is refused
+        self._templates.clear()  # the keys in their headers go with them
+        self._frozen.clear()
         session = self._http_session
         if self._owns_session and session is not None and not session.closed:
             await session.close()

@@ -16,10 +16,13 @@ from stability_user import (
     APIError,
     APITimeoutError,
     Balance,
+    Request,
+    Response,
     ResponseValidationError,
     RetryPolicy,
     StabilitySession,
 )
+from stability_user._http import Handler
 from stability_user.testing import Fault, StabilityEmulator
 
 from .conftest import KEY
@@ -329,3 +332,38 @@ async def test_both_paths_send_the_same_bytes(
     assert heads[True] == heads[False]
     assert b"Organization: org-2\r\n" in heads[True][1]
     assert heads[True][0].startswith(b"GET /v1/user/balance HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE", "OPTIONS"])
+async def test_both_paths_send_the_same_bytes_for_another_method(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    # A middleware may change the method: a body-less one aiohttp adds nothing to is
+    # sent from a template; a POST goes through ClientSession.request (its Content-Type).
+    heads: dict[bool, list[bytes]] = {}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                received.append(await reader.readuntil(b"\r\n\r\n"))
+                body = b'{"credits": 2.5}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        writer.close()
+
+    async def as_method(request: Request, handler: Handler) -> Response:
+        return await handler(attrs.evolve(request, method=method))
+
+    for below in (True, False):
+        monkeypatch.setattr("stability_user._transport.SUPPORTED", below)
+        received: list[bytes] = []
+        async with (
+            raw_server(answer) as base_url,
+            session_for(base_url, clock, middlewares=[as_method]) as s,
+        ):
+            for _ in range(3):
+                await s.balance()
+        heads[below] = [h.replace(base_url[7:].encode(), b"HOST") for h in received]
+    assert heads[True] == heads[False]
+    assert heads[True][0].startswith(f"{method} /v1/user/balance HTTP/1.1\r\n".encode())
+    assert (b"Content-Type: application/octet-stream" in heads[True][0]) == (method == "POST")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+from collections.abc import Mapping
 
 import aiohttp
 import pytest
@@ -22,7 +23,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
-from stability_user._exchange import Template, exchange, request_replaced
+from stability_user._exchange import _KEPT, Template, Templates, exchange, request_replaced
 from stability_user._transport import AiohttpTransport
 
 from .conftest import KEY
@@ -209,13 +210,18 @@ class _Session:
 
 
 @pytest.mark.parametrize(
-    ("error", "connects"),
+    ("method", "error", "connects"),
     [
+        # Every method ClientSession.request retries on a stale connection, and no other.
+        ("DELETE", aiohttp.ServerDisconnectedError(), 2),
+        ("TRACE", aiohttp.ServerDisconnectedError(), 2),
+        ("POST", aiohttp.ServerDisconnectedError(), 1),
         # A pooled connection the server had closed: replaced once, at once.
-        (aiohttp.ServerDisconnectedError(), 2),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), 2),
+        ("GET", aiohttp.ServerDisconnectedError(), 2),
+        ("GET", aiohttp.ClientOSError(104, "Connection reset by peer"), 2),
         # No connection was made: nothing stale to replace, the retry policy decides.
         (
+            "GET",
             aiohttp.ClientConnectorError(
                 ConnectionKey("127.0.0.1", 9, False, True, None, None, None),
                 OSError(111, "Connection refused"),
@@ -224,12 +230,14 @@ class _Session:
         ),
     ],
 )
-async def test_only_a_stale_connection_is_replaced_at_once(error: Exception, connects: int) -> None:
+async def test_only_a_stale_connection_is_replaced_at_once(
+    method: str, error: Exception, connects: int
+) -> None:
     connector = _Connector(error)
     session = _Session(connector)
     template = Template(
         session,  # type: ignore[arg-type]
-        "GET",
+        method,
         URL("http://127.0.0.1:9/v1/user/balance"),
         {},
         ssl=True,
@@ -260,3 +268,69 @@ def test_a_stand_in_is_known_whenever_it_came(monkeypatch: pytest.MonkeyPatch) -
             patched.setattr(_Probe, "_request", replacement)
             assert request_replaced(probe)  # type: ignore[arg-type]
     assert not request_replaced(probe)  # type: ignore[arg-type]
+
+
+def _aiohttp_form(url: str, headers: Mapping[str, str]) -> tuple[URL, object]:
+    return URL(url), dict(headers)
+
+
+class TestTemplates:
+    URL = "http://127.0.0.1:9/v1/user/balance"
+
+    async def test_a_request_s_headers_are_kept_from_their_second_sighting(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            templates = Templates(True)
+            headers = {"Authorization": "Bearer sk-one"}
+            first = templates.get(session, "GET", self.URL, headers, _aiohttp_form)
+            second = templates.get(session, "GET", self.URL, headers, _aiohttp_form)
+            third = templates.get(session, "GET", self.URL, headers, _aiohttp_form)
+            # Headers made again per call, with the same content: the kept one.
+            again = templates.get(session, "GET", self.URL, dict(headers), _aiohttp_form)
+        assert first is not None
+        assert second is not None
+        assert second is not first
+        assert third is second
+        assert again is second
+        assert first.head == second.head
+        assert b"Authorization: Bearer sk-one\r\n" in first.head
+
+    async def test_headers_seen_once_are_not_kept(self) -> None:
+        # A traceparent of every call: a template each time, none kept, bounded.
+        async with aiohttp.ClientSession() as session:
+            templates = Templates(True)
+            for n in range(_KEPT + 10):
+                headers = {"traceparent": f"00-{n:032x}-{n:016x}-01"}
+                assert templates.get(session, "GET", self.URL, headers, _aiohttp_form)
+        assert not templates._by_content
+        assert not templates._by_identity
+        assert len(templates._seen) == _KEPT
+
+    async def test_the_oldest_go_first_and_clear_forgets_every_key(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            templates = Templates(True)
+            kept = [{"Authorization": f"Bearer sk-{n}"} for n in range(_KEPT + 1)]
+            for headers in kept:
+                for _ in range(2):
+                    templates.get(session, "GET", self.URL, headers, _aiohttp_form)
+            assert len(templates._by_content) == _KEPT
+            oldest = ("GET", self.URL, tuple(kept[0].items()))
+            assert oldest not in templates._by_content
+            templates.clear()
+        assert not templates._by_content
+        assert not templates._by_identity
+        assert not templates._seen
+
+    @pytest.mark.parametrize(
+        ("method", "headers"),
+        [
+            ("POST", {}),  # a body: aiohttp adds its Content-Type
+            ("PUT", {}),
+            ("GET", {"EXPECT": "100-continue"}),  # waits for the server's go-ahead
+        ],
+    )
+    async def test_what_clientrequest_send_treats_apart_has_no_template(
+        self, method: str, headers: dict[str, str]
+    ) -> None:
+        async with aiohttp.ClientSession() as session:
+            templates = Templates(True)
+            assert templates.get(session, method, self.URL, headers, _aiohttp_form) is None
