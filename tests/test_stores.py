@@ -38,8 +38,9 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
+from stability_user._backends._token import new_ordered_token
 from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait, held_for
-from stability_user._ratelimit._local import _SWEEP_EVERY
+from stability_user._ratelimit._local import _PRUNE_EVERY, _SWEEP_EVERY
 from stability_user._ratelimit._open import open_store
 from stability_user.testing import StabilityEmulator
 
@@ -256,6 +257,34 @@ class TestLocal:
                 await store.aclose()
         assert len(counts) == 7
         assert all(held == rows for _, held, rows in counts), counts
+
+    async def test_freed_rows_are_counted_out_then_deleted_every_few_takes(
+        self, tmp_path: Path
+    ) -> None:
+        clock = FakeClock()
+        store = LocalRateLimitStore(tmp_path / "l.sqlite3", clock=clock)
+        limit = RateLimit(2, 1.0)
+        rows: list[int] = []
+        try:
+            for _ in range(3 * _PRUNE_EVERY):
+                token = await store.acquire("k", limit, 5.0)
+                assert isinstance(token, str)  # the freed rows never count
+                await store.release("k", token, limit)
+                clock.advance(2.0)  # past the window: the slot is free again
+                (count,) = await store._file.run(
+                    lambda db: db.execute("SELECT COUNT(*) FROM slots").fetchone()
+                )
+                rows.append(count)
+        finally:
+            await store.aclose()
+        assert max(rows) <= _PRUNE_EVERY
+        assert min(rows) <= 1
+
+    def test_ordered_tokens_are_unique_and_in_the_order_made(self) -> None:
+        tokens = [new_ordered_token() for _ in range(1000)]
+        assert len(set(tokens)) == 1000
+        assert tokens == sorted(tokens)
+        assert all(len(token) == 32 and int(token, 16) >= 0 for token in tokens)
 
     async def test_a_limit_of_thousands_takes_a_slot_without_counting_rows(
         self, tmp_path: Path

@@ -31,7 +31,7 @@ from typing import Any, Final
 from .._backends import Breaker, Outage
 from .._backends._soon import Soon
 from .._backends._sqlite import BUSY, FileUnavailable, SQLiteFile, default_path
-from .._backends._token import new_token
+from .._backends._token import new_ordered_token
 from .._errors import StabilityError
 from .._types import Clock
 from ._limit import MAX_LEASE, RateLimit, Wait, held_for
@@ -46,6 +46,9 @@ logger = logging.getLogger("stability_user")
 # so a sweep only finds those of keys no longer used, and it scans the whole table.
 _SWEEP_EVERY: Final = 4096
 _CHECKPOINT_EVERY: Final = 256  # acquisitions between copies of the WAL into the file
+# Acquisitions between deletions of a key's freed rows: meanwhile a take counts them
+# (the first rows of the key's index) and leaves them, a statement and pages fewer.
+_PRUNE_EVERY: Final = 16
 _FLUSH_AFTER: Final = 0.05  # seconds a queued give-back waits for a transaction to join
 
 
@@ -118,6 +121,7 @@ class LocalRateLimitStore:
         releases, self._pending = self._pending, []
         self._acquisitions += 1
         sweep = self._acquisitions % _SWEEP_EVERY == 0
+        prune = self._acquisitions % _PRUNE_EVERY == 0
         held = held_for(limit)
         lease = min(lease, MAX_LEASE)  # a slot in flight longer than this cannot be
 
@@ -131,6 +135,7 @@ class LocalRateLimitStore:
                 held=held,
                 lease=lease,
                 sweep=sweep,
+                prune=prune,
                 releases=releases,
             )
 
@@ -149,7 +154,7 @@ class LocalRateLimitStore:
         return answer
 
     def _take_now(self, key_id: str, limit: RateLimit, lease: float) -> str | int | Wait | None:
-        token = new_token()
+        token = new_ordered_token()
         work, releases = self._acquire_work(key_id, limit, lease, token)
         try:
             answer = self._file.try_now(work)
@@ -171,7 +176,7 @@ class LocalRateLimitStore:
         if answer is not None:
             return answer
         # The file is held: wait for it in its thread (a probe stays the probe meanwhile).
-        token = new_token()
+        token = new_ordered_token()
         work, _ = self._acquire_work(key_id, limit, lease, token)
 
         def give_back(answer: str | Wait) -> None:

@@ -76,10 +76,12 @@ _CORRUPT_SLOTS: Final = (
     " OR (in_flight = 0 AND frees > ?3) OR (in_flight = 1 AND frees > ?4))"
 )
 
-# The key's lockout, and how many rows it has (its freed ones deleted just before).
+# The key's lockout, how many rows it has, and how many of them are freed (the first
+# of its index, few: they are deleted every few takes).
 _LOOK: Final = (
     "SELECT (SELECT until FROM lockouts WHERE key_id = ?1),"
-    " (SELECT slots FROM held WHERE key_id = ?1)"
+    " (SELECT slots FROM held WHERE key_id = ?1),"
+    " (SELECT COUNT(*) FROM slots WHERE key_id = ?1 AND frees <= ?2)"
 )
 
 Release = tuple[str, str, float, float]  # key id, token, when the response was read, hold
@@ -108,6 +110,7 @@ def take_slot(
     held: float,
     lease: float,
     sweep: bool,
+    prune: bool,
     releases: list[Release],
 ) -> str | Wait:
     """Take a slot of ``key_id`` for ``token``, or say how long until one may be free."""
@@ -117,10 +120,9 @@ def take_slot(
         db.execute("DELETE FROM slots WHERE frees <= ?", (now,))
         db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
         db.execute("DELETE FROM held WHERE slots <= 0")
-    # The key's freed slots go (few: each take removes those freed since the one
-    # before), so that its count in ``held`` is of the slots it holds.
-    db.execute("DELETE FROM slots WHERE key_id = ?1 AND frees <= ?2", (key_id, now))
-    until, count = db.execute(_LOOK, (key_id,)).fetchone()
+    if prune:
+        _prune(db, key_id, now)
+    until, rows, freed = db.execute(_LOOK, (key_id, now)).fetchone()
     if until is not None:
         if not is_time(until) or until > now + MAX_LOCKOUT + _SKEW:
             # Not a number (text, bytes, infinity), or longer than any lockout.
@@ -128,7 +130,8 @@ def take_slot(
             _corrupt(f"a lockout of {display_text(repr(until), limit=40)}")
         elif until > now:
             return Wait(until - now, lockout=True)
-    if type(count) is not int or count < 0:
+    count = rows - freed if type(rows) is int else -1
+    if count < 0:
         # No count yet (a new key), or one that cannot be (a file edited by hand).
         count = _recount(db, key_id, now)
     if count >= requests or sweep:
@@ -151,11 +154,14 @@ def take_slot(
     return Wait(first - now if first is not None else held)
 
 
+def _prune(db: sqlite3.Connection, key_id: str, now: float) -> None:
+    db.execute("DELETE FROM slots WHERE key_id = ?1 AND frees <= ?2", (key_id, now))
+
+
 def _recount(db: sqlite3.Connection, key_id: str, now: float) -> int:
     """The slots ``key_id`` holds, counted row by row; its count in ``held`` set to it."""
-    (count,) = db.execute(
-        "SELECT COUNT(*) FROM slots WHERE key_id = ? AND frees > ?", (key_id, now)
-    ).fetchone()
+    _prune(db, key_id, now)  # then every row of the key is one it holds
+    (count,) = db.execute("SELECT COUNT(*) FROM slots WHERE key_id = ?", (key_id,)).fetchone()
     db.execute("INSERT OR REPLACE INTO held VALUES (?, ?)", (key_id, count))
     return int(count)
 
