@@ -3,7 +3,7 @@
 Needs the extra: ``pip install 'stability-user[redis]'``. Every operation is one
 Lua script (atomic on the server, on the server's clock). A client is opened
 lazily for each event loop that uses the store (redis-py's connections belong to
-one loop), with short timeouts, behind the store's :class:`~._breaker.Breaker`:
+one loop), with a short connect timeout, behind the store's :class:`~._breaker.Breaker`:
 a Redis that hangs, refuses or drops packets costs each call at most a second,
 once, and then none until it is back. A loop's client is closed with its loop
 (``asyncio.run()`` and ``asyncio.Runner`` cancel every task before closing it), so

@@ -20,7 +20,8 @@ def new_token() -> str:
 def new_ordered_token() -> str:
     """A token whose first 16 hex digits are the time it was made, then 64 random bits.
 
-    Unique as :func:`new_token` is, and in the order they were made: rows keyed by it
-    are written where the last ones were, so a transaction dirties fewer pages.
+    Unique as :func:`new_token` is, and ordered by the time it was made (to the
+    clock's resolution): rows keyed by it are written where the last ones were, so a
+    transaction dirties fewer pages.
     """
     return f"{time.time_ns():016x}{os.urandom(8).hex()}"

@@ -42,8 +42,9 @@ __all__ = ["LocalRateLimitStore", "default_local_path"]
 
 logger = logging.getLogger("stability_user")
 
-# Acquisitions between sweeps of every key's freed rows: a take removes its own key's,
-# so a sweep only finds those of keys no longer used, and it scans the whole table.
+# Acquisitions between sweeps of every key's freed rows: a key's own are deleted every
+# few of its takes (_PRUNE_EVERY), so a sweep only finds those of keys no longer used,
+# and it scans the whole table.
 _SWEEP_EVERY: Final = 4096
 _CHECKPOINT_EVERY: Final = 256  # acquisitions between copies of the WAL into the file
 # Acquisitions between deletions of a key's freed rows: meanwhile a take counts them
