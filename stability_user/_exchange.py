@@ -161,6 +161,10 @@ class Templates:
         self._by_content: dict[tuple[str, str, tuple[tuple[str, str], ...]], Template] = {}
         self._seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], None] = {}
 
+    def __len__(self) -> int:
+        """How many entries are kept: requests seen, and templates by either lookup."""
+        return len(self._seen) + len(self._by_content) + len(self._by_identity)
+
     def get(
         self,
         session: aiohttp.ClientSession,

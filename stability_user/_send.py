@@ -23,12 +23,11 @@ import functools
 import time
 import weakref
 from collections.abc import Awaitable, Sequence
-from typing import Final
 
 import attrs
 
 from ._closing import Closing
-from ._config import key_id_of, origin_of
+from ._config import KeyIds, key_id_of, origin_of
 from ._errors import SESSION_CLOSED, APITimeoutError, StabilityError
 from ._http import AroundSend, Handler, Request, Response, Transport
 from ._ratelimit import LEASE_MARGIN, RateLimiter, Slot, Wait
@@ -37,23 +36,10 @@ from ._types import Clock
 
 __all__ = ["Gate", "Sender", "request_key_id"]
 
-# (url, key) -> key id, cleared when full: the keys a process calls often (a web
-# backend's few, a bulk run's views in flight) hash once; a sweep over a million keys
-# keeps about 1 MiB here, not the 20 MiB that 65,536 entries took.
-_KEY_IDS_KEPT: Final = 4_096
-_key_ids: dict[tuple[str, str], str] = {}
-
 
 def request_key_id(request: Request) -> str:
     """The name of the state of the key ``request`` sends, at the service it goes to."""
-    api_key = request.api_key or ""
-    cache_key = (request.url, api_key)
-    key_id = _key_ids.get(cache_key)
-    if key_id is None:
-        if len(_key_ids) >= _KEY_IDS_KEPT:
-            _key_ids.clear()
-        key_id = _key_ids[cache_key] = key_id_of(api_key, origin_of(request.url))
-    return key_id
+    return key_id_of(request.api_key or "", origin_of(request.url))
 
 
 class Gate:
@@ -129,6 +115,7 @@ class Sender:
         "_send_chain",
         "clock",
         "closing",
+        "key_ids",
         "limiter",
         "transport",
     )
@@ -159,6 +146,7 @@ class Sender:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gate = Gate(max_connections)
+        self.key_ids = KeyIds()  # forgotten when the session closes, with the keys
 
     @property
     def queued(self) -> int:
@@ -202,7 +190,7 @@ class Sender:
                 if limiter is None:
                     break
                 try:
-                    key_id = request_key_id(request)
+                    key_id = self.key_ids.of(request.url, request.api_key or "")
                     lease = request.timeout + LEASE_MARGIN
                     taken = limiter.take_now(key_id, lease, loop)
                     if taken is None:

@@ -282,6 +282,7 @@ class StabilitySession(SessionReads):
         if self._owns_transport:
             await state.transport.aclose()
         await closing.settle()
+        state.sender.key_ids.clear()  # the keys themselves: none outlives the session
         if state.limiter is not None:
             await state.limiter.aclose()
 

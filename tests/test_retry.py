@@ -25,10 +25,9 @@ from stability_user import (
     ResponseValidationError,
     RetryPolicy,
     ServerError,
-    _send,
 )
 from stability_user._closing import Closing
-from stability_user._config import make_config
+from stability_user._config import KeyIds, make_config
 from stability_user._ratelimit import LEASE_MARGIN, RateLimiter, held_for
 from stability_user._retry import RATE_LIMIT_LOCKOUT, _path, call_with_retries
 from stability_user._sansio import error_for_response
@@ -493,14 +492,16 @@ class TestWithTheLimiter:
     def test_the_key_names_kept_stay_few_however_many_keys_pass(self) -> None:
         # A sweep over a million keys: each key's state name is computed, and the
         # names kept to spare that are bounded, so a worker's memory stays flat.
-        names = [
-            request_key_id(attrs.evolve(REQUEST, headers={"Authorization": f"sk-{n:048d}"}))
-            for n in range(10_000)
-        ]
+        key_ids = KeyIds()
+        url = REQUEST.url
+        names = [key_ids.of(url, f"sk-{n:048d}") for n in range(10_000)]
         assert len(set(names)) == 10_000
-        assert 0 < len(_send._key_ids) <= 4_096
+        assert 0 < len(key_ids) <= 4_096
+        assert key_ids.of(url, f"sk-{0:048d}") == names[0]  # the same name once forgotten
         again = attrs.evolve(REQUEST, headers={"Authorization": f"sk-{0:048d}"})
-        assert request_key_id(again) == names[0]  # the same name once forgotten
+        assert request_key_id(again) == names[0]  # the one the limiter's callers use
+        key_ids.clear()
+        assert len(key_ids) == 0
 
     async def test_a_wait_past_the_deadline_is_refused_at_once(self, clock: FakeClock) -> None:
         limiter = self.limiter(clock)

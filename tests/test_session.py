@@ -353,3 +353,21 @@ def test_a_view_checks_what_it_changes(session: StabilitySession) -> None:
         session.with_options(api_key=123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout"):
         session.with_options(timeout=0)
+
+
+async def test_closing_forgets_the_keys_a_session_kept_to_send_faster(
+    emulator: StabilityEmulator,
+) -> None:
+    # Requests and key ids are kept to spare work on every call: with them, the keys
+    # of every target. A closed session holds none of them, whoever still holds it.
+    keys = [emulator.add_account(credits=float(n)) for n in range(3)]
+    session = StabilitySession(keys[0], base_url=emulator.base_url)
+    async with session:
+        for _ in range(3):  # a request is kept from its second sighting
+            for key in keys:
+                await session.with_options(api_key=key).balance()
+        transport = session._state.transport
+        assert isinstance(transport, AiohttpTransport)
+        kept = (session._state.sender.key_ids, transport._frozen, transport._templates)
+        assert all(len(cache) > 0 for cache in kept)
+    assert [len(cache) for cache in kept] == [0, 0, 0]
