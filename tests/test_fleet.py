@@ -25,7 +25,7 @@ import redis
 import redis.asyncio
 from arq import create_pool
 from arq.connections import RedisSettings
-from arq.constants import result_key_prefix
+from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.worker import Retry, Worker
 
 from stability_user import (
@@ -662,8 +662,27 @@ class Fleet:
     def log(self, number: int) -> str:
         return (self.scratch / f"worker-{number}.log").read_text()
 
+    async def until_idle(self) -> None:
+        """Wait until arq has finished every job: none queued, none in progress.
+
+        A sweep is complete once its results are stored, from inside each job; arq
+        then still ends the job (its result, its queue entry). A worker told to stop
+        in between cancels that ending, and arq exits with an error.
+        """
+        client = redis.asyncio.Redis.from_url(self.env["REDIS_URL"])
+        try:
+            for _ in range(600):  # arq's state is in Redis, with no event to wait on
+                queued = await client.zcard(self.env["FLEET_QUEUE"])
+                if not queued and not await client.keys(f"{in_progress_key_prefix}*"):
+                    return
+                await asyncio.sleep(0.05)
+            pytest.fail("arq never finished its jobs")
+        finally:
+            await client.aclose()
+
     async def stop(self) -> list[int]:
-        """SIGTERM the workers still running (arq finishes and closes); their exit statuses."""
+        """SIGTERM the workers still running once they are idle; their exit statuses."""
+        await self.until_idle()
         for process in self.processes:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)

@@ -399,6 +399,97 @@ def test_the_first_call_to_fail_decides_for_calls_in_flight_in_other_threads() -
     assert all(isinstance(outcome, Outage) for outcome in outcomes)
 
 
+class TestCallHere:
+    """The breaker's calls in the caller's task: a store's own Redis connection."""
+
+    @staticmethod
+    def breaker(max_wait: float = 3600) -> Breaker:
+        return Breaker(
+            "rate-limit store",
+            "here",
+            errors=(ConnectionError,),
+            clock=FakeClock(),
+            max_wait=max_wait,
+        )
+
+    async def test_an_answer_is_returned_and_a_failure_opens_the_breaker(self) -> None:
+        breaker = self.breaker()
+
+        async def answers(failures: int) -> int:
+            return 40 + failures
+
+        async def fails(failures: int) -> int:
+            raise ConnectionError("refused")
+
+        assert await breaker.call_here(answers) == 40
+        with pytest.raises(Outage, match="refused"):
+            await breaker.call_here(fails)
+        assert breaker.down
+        assert breaker.failures == 1
+
+    async def test_work_that_hangs_ends_in_an_outage_at_max_wait(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING)
+        breaker = self.breaker(max_wait=0.01)
+
+        async def hangs(failures: int) -> None:
+            await asyncio.get_running_loop().create_future()
+
+        with pytest.raises(Outage, match="unavailable"):
+            await breaker.call_here(hangs)
+        assert breaker.down
+        (warning,) = outage_warnings(caplog)
+        assert "(TimeoutError: no answer within 0.01 s)" in warning
+
+    async def test_a_cancelled_caller_is_cancelled_and_the_backend_is_not_blamed(self) -> None:
+        breaker = self.breaker()
+        started = asyncio.Event()
+
+        async def hangs(failures: int) -> None:
+            started.set()
+            await asyncio.get_running_loop().create_future()
+
+        call = asyncio.ensure_future(breaker.call_here(hangs))
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert not breaker.down
+
+    async def test_an_error_not_of_the_backend_passes_through(self) -> None:
+        breaker = self.breaker()
+
+        async def buggy(failures: int) -> None:
+            raise KeyError("a bug, not an outage")
+
+        with pytest.raises(KeyError):
+            await breaker.call_here(buggy)
+        assert not breaker.down
+
+    async def test_calls_waiting_their_turn_give_up_once_one_fails(self) -> None:
+        # The store's line takes one command at a time: the calls queued behind one that
+        # fails learn it from the count of failures and give up, never asking Redis.
+        breaker = self.breaker()
+        turn = asyncio.Lock()
+        asked: list[int] = []
+
+        async def on_the_line(failures: int) -> None:
+            async with turn:
+                if breaker.failures != failures:
+                    raise Outage("the backend failed meanwhile")
+                asked.append(failures)
+                await asyncio.sleep(0)  # the others queue behind this one
+                raise ConnectionError("reset")
+
+        outcomes = await asyncio.gather(
+            *(breaker.call_here(on_the_line) for _ in range(WORKERS)), return_exceptions=True
+        )
+        assert asked == [0]
+        assert all(isinstance(outcome, Outage) for outcome in outcomes)
+        assert breaker.failures == 1
+
+
 async def test_a_callers_client_without_timeouts_is_bounded_by_the_breaker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -477,6 +568,46 @@ async def test_a_dead_redis_is_asked_once_per_retry_interval_however_many_calls(
         finally:
             await store.aclose()
     assert len(outage_warnings(caplog)) == 1
+
+
+async def test_callers_that_leave_before_the_answer_give_their_slots_back() -> None:
+    # One caller's script is written, and Redis runs it after the caller has left;
+    # another leaves while waiting its turn, its script never written. Both slots go
+    # back, and so do the give-backs of the calls before, which their scripts carried.
+    limit = RateLimit(10_000, 1.0)
+    with redis_process() as (url, server):
+        store = RedisRateLimitStore(url)
+        client = redis.asyncio.Redis.from_url(url)
+        in_flight = store._keys("k")[0]
+
+        async def spin() -> None:
+            for _ in range(20):  # a few turns of the loop: what can be sent is sent
+                await asyncio.sleep(0)
+
+        try:
+            first, second = [await store.acquire("k", limit, 5.0) for _ in range(2)]
+            assert isinstance(first, str)
+            assert isinstance(second, str)
+            server.send_signal(signal.SIGSTOP)
+            try:
+                await store.release("k", first, limit)  # queued: the next script carries it
+                written = asyncio.ensure_future(store.acquire("k", limit, 5.0))
+                await spin()
+                await store.release("k", second, limit)
+                waiting = asyncio.ensure_future(store.acquire("k", limit, 5.0))
+                await spin()
+                for call in (waiting, written):
+                    call.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await call
+            finally:
+                server.send_signal(signal.SIGCONT)
+            await store.flush()
+            assert await client.zcard(in_flight) == 0  # no slot is in flight
+            assert not store._link.breaker.down
+        finally:
+            await store.aclose()
+            await client.aclose()
 
 
 # -- a store used from one event loop after another --------------------------------

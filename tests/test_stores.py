@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import pytest
 import redis.asyncio
 from hypothesis import settings
@@ -38,6 +39,7 @@ from stability_user import (
     StabilityError,
     StabilitySession,
 )
+from stability_user._backends import Outage
 from stability_user._backends._token import new_ordered_token
 from stability_user._ratelimit import MAX_LOCKOUT, RateLimiter, Wait, held_for
 from stability_user._ratelimit._local import _PRUNE_EVERY, _SWEEP_EVERY
@@ -518,6 +520,47 @@ class TestRedis:
         finally:
             await store.aclose()
             await client.aclose()
+
+    async def test_without_hiredis_s_packer_redis_py_packs_the_commands(
+        self, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A hiredis without its packer (before 2.1): redis-py packs, hiredis still parses.
+        monkeypatch.delattr(hiredis, "pack_command")
+        store = RedisRateLimitStore(redis_url)
+        client = redis.asyncio.Redis.from_url(redis_url)
+        key_id = uuid.uuid4().hex
+        limit = RateLimit(2, 10.0)
+        try:
+            first = await store.acquire(key_id, limit, 5.0)
+            assert isinstance(first, str)
+            line = store._link._lines[asyncio.get_running_loop()]
+            assert "hiredis" not in repr(line._pack)
+            assert isinstance(await store.acquire(key_id, limit, 5.0), str)
+            assert await store.acquire(key_id, limit, 5.0) == approx_wait(held_for(limit))
+            await store.release(key_id, first, limit)
+            await store.flush()
+            assert await client.zcard(store._keys(key_id)[0]) == 1  # one in flight
+            assert await client.zcard(store._keys(key_id)[1]) == 1  # one held after it
+        finally:
+            await store.aclose()
+            await client.aclose()
+
+    async def test_an_error_answer_keeps_the_line_in_step(self, redis_url: str) -> None:
+        # An error is an answer read whole: the connection stays, and the next
+        # script gets its own answer, not one left over.
+        store = RedisRateLimitStore(redis_url)
+        link = store._link
+        try:
+            assert await link.run("return ARGV[1]", [], [b"first"]) == b"first"
+            connection = link._lines[asyncio.get_running_loop()].connection
+            with pytest.raises(Outage):
+                await link.run("return redis.error_reply('no such thing')", [], [])
+            link.breaker.succeeded()  # a script of the store's never fails: this one did
+            assert await link.run("return ARGV[1]", [], [b"second"]) == b"second"
+            assert link._lines[asyncio.get_running_loop()].connection is connection
+            assert connection.is_connected
+        finally:
+            await store.aclose()
 
     async def test_works_on_a_redis_cluster(self, tmp_path: Path) -> None:
         with redis_cluster(tmp_path) as (host, port):

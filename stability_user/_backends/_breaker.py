@@ -7,10 +7,13 @@ to the store's fallback (in-process state) until ``retry_after`` seconds have
 passed; then one call probes the backend, and its success closes the breaker.
 One WARNING says the backend is unavailable (with the reason), one that it is back.
 
-The backend's work runs in a task of its own, never in the caller's: a caller
+The backend's work runs in a task of its own (:meth:`Breaker.call`): a caller
 that is cancelled leaves at once, whatever the client library does with a
 cancellation (redis-py on Python 3.11 can swallow one inside ``wait_for``), and
-what the work took is handed to ``abandoned`` to be given back.
+what the work took is handed to ``abandoned`` to be given back. Work that sets
+no timeout of its own, and checks before it starts whether the backend failed
+meanwhile, runs in the caller's task instead (:meth:`Breaker.call_here`), at none
+of a task's cost: a Redis store's own connection.
 
 A store outlives event loops (``asyncio.run()`` twice, a test suite's loop per
 test), and may serve several at once from their threads: the signal that stops
@@ -27,6 +30,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, TypeVar
 
+from .._expiry import Expiry
 from .._secrets import display_text
 from .._types import Clock
 
@@ -77,6 +81,7 @@ class Breaker:
         self._secrets = tuple(secrets)
         self._down_since: float | None = None
         self._probing = False
+        self.failures = 0  # how many times the backend failed: a call that saw it change gives up
         # Resolved when the breaker opens: every call in flight then gives up with it.
         # One per event loop: a future belongs to the loop that made it.
         self._opened: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]]
@@ -178,6 +183,41 @@ class Breaker:
         self._abandon(task, abandoned)
         raise Outage(f"the {self.what} at {self.where} is unavailable")
 
+    async def call_here(self, work: Callable[[int], Awaitable[T]]) -> T:
+        """Run ``work(failures)`` in the caller's task; wait ``max_wait`` seconds at most.
+
+        For work that cannot swallow a cancellation (it sets no timeout of its own)
+        and that gives up at once, raising :class:`Outage`, when :attr:`failures`
+        is no longer the count it was given (the backend failed meanwhile): it then
+        decides for itself what :meth:`call` decides with a task of its own, at
+        none of the task's cost. A caller cancelled meanwhile gets the
+        cancellation: what the work took is the caller's to give back.
+
+        Raises:
+            Outage: it failed, timed out, or another call found the backend down meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None  # noqa: S101 - a coroutine always runs in a task here
+        expiry = Expiry(task, loop.time() + self.max_wait)  # asyncio.timeout, on 3.10 too
+        timer = loop.call_at(expiry.when, expiry.expire)
+        try:
+            result = await work(self.failures)
+        except asyncio.CancelledError:
+            if expiry.timed_out():  # the wait ran out: the backend hangs
+                self.failed(TimeoutError(f"no answer within {self.max_wait:g} s"))
+                raise Outage(f"the {self.what} at {self.where} is unavailable") from None
+            self._probing = False  # the caller gave up: another call may probe
+            raise
+        except self._errors as exc:
+            self.failed(exc)
+            raise Outage(str(exc)) from exc
+        finally:
+            expiry.finished = True
+            timer.cancel()
+        self.succeeded()
+        return result
+
     def _opened_in(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         with self._opened_lock:
             opened = self._opened.get(loop)
@@ -215,6 +255,7 @@ class Breaker:
     def failed(self, error: BaseException) -> None:
         """The backend failed: open the breaker, and stop every call in flight on it."""
         self._probing = False
+        self.failures += 1
         if self._down_since is None:
             reason = display_text(str(error), self._secrets, limit=200)
             logger.warning(

@@ -1,28 +1,33 @@
 """The fleet-wide Redis a shared store keeps its state in: redis-py's asyncio client.
 
 Needs the extra: ``pip install 'stability-user[redis]'``. Every operation is one
-Lua script (atomic on the server, on the server's clock). A client is opened
-lazily for each event loop that uses the store (redis-py's connections belong to
-one loop), with a short connect timeout, behind the store's :class:`~._breaker.Breaker`:
-a Redis that hangs, refuses or drops packets costs each call at most a second,
-once, and then none until it is back. A loop's client is closed with its loop
-(``asyncio.run()`` and ``asyncio.Runner`` cancel every task before closing it), so
-a store used again from another loop leaves no connection behind.
+Lua script (atomic on the server, on the server's clock). A store given a URL
+opens one connection of its own for each event loop that uses it (redis-py's
+connections belong to one loop), lazily, with a short connect timeout, and runs
+its scripts on it in the caller's task, one at a time: the leanest way redis-py
+offers, without a pool, a lock of the client's or a task per command. A client
+of the caller's is used through its own API, each script in a task of its own.
+Both are behind the store's :class:`~._breaker.Breaker`: a Redis that hangs,
+refuses or drops packets costs each call at most a second, once, and then none
+until it is back. A loop's connection is closed with its loop (``asyncio.run()``
+and ``asyncio.Runner`` cancel every task before closing it), so a store used
+again from another loop leaves no connection behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import StabilityError
 from .._secrets import mask_url, url_secrets
 from .._types import Clock
-from ._breaker import Breaker
+from ._breaker import Breaker, Outage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -108,10 +113,10 @@ class RedisLink:
         self.url = url
         self.what = what
         self._given = client
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Line] = (
             weakref.WeakKeyDictionary()
         )
-        # A task per loop that closes the loop's client when the loop ends.
+        # A task per loop that closes the loop's line when the loop ends.
         self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._keepers = weakref.WeakKeyDictionary()
         self._shas: dict[str, str] = {}  # each script's name in Redis: its SHA-1
@@ -135,32 +140,34 @@ class RedisLink:
 
         return isinstance(self._given, RedisCluster)
 
-    def client(self) -> Any:
-        """The client of the running event loop, made on first use.
+    def _line(self) -> _Line:
+        """The running event loop's line to Redis, made on first use.
 
         Raises:
             StabilityError: the store is closed.
         """
         if self.closed:
             raise StabilityError(f"the {self.what} {self.where} is closed")
-        if self._given is not None:
-            return self._given
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        line = self._lines.get(loop)
+        if line is None:
             import redis.asyncio  # noqa: PLC0415 - see import_redis
 
-            assert self.url is not None  # noqa: S101 - one of the two is set
-            client = self._clients[loop] = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_connect_timeout=_CONNECT_TIMEOUT,
-                # One connection, kept: a pool checks a connection's health before each
-                # command, a wait on the event loop or two every time. A store's scripts
-                # are short, and a call waits on its service far longer than on them.
-                single_connection_client=True,
+            assert self.url is not None  # noqa: S101 - a line is for a URL's connection
+            # The pool reads the URL (TCP, TLS or a Unix socket, password, database);
+            # the line takes one connection of its making, never back to a pool.
+            pool = redis.asyncio.ConnectionPool.from_url(
+                self.url, socket_connect_timeout=_CONNECT_TIMEOUT
             )
-            self._keepers[loop] = loop.create_task(_close_with_its_loop(client))
-        return client
+            line = self._lines[loop] = _Line(pool.make_connection())  # type: ignore[no-untyped-call]
+            self._keepers[loop] = loop.create_task(_close_with_its_loop(line.close))
+        return line
+
+    def _sha(self, source: str) -> str:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+        return sha
 
     async def run(
         self,
@@ -170,53 +177,140 @@ class RedisLink:
         *,
         abandoned: Callable[[Any], object] | None = None,
     ) -> Any:
-        """Run the script ``source`` through the breaker, in a task of its own.
+        """Run the script ``source`` through the breaker.
+
+        On the store's own connection the script runs in the caller's task
+        (:meth:`Breaker.call_here`); a caller cancelled before the answer came
+        gets the cancellation, and gives back what the script may have taken.
+        On a client of the caller's it runs in a task of its own
+        (:meth:`Breaker.call`), and ``abandoned`` gets the answer its caller left.
 
         Args:
             source: the Lua script.
             keys: its ``KEYS``.
             args: its ``ARGV``.
-            abandoned: given the script's answer if its caller left before it came.
+            abandoned: given the script's answer if its caller left before it came
+                (a client of the caller's only).
 
         Raises:
             Outage: Redis failed or did not answer within a second.
             StabilityError: the store is closed.
         """
-        client = self.client()
-        sha = self._shas.get(source)
-        if sha is None:
-            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+        sha = self._sha(source)
+        if self._given is not None:
+            if self.closed:
+                raise StabilityError(f"the {self.what} {self.where} is closed")
+            return await self.breaker.call(
+                functools.partial(self._evaluate_on, self._given, sha, source, keys, args),
+                abandoned=abandoned,
+            )
+        line = self._line()
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
 
-        async def evaluate() -> Any:
-            # EVALSHA itself, not redis-py's Script object: it costs a coroutine,
-            # an import and two tuples more on every call.
-            try:
-                return await client.evalsha(sha, len(keys), *keys, *args)
-            except self._no_script:
-                # A server that has not seen the script yet (new, restarted, flushed).
-                await client.script_load(source)
-                return await client.evalsha(sha, len(keys), *keys, *args)
+        async def evaluate(failures: int) -> Any:
+            async with line.lock:  # one command at a time on the line: answers in order
+                if self.breaker.failures != failures:
+                    # Redis failed while this call waited its turn: it gives up at once.
+                    raise Outage(f"the {self.what} at {self.where} is unavailable")
+                try:
+                    return await line.send(command)
+                except self._no_script:
+                    # A server that has not seen the script yet (new, restarted, flushed).
+                    await line.send(("SCRIPT", "LOAD", source))
+                    return await line.send(command)
 
-        return await self.breaker.call(evaluate, abandoned=abandoned)
+        return await self.breaker.call_here(evaluate)
+
+    async def _evaluate_on(
+        self,
+        client: Any,
+        sha: str,
+        source: str,
+        keys: Sequence[str | bytes],
+        args: Sequence[object],
+    ) -> Any:
+        try:
+            return await client.evalsha(sha, len(keys), *keys, *args)
+        except self._no_script:
+            await client.script_load(source)
+            return await client.evalsha(sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
-        """Close the clients this link opened (the caller's stays open); idempotent."""
+        """Close the connections it opened (a client of the caller's stays open); idempotent."""
         self.closed = True
         await self.breaker.settle()  # scripts their callers left end before the clients go
         keepers, self._keepers = list(self._keepers.items()), weakref.WeakKeyDictionary()
-        self._clients = weakref.WeakKeyDictionary()
+        self._lines = weakref.WeakKeyDictionary()
         running = asyncio.get_running_loop()
         for loop, keeper in keepers:
             if loop is running:
-                keeper.cancel()  # it closes the client
+                keeper.cancel()  # it closes the line
                 await asyncio.wait({keeper})
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(keeper.cancel)
 
 
-async def _close_with_its_loop(client: Any) -> None:
-    """Wait for the end of the loop (its tasks cancelled), then close ``client`` in it."""
+async def _close_with_its_loop(close: Callable[[], Awaitable[object]]) -> None:
+    """Wait for the end of the loop (its tasks cancelled), then ``close()`` in it."""
     try:
         await asyncio.get_running_loop().create_future()
     finally:
-        await client.aclose()
+        await close()
+
+
+class _Line:
+    """The store's own connection to Redis on one event loop, and its turn-taking.
+
+    One command at a time (:attr:`lock`): the next is written once the answer
+    before it is read. A command its caller left mid-way (cancelled, timed out)
+    drops the connection, which may still owe an answer; the next opens a new one.
+    Commands are packed by hiredis when it is installed (the ``redis`` extra
+    brings it), else by redis-py; answers are parsed by redis-py's parser (hiredis's).
+    """
+
+    __slots__ = ("_pack", "connection", "lock")
+
+    def __init__(self, connection: Any) -> None:
+        """A line on ``connection`` (not connected yet: the first command connects)."""
+        self.connection = connection
+        self.lock = asyncio.Lock()
+        self._pack: Callable[[tuple[Any, ...]], Any]
+        try:
+            from hiredis import pack_command  # noqa: PLC0415 - optional, see above
+        except ImportError:
+            self._pack = _packing_by(connection)
+        else:
+            self._pack = pack_command
+
+    async def send(self, command: tuple[object, ...]) -> Any:
+        """Write ``command`` and read its answer (the caller holds :attr:`lock`).
+
+        Raises:
+            redis.exceptions.ResponseError: Redis answered with an error.
+            redis.exceptions.RedisError, OSError: the connection failed (it is dropped).
+        """
+        connection = self.connection
+        try:
+            await connection.send_packed_command(self._pack(command), check_health=False)
+            return await connection.read_response()
+        except BaseException as exc:
+            if not _is_an_answer(exc):  # an answer may still be on its way: a new connection
+                await connection.disconnect(nowait=True)
+            raise
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.connection.disconnect()
+
+
+def _packing_by(connection: Any) -> Callable[[tuple[Any, ...]], Any]:
+    def pack(command: tuple[Any, ...]) -> Any:
+        return connection.pack_command(*command)
+
+    return pack
+
+
+def _is_an_answer(error: BaseException) -> bool:
+    from redis.exceptions import ResponseError  # noqa: PLC0415 - see import_redis
+
+    return isinstance(error, ResponseError)

@@ -158,12 +158,18 @@ class RedisReadingStore:
             if answer[2]:  # granted after its caller left: nobody will read
                 self._end_later(keys[1], token)
 
-        body, age, granted, corrupt = await self._link.run(
-            BEGIN,
-            keys,
-            [self._now_ms(), int(max_age * 1000), max(1, int(lease * 1000)), token, _SKEW_MS],
-            abandoned=give_back,
-        )
+        try:
+            body, age, granted, corrupt = await self._link.run(
+                BEGIN,
+                keys,
+                [self._now_ms(), int(max_age * 1000), max(1, int(lease * 1000)), token, _SKEW_MS],
+                abandoned=give_back,
+            )
+        except asyncio.CancelledError:
+            # The caller left before the answer came: a lease it may have been granted
+            # ends (ending one never granted changes nothing).
+            self._end_later(keys[1], token)
+            raise
         if isinstance(body, bytes):
             body = body.decode("utf-8", "replace")
         age_ms = int(age)

@@ -143,6 +143,15 @@ class RedisRateLimitStore:
             self._pending = [r for r in pending if r[1] not in tokens]
         return joining
 
+    def _queue_again(self, releases: list[Release]) -> None:
+        """Give-backs a script carried that may not have reached Redis: first in the queue."""
+        if releases:
+            pending = self._pending
+            pending[:0] = releases
+            if len(pending) > _QUEUED_AT_MOST:
+                del pending[: len(pending) - _QUEUED_AT_MOST]  # their leases free those slots
+            self._flush.arm()
+
     def _carry(self, releases: list[Release]) -> tuple[list[bytes], list[bytes]]:
         keys: list[bytes] = []
         args: list[bytes] = []
@@ -183,7 +192,15 @@ class RedisRateLimitStore:
                 abandoned=give_back,
             )
         except Outage:
+            self._queue_again(releases)
             return self._fallback.acquire_nowait(key_id, limit, lease)
+        except asyncio.CancelledError:
+            # The caller left before the answer came: the give-backs it carried are
+            # queued again, and the slot the script may have taken goes back (a
+            # give-back applied twice, or of a slot never taken, changes nothing).
+            self._queue_again(releases)
+            self.release_nowait(key_id, token, limit)
+            raise
         if corrupt:
             _corrupt(self.where)
         if taken:
@@ -237,7 +254,11 @@ class RedisRateLimitStore:
                     RELEASE, keys, [self._now_ms(), b"%d" % len(releases), *args]
                 )
             except Outage:
+                self._queue_again(releases)  # sent when Redis is back, or their leases end
                 return
+            except asyncio.CancelledError:
+                self._queue_again(releases)
+                raise
             if corrupt:
                 _corrupt(self.where)
 
