@@ -467,6 +467,27 @@ class TestCallHere:
             await breaker.call_here(buggy)
         assert not breaker.down
 
+    async def test_an_answer_after_another_call_failed_leaves_the_breaker_open(self) -> None:
+        # Redis failed for one call while another's answer was on its way (another
+        # loop's connection): that answer is used, but the breaker stays open.
+        breaker = self.breaker()
+        answer = asyncio.Event()
+
+        async def answers_late(failures: int) -> str:
+            await answer.wait()
+            return "answered"
+
+        async def fails(failures: int) -> None:
+            raise ConnectionError("reset")
+
+        late = asyncio.ensure_future(breaker.call_here(answers_late))
+        await asyncio.sleep(0)
+        with pytest.raises(Outage):
+            await breaker.call_here(fails)
+        answer.set()
+        assert await late == "answered"
+        assert breaker.down
+
     async def test_calls_waiting_their_turn_give_up_once_one_fails(self) -> None:
         # The store's line takes one command at a time: the calls queued behind one that
         # fails learn it from the count of failures and give up, never asking Redis.
@@ -653,9 +674,64 @@ def test_a_store_leaves_no_connection_open_when_its_event_loop_ends() -> None:
                 break
             time.sleep(0.01)
         assert ours(client) == 0  # closed with its loop, not left for the collector
+        assert (len(store._link._lines), len(store._link._keepers)) == (0, 0)  # nor kept
         asyncio.run(call(store))  # and the store goes on in another loop
         asyncio.run(store.aclose())
         assert ours(client) == 0
+
+
+async def test_a_closed_line_opens_no_connection_again(redis_url: str) -> None:
+    # A command sent as its store or loop closes (a give-back's, a lease's end) must not
+    # reopen the connection the closing just closed.
+    store = RedisRateLimitStore(redis_url)
+    try:
+        assert isinstance(await store.acquire("k", ROOMY, 5.0), str)
+        line = store._link._lines[asyncio.get_running_loop()]
+        await line.close()
+        with pytest.raises(Outage, match="closed"):
+            await line.send(("PING",))
+        assert not line.connection.is_connected
+    finally:
+        await store.aclose()
+
+
+async def test_a_socket_timeout_in_the_url_is_left_to_the_breaker(redis_url: str) -> None:
+    # redis-py's own timeout would cost a task per command and may swallow a cancellation.
+    store = RedisRateLimitStore(f"{redis_url}?socket_timeout=5")
+    try:
+        assert isinstance(await store.acquire("k", ROOMY, 5.0), str)
+        assert store._link._lines[asyncio.get_running_loop()].connection.socket_timeout is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_call_that_timed_out_gives_its_slot_back_once_redis_is_back() -> None:
+    # Redis ran the script after the call had given up on it: the slot it took is
+    # given back with the first script after Redis is back, not held for its lease.
+    clock = FakeClock()
+    limit = RateLimit(10_000, 1.0)
+    with redis_process() as (url, server):
+        store = RedisRateLimitStore(url, clock=clock)
+        client = redis.asyncio.Redis.from_url(url)
+        in_flight = store._keys("k")[0]
+        try:
+            assert isinstance(await store.acquire("k", limit, 60.0), str)
+            await store.flush()
+            server.send_signal(signal.SIGSTOP)
+            try:
+                assert isinstance(await store.acquire("k", limit, 60.0), int)  # after 1 s
+            finally:
+                server.send_signal(signal.SIGCONT)
+            clock.advance(5.1)  # the next call probes Redis, carrying the give-back
+            probe = await store.acquire("k", limit, 60.0)
+            assert isinstance(probe, str)
+            await store.release("k", probe, limit)
+            await store.flush()
+            # The first call's slot, and no other: the timed-out one's went back.
+            assert await client.zcard(in_flight) == 1
+        finally:
+            await store.aclose()
+            await client.aclose()
 
 
 @pytest.mark.parametrize("kind", ["redis", "local"])

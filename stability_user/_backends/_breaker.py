@@ -2,7 +2,8 @@
 
 While the backend answers, calls go to it. The first call that fails, or that
 gets no answer within ``max_wait`` seconds, opens the breaker, and decides for
-every call then in flight on it: they give up at once. Later calls go straight
+every call then in flight on it: they give up at once (see :meth:`Breaker.call_here`
+for the calls made in their caller's task). Later calls go straight
 to the store's fallback (in-process state) until ``retry_after`` seconds have
 passed; then one call probes the backend, and its success closes the breaker.
 One WARNING says the backend is unavailable (with the reason), one that it is back.
@@ -11,9 +12,10 @@ The backend's work runs in a task of its own (:meth:`Breaker.call`): a caller
 that is cancelled leaves at once, whatever the client library does with a
 cancellation (redis-py on Python 3.11 can swallow one inside ``wait_for``), and
 what the work took is handed to ``abandoned`` to be given back. Work that sets
-no timeout of its own, and checks before it starts whether the backend failed
+no timeout of its own, and checks when its turn comes whether the backend failed
 meanwhile, runs in the caller's task instead (:meth:`Breaker.call_here`), at none
-of a task's cost: a Redis store's own connection.
+of a task's cost: a Redis store's own connection, one command at a time, where
+the calls in flight are those queued for their turn.
 
 A store outlives event loops (``asyncio.run()`` twice, a test suite's loop per
 test), and may serve several at once from their threads: the signal that stops
@@ -186,12 +188,15 @@ class Breaker:
     async def call_here(self, work: Callable[[int], Awaitable[T]]) -> T:
         """Run ``work(failures)`` in the caller's task; wait ``max_wait`` seconds at most.
 
-        For work that cannot swallow a cancellation (it sets no timeout of its own)
-        and that gives up at once, raising :class:`Outage`, when :attr:`failures`
-        is no longer the count it was given (the backend failed meanwhile): it then
-        decides for itself what :meth:`call` decides with a task of its own, at
-        none of the task's cost. A caller cancelled meanwhile gets the
-        cancellation: what the work took is the caller's to give back.
+        For work that swallows no cancellation (no timeout of its own but the
+        connect timeout of a connection it opens) and that gives up, raising
+        :class:`Outage`, when its turn comes and :attr:`failures` is no longer the
+        count it was given (the backend failed while it waited): the calls queued
+        behind one that fails end then, not at ``max_wait``, at none of a task's
+        cost. A call already waiting for its answer when another fails is not
+        stopped (it ends at ``max_wait`` at the latest), and its success does not
+        close the breaker that failure opened. A caller cancelled meanwhile gets
+        the cancellation: what the work took is the caller's to give back.
 
         Raises:
             Outage: it failed, timed out, or another call found the backend down meanwhile.
@@ -201,21 +206,29 @@ class Breaker:
         assert task is not None  # noqa: S101 - a coroutine always runs in a task here
         expiry = Expiry(task, loop.time() + self.max_wait)  # asyncio.timeout, on 3.10 too
         timer = loop.call_at(expiry.when, expiry.expire)
+        failures = self.failures
+        probe = self._down_since is not None  # the one call let through while it is down
         try:
-            result = await work(self.failures)
+            result = await work(failures)
         except asyncio.CancelledError:
+            if probe:
+                self._probing = False  # another call may probe
             if expiry.timed_out():  # the wait ran out: the backend hangs
                 self.failed(TimeoutError(f"no answer within {self.max_wait:g} s"))
                 raise Outage(f"the {self.what} at {self.where} is unavailable") from None
-            self._probing = False  # the caller gave up: another call may probe
             raise
         except self._errors as exc:
             self.failed(exc)
             raise Outage(str(exc)) from exc
+        except BaseException:
+            if probe:
+                self._probing = False
+            raise
         finally:
             expiry.finished = True
             timer.cancel()
-        self.succeeded()
+        if self.failures == failures:  # else another call found it failing meanwhile
+            self.succeeded()
         return result
 
     def _opened_in(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:

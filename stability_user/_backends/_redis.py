@@ -21,13 +21,14 @@ import functools
 import hashlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import StabilityError
 from .._secrets import mask_url, url_secrets
 from .._types import Clock
 from ._breaker import Breaker, Outage
+from ._redis_line import Line, close_with_its_loop
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -113,7 +114,7 @@ class RedisLink:
         self.url = url
         self.what = what
         self._given = client
-        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Line] = (
+        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Line] = (
             weakref.WeakKeyDictionary()
         )
         # A task per loop that closes the loop's line when the loop ends.
@@ -140,7 +141,7 @@ class RedisLink:
 
         return isinstance(self._given, RedisCluster)
 
-    def _line(self) -> _Line:
+    def _line(self) -> Line:
         """The running event loop's line to Redis, made on first use.
 
         Raises:
@@ -159,9 +160,18 @@ class RedisLink:
             pool = redis.asyncio.ConnectionPool.from_url(
                 self.url, socket_connect_timeout=_CONNECT_TIMEOUT
             )
-            line = self._lines[loop] = _Line(pool.make_connection())  # type: ignore[no-untyped-call]
-            self._keepers[loop] = loop.create_task(_close_with_its_loop(line.close))
+            # The breaker bounds every command; redis-py's own timeout (a URL's
+            # ?socket_timeout=) would cost a task per command and may swallow a
+            # cancellation on Python 3.11.
+            pool.connection_kwargs.pop("socket_timeout", None)
+            line = self._lines[loop] = Line(pool.make_connection())  # type: ignore[no-untyped-call]
+            self._keepers[loop] = loop.create_task(close_with_its_loop(line.close, self._forget))
         return line
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The line and its keeper hold the loop: dropped, so a loop ended is not kept.
+        self._lines.pop(loop, None)
+        self._keepers.pop(loop, None)
 
     def _sha(self, source: str) -> str:
         sha = self._shas.get(source)
@@ -248,69 +258,3 @@ class RedisLink:
                 await asyncio.wait({keeper})
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(keeper.cancel)
-
-
-async def _close_with_its_loop(close: Callable[[], Awaitable[object]]) -> None:
-    """Wait for the end of the loop (its tasks cancelled), then ``close()`` in it."""
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        await close()
-
-
-class _Line:
-    """The store's own connection to Redis on one event loop, and its turn-taking.
-
-    One command at a time (:attr:`lock`): the next is written once the answer
-    before it is read. A command its caller left mid-way (cancelled, timed out)
-    drops the connection, which may still owe an answer; the next opens a new one.
-    Commands are packed by hiredis when it is installed (the ``redis`` extra
-    brings it), else by redis-py; answers are parsed by redis-py's parser (hiredis's).
-    """
-
-    __slots__ = ("_pack", "connection", "lock")
-
-    def __init__(self, connection: Any) -> None:
-        """A line on ``connection`` (not connected yet: the first command connects)."""
-        self.connection = connection
-        self.lock = asyncio.Lock()
-        self._pack: Callable[[tuple[Any, ...]], Any]
-        try:
-            from hiredis import pack_command  # noqa: PLC0415 - optional, see above
-        except ImportError:
-            self._pack = _packing_by(connection)
-        else:
-            self._pack = pack_command
-
-    async def send(self, command: tuple[object, ...]) -> Any:
-        """Write ``command`` and read its answer (the caller holds :attr:`lock`).
-
-        Raises:
-            redis.exceptions.ResponseError: Redis answered with an error.
-            redis.exceptions.RedisError, OSError: the connection failed (it is dropped).
-        """
-        connection = self.connection
-        try:
-            await connection.send_packed_command(self._pack(command), check_health=False)
-            return await connection.read_response()
-        except BaseException as exc:
-            if not _is_an_answer(exc):  # an answer may still be on its way: a new connection
-                await connection.disconnect(nowait=True)
-            raise
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self.connection.disconnect()
-
-
-def _packing_by(connection: Any) -> Callable[[tuple[Any, ...]], Any]:
-    def pack(command: tuple[Any, ...]) -> Any:
-        return connection.pack_command(*command)
-
-    return pack
-
-
-def _is_an_answer(error: BaseException) -> bool:
-    from redis.exceptions import ResponseError  # noqa: PLC0415 - see import_redis
-
-    return isinstance(error, ResponseError)

@@ -192,7 +192,10 @@ class RedisRateLimitStore:
                 abandoned=give_back,
             )
         except Outage:
+            # Redis may have run the script and not answered in time: its give-backs
+            # and its slot go back once Redis is back (the slot's lease frees it anyway).
             self._queue_again(releases)
+            self.release_nowait(key_id, token, limit)
             return self._fallback.acquire_nowait(key_id, limit, lease)
         except asyncio.CancelledError:
             # The caller left before the answer came: the give-backs it carried are
