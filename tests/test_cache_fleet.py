@@ -45,7 +45,7 @@ from stability_user.testing import Fault, StabilityEmulator
 
 from .fakes import FakeClock
 from .processes import clean_environment, run_program
-from .servers import free_port, redis_binary
+from .servers import free_port, redis_binary, redis_process
 
 WORKERS = 4
 RATE = 250  # calls a second in each process
@@ -354,6 +354,38 @@ async def test_a_lease_expires_by_itself_in_redis(redis_url: str) -> None:
     finally:
         await client.aclose()
         await reading.aclose()
+
+
+async def test_a_lease_granted_to_a_caller_that_left_is_ended() -> None:
+    # Redis granted the lease after its caller had left (cancelled while Redis was
+    # frozen): nobody will read, so the lease ends, and another process reads at once.
+    with redis_process() as (url, server):
+        reading = RedisReadingStore(url, lease=30.0)
+        client = redis.asyncio.Redis.from_url(url)
+        name = os.urandom(8).hex()
+        lease_key = f"stability-user:{{lease-test}}:lease:{name}"
+        try:
+            await reading.begin("lease-test", "warm", max_age=1.0, lease=30.0, token="w")
+            server.send_signal(signal.SIGSTOP)
+            try:
+                call = asyncio.ensure_future(
+                    reading.begin("lease-test", name, max_age=1.0, lease=30.0, token="t")
+                )
+                for _ in range(20):  # its script is written; its answer cannot come
+                    await asyncio.sleep(0)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            finally:
+                server.send_signal(signal.SIGCONT)
+            assert reading._ending, "the lease was left to expire"
+            await asyncio.wait(set(reading._ending), timeout=10)  # its end, sent
+            assert not await client.exists(lease_key)
+            again = await reading.begin("lease-test", name, max_age=1.0, lease=30.0, token="u")
+            assert again.granted
+        finally:
+            await client.aclose()
+            await reading.aclose()
 
 
 async def test_a_lease_expires_by_itself_in_the_local_store(tmp_path: Path) -> None:
