@@ -44,7 +44,7 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import cpu_per_call, machine, redis_for_the_store, server, session
+from run import cpu_per_call, machine, redis_for_the_store, server, session, write_report
 
 from stability_user._ratelimit._redis_scripts import ACQUIRE  # the store's own script
 
@@ -160,11 +160,7 @@ def main() -> None:
         "",
         *table(results),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"written to {args.output}", file=sys.stderr)
+    write_report(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -603,6 +603,15 @@ def against_main_before(
     ]
 
 
+def write_report(lines: list[str], output: Path) -> None:
+    """Print the report's Markdown lines and write them to ``output``."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"written to {output}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -684,11 +693,7 @@ def main() -> None:
         f"| difference | {statistics.median(ours) - statistics.median(theirs):+.1f} ms | |",
         f"| ratio | {statistics.median(ours) / statistics.median(theirs):.3f}x | |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"written to {args.output}", file=sys.stderr)
+    write_report(lines, args.output)
 
 
 if __name__ == "__main__":

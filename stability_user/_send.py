@@ -27,19 +27,14 @@ from collections.abc import Awaitable, Sequence
 import attrs
 
 from ._closing import Closing
-from ._config import KeyIds, key_id_of, origin_of
+from ._config import KeyIds
 from ._errors import SESSION_CLOSED, APITimeoutError, StabilityError
 from ._http import AroundSend, Handler, Request, Response, Transport
 from ._ratelimit import LEASE_MARGIN, RateLimiter, Slot, Wait
 from ._sansio import retry_after_of
 from ._types import Clock
 
-__all__ = ["Gate", "Sender", "request_key_id"]
-
-
-def request_key_id(request: Request) -> str:
-    """The name of the state of the key ``request`` sends, at the service it goes to."""
-    return key_id_of(request.api_key or "", origin_of(request.url))
+__all__ = ["Gate", "Sender"]
 
 
 class Gate:

@@ -191,18 +191,15 @@ class RedisRateLimitStore:
                 ],
                 abandoned=give_back,
             )
-        except Outage:
-            # Redis may have run the script and not answered in time: its give-backs
-            # and its slot go back once Redis is back (the slot's lease frees it anyway).
+        except (Outage, asyncio.CancelledError) as unanswered:
+            # No answer (Redis failed or hung, or the caller left), yet Redis may have
+            # run the script: the give-backs it carried are queued again and the slot
+            # it may have taken goes back, with the next script (a give-back applied
+            # twice, or of a slot never taken, changes nothing).
             self._queue_again(releases)
             self.release_nowait(key_id, token, limit)
-            return self._fallback.acquire_nowait(key_id, limit, lease)
-        except asyncio.CancelledError:
-            # The caller left before the answer came: the give-backs it carried are
-            # queued again, and the slot the script may have taken goes back (a
-            # give-back applied twice, or of a slot never taken, changes nothing).
-            self._queue_again(releases)
-            self.release_nowait(key_id, token, limit)
+            if isinstance(unanswered, Outage):
+                return self._fallback.acquire_nowait(key_id, limit, lease)
             raise
         if corrupt:
             _corrupt(self.where)
@@ -256,11 +253,10 @@ class RedisRateLimitStore:
                 corrupt = await self._link.run(
                     RELEASE, keys, [self._now_ms(), b"%d" % len(releases), *args]
                 )
-            except Outage:
+            except (Outage, asyncio.CancelledError) as unanswered:
                 self._queue_again(releases)  # sent when Redis is back, or their leases end
-                return
-            except asyncio.CancelledError:
-                self._queue_again(releases)
+                if isinstance(unanswered, Outage):
+                    return
                 raise
             if corrupt:
                 _corrupt(self.where)
